@@ -1,0 +1,110 @@
+// Running coroutines in AioContexts: spawn a Task into a context, move a
+// coroutine between contexts, sleep, and block a synchronous caller on a
+// Task. A coroutine belongs to the context whose loop resumed it last
+// (AioContext::current()).
+#pragma once
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <type_traits>
+
+#include "ioplane/core/aio_context.h"
+#include "ioplane/core/task.h"
+#include "ioplane/core/thread_contract.h"
+#include "ioplane/core/timer.h"
+
+namespace ioplane {
+
+// A BH node that resumes one suspended coroutine. Embed it in an awaiter so
+// that waking a coroutine in another context allocates nothing.
+// Thread contract: arm() by the suspending coroutine; wake_in() any thread,
+// once per suspension.
+class CoroutineWakeup final : public BhNode {
+public:
+    void arm(std::coroutine_handle<> h) { h_ = h; }
+    void wake_in(AioContext& ctx) { ctx.schedule_node(*this); }
+
+private:
+    void run() override { h_.resume(); }  // may destroy *this
+    std::coroutine_handle<> h_;
+};
+
+// Any thread. Starts `task` in ctx's next loop iteration; nobody awaits it. An
+// exception escaping it is a bug: it is logged and the process aborts. If the
+// context is destroyed before the task started, the task is freed unrun.
+void spawn(AioContext& ctx, Task<void> task);
+
+// Coroutine, any context. `co_await schedule_on(ctx)` continues in `ctx`
+// (in its next iteration, even if ctx is the current context).
+class ScheduleOn {
+public:
+    explicit ScheduleOn(AioContext& ctx) : ctx_(ctx) {}
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        wakeup_.arm(h);
+        wakeup_.wake_in(ctx_);  // after this line the coroutine may run elsewhere
+    }
+    void await_resume() const noexcept {}
+
+private:
+    AioContext& ctx_;
+    CoroutineWakeup wakeup_;
+};
+inline ScheduleOn schedule_on(AioContext& ctx) { return ScheduleOn(ctx); }
+
+// Coroutine. Lets the other work of the current context run first.
+inline ScheduleOn yield_now() { return ScheduleOn(*AioContext::current()); }
+
+// Coroutine. Resumes in the current context after `ns` nanoseconds.
+class SleepFor {
+public:
+    explicit SleepFor(int64_t ns) : timer_(*AioContext::current(), [this] { h_.resume(); }), ns_(ns) {}
+    bool await_ready() const noexcept { return ns_ <= 0; }
+    void await_suspend(std::coroutine_handle<> h) {
+        h_ = h;
+        timer_.arm_in(ns_);
+    }
+    void await_resume() const noexcept {}
+
+private:
+    Timer timer_;
+    std::coroutine_handle<> h_;
+    int64_t ns_;
+};
+inline SleepFor sleep_for(int64_t ns) { return SleepFor(ns); }
+
+namespace detail {
+template <class T>
+struct Outcome {
+    std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+    std::exception_ptr exception;
+};
+template <class T>
+Task<void> capture_outcome(Task<T> task, Outcome<T>& out) {
+    try {
+        if constexpr (std::is_void_v<T>) {
+            co_await std::move(task);
+            out.value.emplace(true);
+        } else {
+            out.value.emplace(co_await std::move(task));
+        }
+    } catch (...) {
+        out.exception = std::current_exception();
+    }
+}
+}  // namespace detail
+
+// Home context of `ctx`. Runs `task` in ctx, polling ctx until it finishes,
+// and returns its result (for synchronous callers: startup, tools, tests).
+template <class T>
+T block_on(AioContext& ctx, Task<T> task) {
+    assert_in_context(ctx);
+    detail::Outcome<T> out;
+    spawn(ctx, detail::capture_outcome(std::move(task), out));
+    while (!out.value && !out.exception) ctx.poll(true);
+    if (out.exception) std::rethrow_exception(out.exception);
+    if constexpr (!std::is_void_v<T>) return std::move(*out.value);
+}
+
+}  // namespace ioplane

@@ -1,0 +1,70 @@
+// `co_await run_in_worker(fn)`: runs the blocking call `fn` on a worker of the
+// current context's thread pool and resumes the coroutine in that same context
+// with fn's result (or its exception).
+//
+// Why it cannot re-enter a running coroutine (the "Co-routine re-entered
+// recursively" race of QEMU's VirtFS series): the work is submitted inside
+// await_suspend, when the coroutine is already suspended, and the worker does
+// not resume it; it schedules a BH in the coroutine's context, which runs only
+// after the current callback has returned to the loop.
+//
+// Thread contract: coroutine running in an AioContext.
+#pragma once
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "ioplane/core/aio_context.h"
+#include "ioplane/core/thread_pool.h"
+
+namespace ioplane {
+
+template <class F>
+class RunInWorker final : public WorkItem {
+    using R = std::invoke_result_t<F&>;
+    using Stored = std::conditional_t<std::is_void_v<R>, bool, R>;
+
+public:
+    explicit RunInWorker(F fn) : fn_(std::move(fn)), pool_(AioContext::current()->thread_pool()) {}
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+        h_ = h;
+        pool_.submit(*this);
+    }
+    R await_resume() {
+        if (exception_) std::rethrow_exception(exception_);
+        if constexpr (!std::is_void_v<R>) return std::move(*result_);
+    }
+
+private:
+    void work() override {
+        try {
+            if constexpr (std::is_void_v<R>) {
+                fn_();
+                result_.emplace(true);
+            } else {
+                result_.emplace(fn_());
+            }
+        } catch (...) {
+            exception_ = std::current_exception();
+        }
+    }
+    void complete(bool) override { h_.resume(); }  // never cancelled: nobody holds it
+
+    F fn_;
+    ThreadPool& pool_;
+    std::coroutine_handle<> h_;
+    std::optional<Stored> result_;
+    std::exception_ptr exception_;
+};
+
+template <class F>
+RunInWorker<F> run_in_worker(F fn) {
+    return RunInWorker<F>(std::move(fn));
+}
+
+}  // namespace ioplane

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ioplane needs to build and test, if missing.
+# Runs apt-get update once, only when something has to be installed.
+# Usage: scripts/install-deps.sh [build|test]   (test adds the test tools)
+set -euo pipefail
+
+build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev)
+test_packages=(python3)
+
+want=("${build_packages[@]}")
+[ "${1:-build}" = test ] && want+=("${test_packages[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The daemon starts its runtime, reports it, and exits 0 on SIGTERM and on
+# SIGINT; bad options exit 1 with a one-line error naming the option.
+set -euo pipefail
+daemon=$1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+fail() { echo "FAIL: $*"; echo "--- daemon output:"; cat "$log"; exit 1; }
+
+for sig in TERM INT; do
+    "$daemon" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q "main loop running" "$log" && break
+        sleep 0.05
+    done
+    grep -q "iothread 'io0' running" "$log" || fail "no iothread start line"
+    kill -"$sig" "$pid"
+    status=0
+    wait "$pid" || status=$?
+    [ "$status" -eq 0 ] || fail "exit status $status after SIG$sig"
+    grep -q "iothread 'io0' stopped" "$log" || fail "iothread not stopped on SIG$sig"
+    grep -q "exiting" "$log" || fail "no clean exit on SIG$sig"
+done
+
+status=0
+"$daemon" --no-such-option >"$log" 2>&1 || status=$?
+[ "$status" -eq 1 ] || fail "unknown option: exit status $status, want 1"
+grep -q "no-such-option" "$log" || fail "unknown option not named"
+"$daemon" --version | grep -q "ioplane-storage-daemon" || fail "--version"
+echo "daemon_signals: ok"
