@@ -47,8 +47,8 @@ test-tsan: deps-test
 	$(call cmake_build,build/tsan,Checked,-DIOPLANE_WERROR=ON -DIOPLANE_SANITIZE=thread -DIOPLANE_BENCH=OFF)
 	cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(CTEST)
 
-bench: build
-	build/release/bench/core_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+bench: build deps-test
+	bench/core_report.py build/release/bench/core_bench
 
 clean:
 	rm -rf build

@@ -114,7 +114,20 @@ AioContext::~AioContext() {
         node->discard();
         node = next;
     }
-    IOPLANE_ASSERT(timers_.size() == 0);  // timers must not outlive their context
+    if (timers_.size() > 0) {
+        LOG_WARN("context '%s' destroyed with %zu armed timers", name_.c_str(), timers_.size());
+        timers_.detach_all();  // their cancel()/destructor will not touch us
+    }
+}
+
+void AioContext::drain() {
+    assert_in_context(*this);
+    for (;;) {
+        while (poll(false)) {
+        }
+        if (!thread_pool_ || thread_pool_->in_flight() == 0) break;
+        poll(true);  // a completion is on its way
+    }
 }
 
 void AioContext::attach_to_current_thread() {
@@ -140,11 +153,18 @@ bool AioContext::poll(bool blocking) {
     if (timeout > 0 && start != 0) timeout = std::max<int64_t>(0, timeout - (now_ns() - start));
     if (n == 0) {
         poll_streak_ = 0;
-        n = wait_in_kernel(timeout, ready);
+        // Without waiting, and with every fd having a poll function, polling
+        // them once answers the question without a syscall (as QEMU does).
+        if (timeout == 0 && kernel_optional_)
+            n = run_poll_handlers_once(ready);
+        else
+            n = wait_in_kernel(timeout, ready);
     } else if (++poll_streak_ % kKernelCheckEvery == 0) {
         n += wait_in_kernel(0, std::span(ready).subspan(n));
     }
     if (start != 0) adjust_poll_window(now_ns() - start);
+    // (D) Accept the notifications so far, however the wait ended.
+    if (notified_.load(std::memory_order_relaxed)) notified_.exchange(false, std::memory_order_acquire);
 
     progress |= dispatch_fds(std::span(ready, n));
     if (timers_.size() > 0) progress |= timers_.run_expired(now_ns());
@@ -153,21 +173,29 @@ bool AioContext::poll(bool blocking) {
     return progress;
 }
 
+// The taken BHs go to the tail of batch_, and BHs run from its head. A nested
+// poll() (a BH that waits synchronously) therefore first runs what remains of
+// the outer iteration's batch, which its wait may depend on (QEMU's
+// BHListSlice). BHs scheduled while the batch runs wait for the next one.
 bool AioContext::run_bottom_halves() {
     BhNode* stack = pending_.exchange(nullptr, std::memory_order_acquire);  // (A)
-    // The list is a stack; reverse it so BHs run in the order they were
-    // scheduled. BHs scheduled while these run wait for the next iteration.
+    // The list is a stack; reverse it so BHs run in the order they were scheduled.
     BhNode* fifo = nullptr;
+    BhNode* last = stack;
     while (stack != nullptr) {
         BhNode* next = stack->next_;
         stack->next_ = fifo;
         fifo = stack;
         stack = next;
     }
+    if (fifo != nullptr) {
+        (batch_tail_ ? batch_tail_->next_ : batch_head_) = fifo;
+        batch_tail_ = last;
+    }
     bool progress = false;
-    while (fifo != nullptr) {
-        BhNode* node = fifo;
-        fifo = node->next_;
+    while (BhNode* node = batch_head_) {
+        batch_head_ = node->next_;
+        if (batch_head_ == nullptr) batch_tail_ = nullptr;
         progress |= run_bh_node(*node);
     }
     return progress;
@@ -221,9 +249,11 @@ size_t AioContext::busy_poll(int64_t timeout_ns, std::span<ReadyFd> ready) {
 }
 
 size_t AioContext::run_poll_handlers_once(std::span<ReadyFd> ready) {
+    // By index: a callback may change the handler set (removed handlers stay
+    // allocated until the outermost poll() returns).
     size_t n = 0;
-    for (FdHandler* h : poll_handlers_) {
-        if (n == ready.size()) break;
+    for (size_t i = 0; i < poll_handlers_.size() && n < ready.size(); i++) {
+        FdHandler* h = poll_handlers_[i];
         if (!h->removed && !h->deferred && h->spec.poll()) ready[n++] = ReadyFd{h, kPollReady};
     }
     return n;
@@ -232,8 +262,10 @@ size_t AioContext::run_poll_handlers_once(std::span<ReadyFd> ready) {
 void AioContext::set_polling(bool on) {
     if (polling_ == on) return;
     polling_ = on;
-    for (FdHandler* h : poll_handlers_)
-        if (h->spec.set_polling) h->spec.set_polling(on);
+    for (size_t i = 0; i < poll_handlers_.size(); i++) {
+        FdHandler* h = poll_handlers_[i];
+        if (!h->removed && h->spec.set_polling) h->spec.set_polling(on);
+    }
 }
 
 size_t AioContext::wait_in_kernel(int64_t timeout_ns, std::span<ReadyFd> ready) {
@@ -250,7 +282,6 @@ size_t AioContext::wait_in_kernel(int64_t timeout_ns, std::span<ReadyFd> ready) 
         if (depth_ == 1 && after_wait_) after_wait_();
         notify_me_.store(false, std::memory_order_relaxed);
     }
-    notified_.exchange(false, std::memory_order_acquire);  // (D) accept notifications so far
     return n;
 }
 
@@ -329,6 +360,8 @@ Result<void> AioContext::set_fd_handler(int fd, FdHandlerSpec spec) {
     if (auto r = apply_interest(*h, h->interest); !r) {
         return fail(r.error().code, "context '" + name_ + "': watching fd " + std::to_string(fd));
     }
+    // A handler joining while the loop polls is in poll mode too.
+    if (polling_ && h->spec.set_polling) h->spec.set_polling(true);
     handlers_.emplace(fd, std::move(h));
     rebuild_poll_list();
     return {};
@@ -342,6 +375,7 @@ Result<void> AioContext::set_fd_events(int fd, uint32_t events) {
     if (events & kFdRead) IOPLANE_ASSERT(h.spec.on_read);
     if (events & kFdWrite) IOPLANE_ASSERT(h.spec.on_write);
     h.interest = events;
+    rebuild_poll_list();
     if (h.deferred) return {};  // applied when the guard releases it
     return apply_interest(h, events);
 }
@@ -354,6 +388,8 @@ void AioContext::remove_fd_handler(int fd) {
     handlers_.erase(it);
     (void)apply_interest(*h, 0);
     h->removed = true;
+    // It leaves with its notifications on (it may be attached elsewhere next).
+    if (polling_ && h->spec.set_polling) h->spec.set_polling(false);
     rebuild_poll_list();
     // A ready list further up the stack may still point at it.
     if (depth_ > 0) removed_handlers_.push_back(std::move(h));
@@ -369,8 +405,12 @@ void AioContext::resume_deferred_fd(int fd) {
 
 void AioContext::rebuild_poll_list() {
     poll_handlers_.clear();
-    for (auto& [fd, h] : handlers_)
+    kernel_optional_ = true;
+    for (auto& [fd, h] : handlers_) {
         if (h->spec.poll) poll_handlers_.push_back(h.get());
+        // Write readiness and errors are only seen by asking the kernel.
+        if (!h->spec.poll || (h->interest & kFdWrite) || h->spec.on_error) kernel_optional_ = false;
+    }
 }
 
 void AioContext::free_removed_handlers() { removed_handlers_.clear(); }
@@ -432,7 +472,15 @@ void BottomHalf::schedule() { ctx_.schedule_node(*this); }
 
 void BottomHalf::cancel() { flags_.fetch_and(~kScheduled, std::memory_order_relaxed); }
 
-void BottomHalf::run() { cb_(); }
+void BottomHalf::run() {
+    running_ = true;
+    cb_();
+    running_ = false;
+    // Deleted by its own callback: free it now, unless it was scheduled again
+    // (then the loop frees it when it pops it).
+    const uint32_t flags = flags_.load(std::memory_order_relaxed);
+    if ((flags & kDeleted) && !(flags & kQueued)) delete this;
+}
 
 void BottomHalf::discard() {
     if (flags_.load(std::memory_order_relaxed) & kDeleted) delete this;
@@ -441,7 +489,9 @@ void BottomHalf::discard() {
 void BottomHalf::Deleter::operator()(BottomHalf* bh) const {
     assert_in_context(bh->ctx_);
     uint32_t old = bh->flags_.fetch_or(kDeleted, std::memory_order_acq_rel);
-    if (!(old & kQueued)) delete bh;  // otherwise the loop frees it when it pops it
+    // Queued: the loop frees it when it pops it. Running: run() frees it
+    // after the callback returns (its captures are still in use).
+    if (!(old & kQueued) && !bh->running_) delete bh;
 }
 
 ReentrancyGuard::~ReentrancyGuard() { IOPLANE_ASSERT(!engaged_); }

@@ -7,7 +7,10 @@
 #include <cerrno>
 #include <climits>
 
+#include <cstring>
+
 #include "ioplane/core/fd_monitor.h"
+#include "ioplane/core/log.h"
 
 namespace ioplane {
 namespace {
@@ -39,7 +42,12 @@ public:
     Result<void> modify(int fd, uint32_t events, void* token) override {
         return control(EPOLL_CTL_MOD, fd, events, token);
     }
-    void remove(int fd) override { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+    void remove(int fd) override {
+        // Fails only if the fd was closed first: then a dup of it could still
+        // deliver events for a freed handler. Callers remove before closing.
+        if (::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) < 0)
+            LOG_ERROR("epoll: removing fd %d: %s (closed before its handler was removed?)", fd, strerror(errno));
+    }
 
     size_t wait(std::span<ReadyFd> out, int64_t timeout_ns) override {
         epoll_event events[128];

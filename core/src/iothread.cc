@@ -22,13 +22,16 @@ Result<std::unique_ptr<IOThread>> IOThread::start(Options options) {
     return t;
 }
 
-IOThread::~IOThread() { stop(); }
+IOThread::~IOThread() {
+    stop();
+    ctx_->attach_to_current_thread();  // destroyed by whoever destroys us
+}
 
 void IOThread::run() {
     while (!stopping_.load(std::memory_order_acquire)) ctx_->poll(true);
-    // Run what is queued, and what that queues, before leaving.
-    while (ctx_->poll(false)) {
-    }
+    // Run what is queued (and what that queues), and let thread-pool work
+    // finish and complete here, before leaving.
+    ctx_->drain();
     // The context is destroyed by the owner thread after join; it becomes
     // that thread's then.
 }

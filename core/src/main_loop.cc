@@ -37,9 +37,8 @@ Result<std::unique_ptr<MainLoop>> MainLoop::create(PollParams poll) {
 
 MainLoop::~MainLoop() {
     assert_in_context(*ctx_);
-    // Drain what is queued (e.g. completions of work that just finished).
-    while (ctx_->poll(false)) {
-    }
+    // Run what is queued and let thread-pool work complete.
+    ctx_->drain();
     g_main_ctx.store(nullptr, std::memory_order_release);
 }
 

@@ -3,13 +3,17 @@
 #include <pthread.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
+#include <system_error>
 
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane {
 namespace {
+
+constexpr int64_t kMaxIdleNs = 86'400'000'000'000;  // one day
 
 // The item behind ThreadPool::submit(fn, done); owned by the pool until its
 // completion has run.
@@ -32,6 +36,13 @@ private:
 };
 
 }  // namespace
+
+// In the home context; no worker touches the item any more.
+void WorkItem::run() {
+    state_ = State::idle;
+    pool_->in_flight_--;
+    complete(cancelled_);
+}
 
 ThreadPool::ThreadPool(AioContext& ctx, Limits limits)
     : ctx_(ctx), thread_name_((ctx.name() + "-w").substr(0, 15)), limits_(limits) {}
@@ -62,18 +73,39 @@ void ThreadPool::submit(WorkItem& item) {
     IOPLANE_ASSERT(item.state_ == WorkItem::State::idle && !stopping_);
     item.state_ = WorkItem::State::queued;
     item.cancelled_ = false;
+    item.pool_ = this;
+    in_flight_++;
     item.prev_ = tail_;
     item.next_ = nullptr;
     (tail_ ? tail_->next_ : head_) = &item;
     tail_ = &item;
     ++queued_;
     // More queued items than workers about to pick them up: add a worker.
-    if (queued_ > idle_ && threads_.size() < limits_.max_threads) {
-        threads_.emplace_front();
-        auto self = threads_.begin();
+    if (queued_ > idle_ && threads_.size() < limits_.max_threads && spawn_worker()) return;
+    work_ready_.notify_one();
+    if (threads_.empty()) {
+        // No worker exists and none could be started: fail the item rather
+        // than leave it queued forever.
+        LOG_ERROR("thread pool of '%s': no worker thread; cancelling work", ctx_.name().c_str());
+        (item.prev_ ? item.prev_->next_ : head_) = nullptr;
+        tail_ = item.prev_;
+        --queued_;
+        item.state_ = WorkItem::State::idle;
+        item.cancelled_ = true;
+        ctx_.schedule_node(item);
+    }
+}
+
+bool ThreadPool::spawn_worker() {
+    threads_.emplace_front();
+    auto self = threads_.begin();
+    try {
         *self = std::thread([this, self] { worker_main(self); });
-    } else {
-        work_ready_.notify_one();
+        return true;
+    } catch (const std::system_error& e) {
+        threads_.erase(self);
+        LOG_WARN("thread pool of '%s': cannot start a worker: %s", ctx_.name().c_str(), e.what());
+        return false;
     }
 }
 
@@ -113,7 +145,9 @@ void ThreadPool::worker_main(std::list<std::thread>::iterator self) {
     for (;;) {
         while (head_ == nullptr && !stopping_) {
             ++idle_;
-            bool woken = work_ready_.wait_for(lk, std::chrono::nanoseconds(limits_.idle_timeout_ns),
+            // Clamped: a huge timeout ("never") must not overflow the deadline.
+            const auto idle = std::chrono::nanoseconds(std::min<int64_t>(limits_.idle_timeout_ns, kMaxIdleNs));
+            bool woken = work_ready_.wait_for(lk, idle,
                                               [this] { return head_ != nullptr || stopping_; });
             --idle_;
             if (!woken) {
@@ -128,9 +162,11 @@ void ThreadPool::worker_main(std::list<std::thread>::iterator self) {
         item->state_ = WorkItem::State::running;
         lk.unlock();
         item->work();
-        // The completion may free the item: do not touch it after this.
-        ctx_.schedule_node(*item);
+        // Queue the completion with mu_ held: a submit() that it triggers
+        // then finds this worker idle instead of spawning another one. The
+        // completion may free the item: do not touch it after this.
         lk.lock();
+        ctx_.schedule_node(*item);
     }
 }
 
@@ -147,7 +183,6 @@ void ThreadPool::set_limits(Limits limits) {
     assert_in_context(ctx_);
     std::lock_guard lk(mu_);
     limits_ = limits;
-    work_ready_.notify_all();  // idle workers re-read the timeout
 }
 
 size_t ThreadPool::thread_count() const {

@@ -72,6 +72,11 @@ void TimerHeap::remove(Timer& t) {
     update(*last);
 }
 
+void TimerHeap::detach_all() {
+    for (Timer* t : heap_) t->heap_index_ = Timer::kNotArmed;
+    heap_.clear();
+}
+
 bool TimerHeap::run_expired(int64_t now) {
     size_t budget = heap_.size();
     bool ran = false;

@@ -317,5 +317,36 @@ TEST(Harness, ContextsInOneThreadPingPongDeterministically) {
     EXPECT_EQ(trace, (std::vector<std::string>{"a1", "b2", "a3", "b4", "a5", "b6"}));
 }
 
+// A handler removed while the loop is in poll mode gets its notifications
+// back (it may be attached to another context next).
+TEST(AdaptivePolling, HandlerRemovedWhilePollingLeavesPollMode) {
+    auto ctx = make_context("t", {.max_ns = 50'000'000});
+    Pipe p;
+    std::vector<bool> changes;
+    std::atomic<bool> work{false};
+    ASSERT_TRUE(ctx->set_fd_handler(p.rd, {.on_read = [] {},
+                                           .poll = [&] { return work.load(); },
+                                           .on_poll_ready = [&] { ctx->remove_fd_handler(p.rd); },
+                                           .set_polling = [&](bool on) { changes.push_back(on); }}));
+    Timer t(*ctx, [&] { work = true; });
+    for (int i = 0; i < 20 && ctx->poll_window_ns() < 1'000'000; i++) {
+        t.arm_in(1'000'000);
+        ctx->poll(true);
+        work = false;
+    }
+    work = true;
+    ctx->poll(true);  // found by polling; the handler removes itself
+    ASSERT_FALSE(changes.empty());
+    EXPECT_FALSE(changes.back());
+}
+
+TEST(AioContext, ContextDestroyedWithArmedTimerDisarmsIt) {
+    auto ctx = make_context("t");
+    auto timer = std::make_unique<Timer>(*ctx, [] {});
+    timer->arm_in(1'000'000'000);
+    ctx.reset();
+    EXPECT_FALSE(timer->armed());
+    timer.reset();  // touches nothing freed
+}
 }  // namespace
 }  // namespace ioplane

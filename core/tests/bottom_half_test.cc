@@ -149,5 +149,49 @@ TEST(ReentrancyGuard, BhRunsWithItsGuardEngaged) {
     EXPECT_FALSE(guard.engaged());
 }
 
+// A BH that waits synchronously (nested poll) for something a later BH of the
+// same batch does must see that BH run (QEMU's BHListSlice).
+TEST(BottomHalf, NestedPollRunsTheRestOfTheOuterBatch) {
+    auto ctx = make_context("t");
+    bool cond = true;
+    bool waited_ok = false;
+    ctx->schedule_oneshot([&] {
+        for (int i = 0; i < 10 && cond; i++) ctx->poll(false);
+        waited_ok = !cond;
+    });
+    ctx->schedule_oneshot([&] { cond = false; });
+    test::run_until_idle({ctx.get()});
+    EXPECT_TRUE(waited_ok);
+}
+
+// Deleting a BH from its own callback must not free the callback's captures
+// while it still runs (ASan reports a use-after-free otherwise).
+TEST(BottomHalf, SelfDeleteKeepsCapturesAliveUntilTheCallbackReturns) {
+    auto ctx = make_context("t");
+    BhPtr bh;
+    std::string seen;
+    bh = ctx->new_bh([&bh, &seen, text = std::string(100, 'x')] {
+        bh.reset();
+        seen = text;  // a capture, used after the reset
+    });
+    bh->schedule();
+    ctx->poll(false);
+    EXPECT_EQ(seen, std::string(100, 'x'));
+}
+
+TEST(BottomHalf, SelfDeleteAfterRescheduleIsFreedByTheLoop) {
+    auto ctx = make_context("t");
+    int runs = 0;
+    BhPtr bh;
+    bh = ctx->new_bh([&] {
+        runs++;
+        bh->schedule();
+        bh.reset();  // queued again: the loop frees it, without running it
+    });
+    bh->schedule();
+    ctx->poll(false);
+    ctx->poll(false);
+    EXPECT_EQ(runs, 1);
+}
 }  // namespace
 }  // namespace ioplane

@@ -230,5 +230,31 @@ TEST(RunInWorker, StressNoRecursiveReentryAcrossThreads) {
     EXPECT_EQ(violations, 0);
 }
 
+TEST(BlockOn, TaskThatEndsInAnotherContextReturnsHome) {
+    auto ctx = make_context("t");
+    auto io = IOThread::start({.id = "io-end"});
+    ASSERT_TRUE(io);
+    int v = block_on(*ctx, [](AioContext& io_ctx) -> Task<int> {
+        co_await schedule_on(io_ctx);  // never hops back
+        co_return 5;
+    }((*io)->ctx()));
+    EXPECT_EQ(v, 5);
+}
+
+TEST(IOThreadStop, WaitsForWorkerRoundTripsInFlight) {
+    std::atomic<bool> resumed{false}, started{false};
+    auto io = IOThread::start({.id = "io-drain"});
+    ASSERT_TRUE(io);
+    spawn((*io)->ctx(), [](std::atomic<bool>& started, std::atomic<bool>& resumed) -> Task<void> {
+        co_await run_in_worker([&started] {
+            started = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        });
+        resumed = true;
+    }(started, resumed));
+    ASSERT_TRUE(test::wait_until([&] { return started.load(); }));
+    (*io)->stop();
+    EXPECT_TRUE(resumed);  // completed in the IOThread before it exited
+}
 }  // namespace
 }  // namespace ioplane

@@ -137,6 +137,21 @@ TEST_F(MainLoopTest, AioWaitWhileReturnsWhenAnIOThreadChangesTheCondition) {
     }
 }
 
+// The main thread waits on its own context for a condition that an IOThread
+// changes: the kick must wake it.
+TEST_F(MainLoopTest, AioWaitWhileOnTheMainContextIsWokenByAKick) {
+    auto io = IOThread::start({.id = "io-kick", .poll = {}});
+    ASSERT_TRUE(io);
+    for (int round = 0; round < 200; round++) {
+        std::atomic<bool> busy{true};
+        (*io)->ctx().schedule_oneshot([&] {
+            busy.store(false);
+            aio_wait_kick();
+        });
+        aio_wait_while(loop_->ctx(), [&] { return busy.load(); });
+    }
+}
+
 TEST_F(MainLoopTest, AioWaitWhileInTheHomeContextPollsThatContext) {
     bool flag = true;
     loop_->ctx().schedule_oneshot([&] { flag = false; });

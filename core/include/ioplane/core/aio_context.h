@@ -4,7 +4,8 @@
 //
 // Thread contracts are given per member. "Home" is the thread that runs the
 // context's loop: the IOThread that owns it, the main thread for the main
-// loop, or (in tests) the thread that created it.
+// loop, or (in tests) the thread that created it. A context must outlive every
+// call into it from other threads (schedule_*, notify).
 #pragma once
 
 #include <atomic>
@@ -86,7 +87,8 @@ public:
     // cheaper than replacing the handler.
     Result<void> set_fd_events(int fd, uint32_t events);
     // Stops watching `fd`; its callbacks are destroyed before the next
-    // iteration. Does nothing if `fd` is not watched.
+    // iteration. Does nothing if `fd` is not watched. Call it before closing
+    // the fd.
     void remove_fd_handler(int fd);
 
     // ---- bottom halves ----
@@ -104,6 +106,10 @@ public:
     void set_poll_params(PollParams params);
     PollParams poll_params() const { return poll_params_; }
     int64_t poll_window_ns() const { return poll_ns_; }
+
+    // Home. Runs iterations until nothing is queued and no thread-pool work
+    // is in flight (before a context stops being polled).
+    void drain();
 
     // Home. The thread pool bound to this context, created on first use.
     ThreadPool& thread_pool();
@@ -154,6 +160,9 @@ private:
     std::unordered_map<int, std::unique_ptr<FdHandler>> handlers_;
     std::vector<std::unique_ptr<FdHandler>> removed_handlers_;  // freed at depth 0
     std::vector<FdHandler*> poll_handlers_;
+    bool kernel_optional_ = true;  // every watched fd is read-only with a poll function
+    BhNode* batch_head_ = nullptr;  // BHs taken from pending_, not yet run
+    BhNode* batch_tail_ = nullptr;
     TimerHeap timers_;
     PollParams poll_params_;
     int64_t poll_ns_ = 0;        // current busy-poll window

@@ -26,15 +26,19 @@ void aio_wait_kick();
 // `cond()` is false: ctx's own loop if called in its home thread, otherwise
 // the main loop's, relying on aio_wait_kick() from the thread that changes
 // the condition.
+//
+// A kick wakes only the main loop: a waiter in an IOThread's own context must
+// have its condition changed by work that runs in (or is scheduled into) that
+// context.
 template <class Cond>
 void aio_wait_while(AioContext& ctx, Cond&& cond) {
-    if (ctx.in_home_thread()) {
-        while (cond()) ctx.poll(true);
-        return;
+    AioContext* loop = &ctx;
+    if (!ctx.in_home_thread()) {
+        assert_in_main_thread();
+        loop = main_context();
     }
-    assert_in_main_thread();
     detail::g_aio_waiters.fetch_add(1, std::memory_order_seq_cst);  // pairs with aio_wait_kick()
-    while (cond()) main_context()->poll(true);
+    while (cond()) loop->poll(true);
     detail::g_aio_waiters.fetch_sub(1, std::memory_order_relaxed);
 }
 

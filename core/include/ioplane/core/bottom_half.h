@@ -81,6 +81,7 @@ private:
 
     AioContext& ctx_;
     Callback cb_;
+    bool running_ = false;  // home context only: inside cb_
 };
 
 using BhPtr = std::unique_ptr<BottomHalf, BottomHalf::Deleter>;

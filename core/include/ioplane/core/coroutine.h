@@ -30,6 +30,14 @@ private:
     std::coroutine_handle<> h_;
 };
 
+// Coroutine: the context it runs in; aborts with a contract error outside
+// any loop (e.g. a coroutine resumed by hand).
+inline AioContext& current_context_or_die() {
+    AioContext* ctx = AioContext::current();
+    IOPLANE_ASSERT(ctx != nullptr);
+    return *ctx;
+}
+
 // Any thread. Starts `task` in ctx's next loop iteration; nobody awaits it. An
 // exception escaping it is a bug: it is logged and the process aborts. If the
 // context is destroyed before the task started, the task is freed unrun.
@@ -54,12 +62,12 @@ private:
 inline ScheduleOn schedule_on(AioContext& ctx) { return ScheduleOn(ctx); }
 
 // Coroutine. Lets the other work of the current context run first.
-inline ScheduleOn yield_now() { return ScheduleOn(*AioContext::current()); }
+inline ScheduleOn yield_now() { return ScheduleOn(current_context_or_die()); }
 
 // Coroutine. Resumes in the current context after `ns` nanoseconds.
 class SleepFor {
 public:
-    explicit SleepFor(int64_t ns) : timer_(*AioContext::current(), [this] { h_.resume(); }), ns_(ns) {}
+    explicit SleepFor(int64_t ns) : timer_(current_context_or_die(), [this] { h_.resume(); }), ns_(ns) {}
     bool await_ready() const noexcept { return ns_ <= 0; }
     void await_suspend(std::coroutine_handle<> h) {
         h_ = h;
@@ -80,18 +88,25 @@ struct Outcome {
     std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
     std::exception_ptr exception;
 };
+// Runs `task` and records its outcome in `home`, where block_on() polls for
+// it, even if the task ended in another context.
 template <class T>
-Task<void> capture_outcome(Task<T> task, Outcome<T>& out) {
+Task<void> capture_outcome(Task<T> task, Outcome<T>& out, AioContext& home) {
+    std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+    std::exception_ptr exception;
     try {
         if constexpr (std::is_void_v<T>) {
             co_await std::move(task);
-            out.value.emplace(true);
+            value.emplace(true);
         } else {
-            out.value.emplace(co_await std::move(task));
+            value.emplace(co_await std::move(task));
         }
     } catch (...) {
-        out.exception = std::current_exception();
+        exception = std::current_exception();
     }
+    if (AioContext::current() != &home) co_await schedule_on(home);
+    out.exception = exception;
+    out.value = std::move(value);
 }
 }  // namespace detail
 
@@ -101,7 +116,7 @@ template <class T>
 T block_on(AioContext& ctx, Task<T> task) {
     assert_in_context(ctx);
     detail::Outcome<T> out;
-    spawn(ctx, detail::capture_outcome(std::move(task), out));
+    spawn(ctx, detail::capture_outcome(std::move(task), out, ctx));
     while (!out.value && !out.exception) ctx.poll(true);
     if (out.exception) std::rethrow_exception(out.exception);
     if constexpr (!std::is_void_v<T>) return std::move(*out.value);

@@ -31,8 +31,10 @@ public:
     AioContext& ctx() { return *ctx_; }
 
     // Not from the IOThread itself. The loop finishes its iteration, runs the
-    // BHs that are queued (and what they queue), then the thread exits and is
-    // joined. Idempotent.
+    // BHs that are queued (and what they queue) and waits for its thread-pool
+    // work to complete, then the thread exits and is joined. Coroutines still
+    // waiting for anything else stay suspended: their owners stop them first.
+    // Idempotent.
     void stop();
 
 private:

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/coroutine.h"
 #include "ioplane/core/thread_pool.h"
 
 namespace ioplane {
@@ -28,7 +29,7 @@ class RunInWorker final : public WorkItem {
     using Stored = std::conditional_t<std::is_void_v<R>, bool, R>;
 
 public:
-    explicit RunInWorker(F fn) : fn_(std::move(fn)), pool_(AioContext::current()->thread_pool()) {}
+    explicit RunInWorker(F fn) : fn_(std::move(fn)), pool_(current_context_or_die().thread_pool()) {}
 
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {

@@ -39,14 +39,12 @@ protected:
 private:
     friend class ThreadPool;
     // In the home context; no worker touches the item any more.
-    void run() final {
-        state_ = State::idle;
-        complete(cancelled_);
-    }
+    void run() final;
 
     enum class State { idle, queued, running };
     State state_ = State::idle;  // guarded by ThreadPool::mu_ while queued or running
     bool cancelled_ = false;
+    ThreadPool* pool_ = nullptr;  // set by submit()
     WorkItem* prev_ = nullptr;  // queue links, guarded by ThreadPool::mu_
     WorkItem* next_ = nullptr;
 };
@@ -77,7 +75,10 @@ public:
     // fn's return value, or -ECANCELED. The handle is valid until done runs.
     WorkItem* submit(std::move_only_function<int()> fn, std::move_only_function<void(int)> done);
 
+    // Applies to new workers and to idle workers' next wait.
     void set_limits(Limits limits);
+    // Home. Submitted items whose completion has not run yet.
+    size_t in_flight() const { return in_flight_; }
     AioContext& context() const { return ctx_; }
     size_t thread_count() const;  // any thread
     size_t idle_count() const;    // any thread
@@ -87,8 +88,12 @@ private:
     void join_retired();
     WorkItem* pop_front();  // requires mu_
 
+    friend class WorkItem;
+    bool spawn_worker();  // requires mu_
+
     AioContext& ctx_;
     const std::string thread_name_;
+    size_t in_flight_ = 0;  // home context only
 
     mutable std::mutex mu_;
     std::condition_variable work_ready_;  // signalled with mu_ held or just released

@@ -51,6 +51,8 @@ public:
     // Fires expired timers; at most the number armed on entry, so a callback
     // that re-arms its timer for "now" cannot live-lock the loop.
     bool run_expired(int64_t now);
+    // Disarms every timer without running it (the context is going away).
+    void detach_all();
 
 private:
     void sift_up(size_t i);
