@@ -82,15 +82,14 @@ Result<std::unique_ptr<AioContext>> AioContext::create(std::string name, PollPar
     std::unique_ptr<AioContext> ctx(
         new AioContext(std::move(name), poll, std::move(*monitor), std::move(*notifier)));
 
-    // The wake-up eventfd is an ordinary handler. Its poll function lets a
-    // busy-polling loop see notify() without any syscall (D).
+    // The wake-up eventfd is an ordinary handler for the kernel wait; while
+    // busy-polling, the loop watches notified_ directly instead (D).
     AioContext* self = ctx.get();
     FdHandlerSpec spec;
     spec.on_read = [self] { self->notifier_.test_and_clear(); };
-    spec.poll = [self] { return self->notified_.load(std::memory_order_relaxed); };
-    spec.on_poll_ready = [] {};
     if (auto r = ctx->set_fd_handler(ctx->notifier_.fd(), std::move(spec)); !r) return std::unexpected(r.error());
     ctx->handlers_.at(ctx->notifier_.fd())->internal = true;
+    ctx->rebuild_poll_list();
     return ctx;
 }
 
@@ -99,7 +98,7 @@ AioContext::AioContext(std::string name, PollParams poll, std::unique_ptr<FdMoni
     : name_(std::move(name)),
       monitor_(std::move(monitor)),
       notifier_(std::move(notifier)),
-      home_(std::this_thread::get_id()),
+      home_(&detail::t_thread_tag),
       poll_params_(poll) {}
 
 AioContext::~AioContext() {
@@ -131,7 +130,7 @@ void AioContext::drain() {
 }
 
 void AioContext::attach_to_current_thread() {
-    home_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    home_.store(&detail::t_thread_tag, std::memory_order_relaxed);
 }
 
 AioContext* AioContext::current() { return t_current; }
@@ -150,7 +149,6 @@ bool AioContext::poll(bool blocking) {
 
     ReadyFd ready[kMaxReady];
     size_t n = busy_poll(timeout, ready);
-    if (timeout > 0 && start != 0) timeout = std::max<int64_t>(0, timeout - (now_ns() - start));
     if (n == 0) {
         poll_streak_ = 0;
         // Without waiting, and with every fd having a poll function, polling
@@ -169,7 +167,7 @@ bool AioContext::poll(bool blocking) {
     progress |= dispatch_fds(std::span(ready, n));
     if (timers_.size() > 0) progress |= timers_.run_expired(now_ns());
 
-    if (--depth_ == 0) free_removed_handlers();
+    if (--depth_ == 0 && !removed_handlers_.empty()) free_removed_handlers();
     return progress;
 }
 
@@ -178,6 +176,7 @@ bool AioContext::poll(bool blocking) {
 // the outer iteration's batch, which its wait may depend on (QEMU's
 // BHListSlice). BHs scheduled while the batch runs wait for the next one.
 bool AioContext::run_bottom_halves() {
+    if (pending_.load(std::memory_order_relaxed) == nullptr && batch_head_ == nullptr) return false;
     BhNode* stack = pending_.exchange(nullptr, std::memory_order_acquire);  // (A)
     // The list is a stack; reverse it so BHs run in the order they were scheduled.
     BhNode* fifo = nullptr;
@@ -232,14 +231,25 @@ int64_t AioContext::compute_timeout(bool blocking) const {
     return std::max<int64_t>(0, t->deadline() - now_ns());
 }
 
-size_t AioContext::busy_poll(int64_t timeout_ns, std::span<ReadyFd> ready) {
+// Spins on the poll functions (and on notified_, for cross-thread BHs) for up
+// to the poll window. Returns how many handlers are ready; sets `timeout_ns`
+// to what is left of the wait (0 if another thread scheduled work).
+size_t AioContext::busy_poll(int64_t& timeout_ns, std::span<ReadyFd> ready) {
     const int64_t window = timeout_ns < 0 ? poll_ns_ : std::min(timeout_ns, poll_ns_);
     if (window > 0) {
         set_polling(true);
-        const int64_t end = now_ns() + window;
+        const int64_t start = now_ns();
+        const int64_t end = start + window;
+        int64_t now;
         do {
             if (size_t n = run_poll_handlers_once(ready)) return n;  // stay in poll mode
-        } while (now_ns() < end);
+            if (notified_.load(std::memory_order_relaxed)) {
+                timeout_ns = 0;
+                return 0;
+            }
+            now = now_ns();
+        } while (now < end);
+        if (timeout_ns > 0) timeout_ns = std::max<int64_t>(0, timeout_ns - (now - start));
     }
     if (!polling_) return 0;
     // Notifications go back on; look once more for what arrived before they
@@ -408,7 +418,9 @@ void AioContext::rebuild_poll_list() {
     kernel_optional_ = true;
     for (auto& [fd, h] : handlers_) {
         if (h->spec.poll) poll_handlers_.push_back(h.get());
-        // Write readiness and errors are only seen by asking the kernel.
+        // Write readiness and errors are only seen by asking the kernel. The
+        // wake-up notifier is not needed without a wait: notified_ is read.
+        if (h->internal) continue;
         if (!h->spec.poll || (h->interest & kFdWrite) || h->spec.on_error) kernel_optional_ = false;
     }
 }

@@ -69,31 +69,35 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::submit(WorkItem& item) {
     assert_in_context(ctx_);
     join_retired();
-    std::lock_guard lk(mu_);
-    IOPLANE_ASSERT(item.state_ == WorkItem::State::idle && !stopping_);
-    item.state_ = WorkItem::State::queued;
-    item.cancelled_ = false;
-    item.pool_ = this;
-    in_flight_++;
-    item.prev_ = tail_;
-    item.next_ = nullptr;
-    (tail_ ? tail_->next_ : head_) = &item;
-    tail_ = &item;
-    ++queued_;
-    // More queued items than workers about to pick them up: add a worker.
-    if (queued_ > idle_ && threads_.size() < limits_.max_threads && spawn_worker()) return;
-    work_ready_.notify_one();
-    if (threads_.empty()) {
-        // No worker exists and none could be started: fail the item rather
-        // than leave it queued forever.
-        LOG_ERROR("thread pool of '%s': no worker thread; cancelling work", ctx_.name().c_str());
-        (item.prev_ ? item.prev_->next_ : head_) = nullptr;
-        tail_ = item.prev_;
-        --queued_;
-        item.state_ = WorkItem::State::idle;
-        item.cancelled_ = true;
-        ctx_.schedule_node(item);
+    {
+        std::lock_guard lk(mu_);
+        IOPLANE_ASSERT(item.state_ == WorkItem::State::idle && !stopping_);
+        item.state_ = WorkItem::State::queued;
+        item.cancelled_ = false;
+        item.pool_ = this;
+        item.prev_ = tail_;
+        item.next_ = nullptr;
+        (tail_ ? tail_->next_ : head_) = &item;
+        tail_ = &item;
+        ++queued_;
+        in_flight_++;
+        // More queued items than idle workers to pick them up: add a worker.
+        if (queued_ > idle_ && threads_.size() < limits_.max_threads && spawn_worker()) return;
+        if (threads_.empty()) {
+            // No worker exists and none could be started: fail the item
+            // rather than leave it queued forever.
+            LOG_ERROR("thread pool of '%s': no worker thread; cancelling work", ctx_.name().c_str());
+            (item.prev_ ? item.prev_->next_ : head_) = nullptr;
+            tail_ = item.prev_;
+            --queued_;
+            item.state_ = WorkItem::State::idle;
+            item.cancelled_ = true;
+            ctx_.schedule_node(item);
+            return;
+        }
     }
+    // Outside mu_: a woken worker must not find the lock still held and sleep again.
+    work_ready_.notify_one();
 }
 
 bool ThreadPool::spawn_worker() {

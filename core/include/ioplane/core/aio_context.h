@@ -28,6 +28,12 @@ namespace ioplane {
 
 class ThreadPool;
 
+namespace detail {
+// Its address identifies the calling thread: cheaper to compare than a
+// pthread_self() call on the BH scheduling path.
+inline thread_local const char t_thread_tag = 0;
+}  // namespace detail
+
 // Adaptive polling (QEMU's poll-max-ns/poll-grow/poll-shrink). max_ns == 0
 // disables busy-polling. The window starts at 0, grows when an event arrived
 // just after the window ended, shrinks when the loop slept much longer.
@@ -64,9 +70,7 @@ public:
 
     // Any thread.
     const std::string& name() const { return name_; }
-    bool in_home_thread() const {
-        return home_.load(std::memory_order_relaxed) == std::this_thread::get_id();
-    }
+    bool in_home_thread() const { return home_.load(std::memory_order_relaxed) == &detail::t_thread_tag; }
     // Makes the calling thread home; done once by the thread that will run the
     // loop, before any other thread relies on it.
     void attach_to_current_thread();
@@ -128,7 +132,7 @@ private:
     // Loop phases, in the order poll() runs them.
     bool run_bottom_halves();
     int64_t compute_timeout(bool blocking) const;
-    size_t busy_poll(int64_t timeout_ns, std::span<ReadyFd> ready);
+    size_t busy_poll(int64_t& timeout_ns, std::span<ReadyFd> ready);
     size_t wait_in_kernel(int64_t timeout_ns, std::span<ReadyFd> ready);
     bool dispatch_fds(std::span<const ReadyFd> ready);
     void adjust_poll_window(int64_t blocked_ns);
@@ -151,7 +155,7 @@ private:
     const EventNotifier notifier_;  // the loop's wake-up eventfd
 
     // Shared with other threads (atomics; ordering documented in aio_context.cc).
-    std::atomic<std::thread::id> home_;
+    std::atomic<const char*> home_;  // detail::t_thread_tag of the home thread
     std::atomic<BhNode*> pending_{nullptr};  // lock-free stack of queued BHs
     std::atomic<bool> notify_me_{false};     // the loop may be sleeping in the kernel
     std::atomic<bool> notified_{false};      // notify() was called since last accept
