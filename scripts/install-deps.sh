@@ -4,8 +4,10 @@
 # Usage: scripts/install-deps.sh [build|test]   (test adds the test tools)
 set -euo pipefail
 
-build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev)
-test_packages=(python3)
+build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev
+                nlohmann-json3-dev liburing-dev)
+# Fuzzing (clang-16 + libFuzzer) and the real clients the tests drive.
+test_packages=(python3 clang-16 libclang-rt-16-dev)
 
 want=("${build_packages[@]}")
 [ "${1:-build}" = test ] && want+=("${test_packages[@]}")

@@ -1,0 +1,1 @@
+#include "nbd/protocol.h"
