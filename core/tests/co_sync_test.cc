@@ -198,5 +198,25 @@ TEST(CoRwLock, WaitingWriterHoldsBackLaterReaders) {
     EXPECT_EQ(trace, (std::vector<std::string>{"r1", "w", "w-downgraded", "r2"}));
 }
 
+TEST(CoQueue, WaitWhileDoesNotSuspendWhenThePredicateIsFalse) {
+    auto ctx = make_context("t");
+    CoQueue q;
+    std::atomic<bool> gate_closed{true};
+    int passed = 0;
+    auto waiter = [](CoQueue& q, std::atomic<bool>& closed, int& passed) -> Task<void> {
+        while (closed.load()) co_await q.wait_while([&] { return closed.load(); });
+        passed++;
+    };
+    spawn(*ctx, waiter(q, gate_closed, passed));
+    test::run_until_idle({ctx.get()});
+    EXPECT_EQ(passed, 0);
+    EXPECT_FALSE(q.empty());
+    gate_closed = false;
+    q.restart_all();
+    spawn(*ctx, waiter(q, gate_closed, passed));  // open gate: passes without waiting
+    test::run_until_idle({ctx.get()});
+    EXPECT_EQ(passed, 2);
+}
+
 }  // namespace
 }  // namespace ioplane

@@ -1,0 +1,64 @@
+// BlockBackend: a user's handle on a node (QEMU's BlockBackend). Exports do
+// all I/O through one. It checks requests against the node's size and
+// permissions, counts them in flight (what drained sections wait for), parks
+// new requests while the node is drained, and tells its owner when the node
+// moves to another AioContext.
+//
+// Thread contract: constructor, destructor and set_context_listener in the
+// main thread; co_* functions in a coroutine in the node's context (a request
+// parked by a drained section that ends after a context move continues in the
+// node's new context).
+#pragma once
+
+#include <memory>
+
+#include "ioplane/block/node.h"
+#include "ioplane/core/co_queue.h"
+
+namespace ioplane::block {
+
+class BlockBackend {
+public:
+    // Told, in the main thread inside a drained section, that the node moves.
+    class ContextListener {
+    public:
+        virtual void detach_aio_context() = 0;
+        virtual void attach_aio_context(AioContext& ctx) = 0;
+
+    protected:
+        ~ContextListener() = default;
+    };
+
+    BlockBackend(std::shared_ptr<BlockNode> node, bool writable);
+    ~BlockBackend();
+    BlockBackend(const BlockBackend&) = delete;
+    BlockBackend& operator=(const BlockBackend&) = delete;
+
+    BlockNode& node() const { return *node_; }
+    const std::shared_ptr<BlockNode>& node_ptr() const { return node_; }
+    AioContext& ctx() const { return node_->ctx(); }
+    bool writable() const { return writable_; }
+    uint64_t length() const { return node_->driver().length(); }
+    void set_context_listener(ContextListener* listener) { listener_ = listener; }
+    ContextListener* context_listener() const { return listener_; }
+
+    Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov);
+    // kWriteFua: durable on return (native FUA or a flush after the write).
+    Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags);
+    Task<Result<void>> co_flush();
+    Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
+    Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
+
+private:
+    class InFlight;
+    Task<void> enter();  // waits while drained, then counts the request
+    void leave();
+    Result<void> check_range(uint64_t offset, uint64_t bytes, bool write) const;
+
+    const std::shared_ptr<BlockNode> node_;
+    const bool writable_;
+    ContextListener* listener_ = nullptr;
+};
+
+}  // namespace ioplane::block

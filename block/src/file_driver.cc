@@ -1,0 +1,213 @@
+// file: a regular file or block device. I/O runs as blocking syscalls on the
+// node context's thread pool (aio=threads): the coroutine hops to a worker
+// with run_in_worker and back. Discard and write-zeroes use fallocate, block
+// status uses SEEK_DATA/SEEK_HOLE, FUA uses RWF_DSYNC, flush fdatasync.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "drivers.h"
+#include "ioplane/core/run_in_worker.h"
+
+namespace ioplane::block {
+namespace {
+
+// Result of a syscall made on a worker: 0 or -errno.
+Result<void> from_ret(int ret, const std::string& what) {
+    if (ret >= 0) return {};
+    return fail(-ret, what);
+}
+
+// Reads or writes the whole range, resuming after short transfers (a signal,
+// a pipe-like device) and zero-filling reads past end-of-file (a file
+// shrunk behind our back reads as zeroes rather than leaving garbage).
+int transfer_all(int fd, std::span<const iovec> iov_in, uint64_t offset, bool write, int rw_flags) {
+    std::vector<iovec> iov(iov_in.begin(), iov_in.end());
+    size_t first = 0;
+    while (first < iov.size()) {
+        ssize_t n = write ? pwritev2(fd, &iov[first], int(std::min<size_t>(iov.size() - first, IOV_MAX)), off_t(offset),
+                                     rw_flags)
+                          : preadv(fd, &iov[first], int(std::min<size_t>(iov.size() - first, IOV_MAX)), off_t(offset));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (n == 0) {
+            if (write) return -EIO;
+            for (size_t i = first; i < iov.size(); i++) std::memset(iov[i].iov_base, 0, iov[i].iov_len);
+            return 0;
+        }
+        offset += uint64_t(n);
+        size_t left = size_t(n);
+        while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+        if (left > 0) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+            iov[first].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+class FileDriver final : public Driver {
+public:
+    FileDriver(std::string filename, int fd, uint64_t size, uint32_t align, bool block_device)
+        : filename_(std::move(filename)), fd_(fd), size_(size), align_(align), block_device_(block_device) {}
+    ~FileDriver() override { ::close(fd_); }
+    const char* format_name() const override { return "file"; }
+
+    Task<Result<void>> co_preadv(uint64_t offset, uint64_t, std::span<const iovec> iov) override {
+        int ret = co_await run_in_worker([&] { return transfer_all(fd_, iov, offset, false, 0); });
+        co_return from_ret(ret, "file '" + filename_ + "': read");
+    }
+
+    Task<Result<void>> co_pwritev(uint64_t offset, uint64_t, std::span<const iovec> iov, uint32_t flags) override {
+        const int rw_flags = (flags & kWriteFua) ? RWF_DSYNC : 0;
+        int ret = co_await run_in_worker([&] { return transfer_all(fd_, iov, offset, true, rw_flags); });
+        co_return from_ret(ret, "file '" + filename_ + "': write");
+    }
+
+    Task<Result<void>> co_flush() override {
+        int ret = co_await run_in_worker([this] { return ::fdatasync(fd_) < 0 ? -errno : 0; });
+        co_return from_ret(ret, "file '" + filename_ + "': flush");
+    }
+
+    Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override {
+        int ret = co_await run_in_worker([&] { return punch_hole(offset, bytes); });
+        // Discard is advisory: a file system without hole punching is fine.
+        if (ret == -EOPNOTSUPP || ret == -ENOTSUP) co_return Result<void>{};
+        co_return from_ret(ret, "file '" + filename_ + "': discard");
+    }
+
+    Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
+        int ret = co_await run_in_worker([&] {
+            // A punched hole reads as zeroes; ZERO_RANGE keeps the space allocated.
+            if (flags & kMayUnmap) {
+                int r = punch_hole(offset, bytes);
+                if (r != -EOPNOTSUPP && r != -ENOTSUP) return r;
+            }
+            int mode = FALLOC_FL_ZERO_RANGE | (block_device_ ? 0 : FALLOC_FL_KEEP_SIZE);
+            return ::fallocate(fd_, mode, off_t(offset), off_t(bytes)) < 0 ? -errno : 0;
+        });
+        if (ret == -EOPNOTSUPP || ret == -ENOTSUP) co_return co_await Driver::co_pwrite_zeroes(offset, bytes, flags);
+        if (ret == 0 && (flags & kWriteFua)) co_return co_await co_flush();
+        co_return from_ret(ret, "file '" + filename_ + "': write zeroes");
+    }
+
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes) override {
+        if (block_device_) co_return BlockStatus{.bytes = bytes};
+        BlockStatus st = co_await run_in_worker([&] { return seek_status(offset, bytes); });
+        co_return st;
+    }
+
+    Task<Result<void>> co_truncate(uint64_t size) override {
+        if (block_device_) co_return fail(ENOTSUP, "file '" + filename_ + "': cannot resize a block device");
+        int ret = co_await run_in_worker([&] { return ::ftruncate(fd_, off_t(size)) < 0 ? -errno : 0; });
+        if (ret == 0) size_ = size;
+        co_return from_ret(ret, "file '" + filename_ + "': truncate");
+    }
+
+    uint64_t length() const override { return size_; }
+    uint32_t request_alignment() const override { return align_; }
+    DriverCaps caps() const override {
+        return {.can_write = true, .can_discard = true, .can_write_zeroes = true, .can_fua = true,
+                .can_flush = true, .can_block_status = !block_device_, .can_truncate = !block_device_};
+    }
+
+private:
+    int punch_hole(uint64_t offset, uint64_t bytes) {
+        return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(bytes)) < 0 ? -errno
+                                                                                                           : 0;
+    }
+
+    // SEEK_DATA/SEEK_HOLE: how far from `offset` the file is data or hole.
+    BlockStatus seek_status(uint64_t offset, uint64_t bytes) {
+        off_t data = ::lseek(fd_, off_t(offset), SEEK_DATA);
+        if (data < 0) {
+            // ENXIO: no data after offset (a hole up to EOF). Anything else: say "data".
+            if (errno == ENXIO) return {.bytes = bytes, .data = false, .zero = true, .allocated = false};
+            return {.bytes = bytes};
+        }
+        if (uint64_t(data) > offset)
+            return {.bytes = std::min<uint64_t>(bytes, uint64_t(data) - offset), .data = false, .zero = true,
+                    .allocated = false};
+        off_t hole = ::lseek(fd_, off_t(offset), SEEK_HOLE);
+        if (hole < 0 || uint64_t(hole) <= offset) return {.bytes = bytes};
+        return {.bytes = std::min<uint64_t>(bytes, uint64_t(hole) - offset)};
+    }
+
+    const std::string filename_;
+    const int fd_;
+    uint64_t size_;  // home context (changed by truncate)
+    const uint32_t align_;
+    const bool block_device_;
+};
+
+// O_DIRECT needs offsets, lengths and buffers aligned to the logical block
+// size: ask the device, else probe a 512-byte read, else assume 4096.
+uint32_t probe_alignment(int fd, bool block_device) {
+    if (block_device) {
+        int sector = 0;
+        if (::ioctl(fd, BLKSSZGET, &sector) == 0 && sector > 0) return uint32_t(sector);
+    }
+    void* buf = std::aligned_alloc(4096, 4096);
+    uint32_t align = 4096;
+    if (buf != nullptr && ::pread(fd, buf, 512, 0) >= 0) align = 512;
+    std::free(buf);
+    return align;
+}
+
+}  // namespace
+
+Result<Opened> open_file(opts::Reader& opts, const OpenContext& oc) {
+    auto filename = opts.required_string("filename");
+    if (!filename) return std::unexpected(filename.error());
+    bool direct = false;
+    if (auto cache = opts.child("cache")) {
+        if (!cache->is_object()) return fail(EINVAL, opts.what() + ": option 'cache' must be an object");
+        opts::Reader cache_opts(*cache, opts.what() + " cache");
+        auto d = cache_opts.boolean("direct");
+        if (!d) return std::unexpected(d.error());
+        direct = d->value_or(false);
+        auto no_flush = cache_opts.boolean("no-flush");
+        if (!no_flush) return std::unexpected(no_flush.error());
+        if (no_flush->value_or(false)) return fail(EINVAL, opts.what() + ": cache.no-flush=on is not supported");
+        if (auto r = cache_opts.check_all_used(); !r) return std::unexpected(r.error());
+    }
+    auto aio = opts.string("aio");
+    if (!aio) return std::unexpected(aio.error());
+    if (*aio && **aio != "threads")
+        return fail(ENOTSUP, opts.what() + ": aio=" + **aio + " is not supported yet (use aio=threads)");
+    auto locking = opts.string("locking");  // accepted; we take no OFD locks yet
+    if (!locking) return std::unexpected(locking.error());
+
+    const int flags = (oc.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);
+    int fd = ::open(filename->c_str(), flags);
+    if (fd < 0) return fail_errno("file '" + *filename + "': open");
+    struct stat st;
+    if (::fstat(fd, &st) < 0) {
+        auto err = fail_errno("file '" + *filename + "': stat");
+        ::close(fd);
+        return err;
+    }
+    const bool block_device = S_ISBLK(st.st_mode);
+    if (!block_device && !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return fail(EINVAL, "file '" + *filename + "': not a regular file or block device");
+    }
+    uint64_t size = uint64_t(st.st_size);
+    if (block_device && ::ioctl(fd, BLKGETSIZE64, &size) < 0) {
+        auto err = fail_errno("file '" + *filename + "': device size");
+        ::close(fd);
+        return err;
+    }
+    const uint32_t align = direct ? probe_alignment(fd, block_device) : 1;
+    return Opened{std::make_unique<FileDriver>(*filename, fd, size, align, block_device), nullptr};
+}
+
+}  // namespace ioplane::block

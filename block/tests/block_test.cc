@@ -1,0 +1,290 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "ioplane/block/backend.h"
+#include "ioplane/block/graph.h"
+#include "ioplane/core/clock.h"
+#include "ioplane/core/coroutine.h"
+#include "ioplane/core/iothread.h"
+#include "ioplane/core/main_loop.h"
+
+namespace ioplane::block {
+namespace {
+
+using nlohmann::json;
+
+class BlockTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto loop = MainLoop::create();
+        ASSERT_TRUE(loop);
+        loop_ = std::move(*loop);
+        char tmpl[] = "/tmp/ioplane-block-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override { std::filesystem::remove_all(dir_); }
+
+    AioContext& main() { return loop_->ctx(); }
+    std::string make_file(const std::string& name, uint64_t size) {
+        std::string path = dir_ + "/" + name;
+        int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
+        EXPECT_GE(fd, 0);
+        EXPECT_EQ(::ftruncate(fd, off_t(size)), 0);
+        ::close(fd);
+        return path;
+    }
+    std::shared_ptr<BlockNode> open(const json& options) {
+        auto node = graph_.open(options, main());
+        EXPECT_TRUE(node) << (node ? "" : node.error().describe());
+        return node ? *node : nullptr;
+    }
+    template <class T>
+    T run(Task<T> task) {
+        return block_on(main(), std::move(task));
+    }
+
+    std::unique_ptr<MainLoop> loop_;
+    std::string dir_;
+    BlockGraph graph_;
+};
+
+Task<Result<void>> write_pattern(BlockBackend& blk, uint64_t offset, uint64_t len, char c, uint32_t flags = 0) {
+    std::vector<char> buf(len, c);
+    iovec iov{buf.data(), len};
+    co_return co_await blk.co_pwritev(offset, len, std::span(&iov, 1), flags);
+}
+
+Task<Result<std::vector<char>>> read_range(BlockBackend& blk, uint64_t offset, uint64_t len) {
+    std::vector<char> buf(len, '?');
+    iovec iov{buf.data(), len};
+    auto r = co_await blk.co_preadv(offset, len, std::span(&iov, 1));
+    if (!r) co_return std::unexpected(r.error());
+    co_return buf;
+}
+
+TEST_F(BlockTest, NullReadsZeroes) {
+    auto node = open({{"driver", "null-co"}, {"node-name", "n0"}, {"size", "1M"}, {"read-zeroes", "on"}});
+    ASSERT_TRUE(node);
+    EXPECT_EQ(node->driver().length(), 1u << 20);
+    BlockBackend blk(node, true);
+    auto data = run(read_range(blk, 4096, 4096));
+    ASSERT_TRUE(data);
+    EXPECT_EQ(*data, std::vector<char>(4096, 0));
+    EXPECT_TRUE(run(write_pattern(blk, 0, 512, 'x')));
+    auto st = run(blk.co_block_status(0, 1 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->zero);
+}
+
+TEST_F(BlockTest, FileWritesReadBackAndReachTheFile) {
+    std::string path = make_file("a.img", 1 << 20);
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    ASSERT_TRUE(node);
+    BlockBackend blk(node, true);
+    ASSERT_TRUE(run(write_pattern(blk, 8192, 4096, 'A')));
+    ASSERT_TRUE(run(write_pattern(blk, 12288, 100, 'B', kWriteFua)));
+    ASSERT_TRUE(run(blk.co_flush()));
+    auto data = run(read_range(blk, 8192, 4196));
+    ASSERT_TRUE(data);
+    EXPECT_EQ(std::string(data->begin(), data->begin() + 4096), std::string(4096, 'A'));
+    EXPECT_EQ(std::string(data->begin() + 4096, data->end()), std::string(100, 'B'));
+    // The bytes are in the file, at the same offsets.
+    int fd = ::open(path.c_str(), O_RDONLY);
+    char c = 0;
+    ASSERT_EQ(::pread(fd, &c, 1, 12288 + 99), 1);
+    EXPECT_EQ(c, 'B');
+    ::close(fd);
+}
+
+TEST_F(BlockTest, FileBlockStatusSeesHolesAndDiscardMakesThem) {
+    std::string path = make_file("holes.img", 4 << 20);
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    ASSERT_TRUE(node);
+    BlockBackend blk(node, true);
+    auto st = run(blk.co_block_status(0, 4 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_FALSE(st->data);  // a new sparse file is one hole
+    EXPECT_TRUE(st->zero);
+    ASSERT_TRUE(run(write_pattern(blk, 1 << 20, 1 << 20, 'D')));
+    st = run(blk.co_block_status(1 << 20, 3 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->data);
+    EXPECT_EQ(st->bytes, 1u << 20);
+    ASSERT_TRUE(run(blk.co_pdiscard(1 << 20, 1 << 20)));
+    st = run(blk.co_block_status(1 << 20, 1 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_FALSE(st->data);
+    auto data = run(read_range(blk, 1 << 20, 4096));
+    ASSERT_TRUE(data);
+    EXPECT_EQ(*data, std::vector<char>(4096, 0));
+}
+
+TEST_F(BlockTest, WriteZeroesWithUnmapLeavesAHoleWithoutItZeroes) {
+    std::string path = make_file("z.img", 2 << 20);
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    BlockBackend blk(node, true);
+    ASSERT_TRUE(run(write_pattern(blk, 0, 2 << 20, 'Z')));
+    ASSERT_TRUE(run(blk.co_pwrite_zeroes(0, 1 << 20, kMayUnmap)));
+    ASSERT_TRUE(run(blk.co_pwrite_zeroes(1 << 20, 1 << 20, 0)));
+    auto data = run(read_range(blk, 0, 2 << 20));
+    ASSERT_TRUE(data);
+    EXPECT_EQ(*data, std::vector<char>(2 << 20, 0));
+    auto st = run(blk.co_block_status(0, 2 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_FALSE(st->data);  // the unmapped half is a hole
+}
+
+TEST_F(BlockTest, RawWindowShiftsAndBoundsRequests) {
+    std::string path = make_file("raw.img", 1 << 20);
+    auto node = open({{"driver", "raw"},
+                      {"node-name", "r0"},
+                      {"offset", "65536"},
+                      {"size", "131072"},
+                      {"file", {{"driver", "file"}, {"filename", path}}}});
+    ASSERT_TRUE(node);
+    EXPECT_EQ(node->driver().length(), 131072u);
+    BlockBackend blk(node, true);
+    ASSERT_TRUE(run(write_pattern(blk, 0, 512, 'R')));
+    int fd = ::open(path.c_str(), O_RDONLY);
+    char c = 0;
+    ASSERT_EQ(::pread(fd, &c, 1, 65536), 1);
+    EXPECT_EQ(c, 'R');
+    ::close(fd);
+    auto past = run(read_range(blk, 131072 - 100, 200));
+    ASSERT_FALSE(past);
+    EXPECT_EQ(past.error().code, EINVAL);
+    auto wpast = run(write_pattern(blk, 131072, 1, 'x'));
+    ASSERT_FALSE(wpast);
+    EXPECT_EQ(wpast.error().code, ENOSPC);
+    auto overflow = run(read_range(blk, UINT64_MAX - 10, 20));
+    EXPECT_FALSE(overflow);
+}
+
+TEST_F(BlockTest, ReadOnlyRefusesWrites) {
+    std::string path = make_file("ro.img", 1 << 20);
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}, {"read-only", "on"}});
+    BlockBackend blk(node, true);
+    auto r = run(write_pattern(blk, 0, 512, 'x'));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EPERM);
+    BlockBackend ro_user(node, false);
+    EXPECT_EQ(run(ro_user.co_pdiscard(0, 512)).error().code, EPERM);
+}
+
+TEST_F(BlockTest, BadOptionsGiveErrorsNamingTheProblem) {
+    auto expect_error = [&](const json& o, const std::string& needle) {
+        auto r = graph_.open(o, main());
+        ASSERT_FALSE(r) << o.dump();
+        EXPECT_NE(r.error().message.find(needle), std::string::npos) << r.error().message;
+    };
+    expect_error({{"driver", "qcow9"}, {"node-name", "a"}}, "qcow9");
+    expect_error({{"driver", "null-co"}, {"node-name", "a"}, {"szie", "1M"}}, "szie");
+    expect_error({{"driver", "null-co"}, {"node-name", "a"}, {"size", "12Q"}}, "size");
+    expect_error({{"driver", "file"}, {"node-name", "a"}}, "filename");
+    expect_error({{"driver", "file"}, {"node-name", "a"}, {"filename", dir_ + "/missing"}}, "missing");
+    expect_error({{"driver", "null-co"}, {"node-name", "9bad"}}, "node-name");
+    expect_error({{"driver", "null-co"}}, "node-name");
+    expect_error({{"driver", "file"}, {"node-name", "a"}, {"filename", dir_}}, dir_);  // EISDIR
+    ASSERT_TRUE(open({{"driver", "null-co"}, {"node-name", "dup"}}));
+    expect_error({{"driver", "null-co"}, {"node-name", "dup"}}, "duplicate");
+}
+
+TEST_F(BlockTest, NodeInUseCannotBeRemoved) {
+    auto node = open({{"driver", "null-co"}, {"node-name", "n0"}});
+    {
+        BlockBackend blk(node, false);
+        auto r = graph_.remove("n0");
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, EBUSY);
+    }
+    EXPECT_TRUE(graph_.remove("n0"));
+    EXPECT_EQ(graph_.find("n0"), nullptr);
+}
+
+// Requests in flight in an IOThread finish before drained_begin returns;
+// requests issued during the section wait until it ends.
+TEST_F(BlockTest, DrainedSectionWaitsForInFlightAndParksNewRequests) {
+    auto io = IOThread::start({.id = "io-drain"});
+    ASSERT_TRUE(io);
+    auto node = graph_.open({{"driver", "null-co"}, {"node-name", "slow"}, {"latency-ns", "20000000"}}, (*io)->ctx());
+    ASSERT_TRUE(node);
+    BlockBackend blk(*node, true);
+    std::atomic<int> done{0};
+    auto request = [](BlockBackend& blk, std::atomic<int>& done) -> Task<void> {
+        char b[512];
+        iovec iov{b, sizeof b};
+        auto r = co_await blk.co_preadv(0, 512, std::span(&iov, 1));
+        EXPECT_TRUE(r);
+        done++;
+    };
+    for (int i = 0; i < 4; i++) spawn((*io)->ctx(), request(blk, done));
+    while ((*node)->in_flight() < 4) std::this_thread::yield();
+    drained_begin(**node);
+    EXPECT_EQ(done, 4);
+    EXPECT_EQ((*node)->in_flight(), 0u);
+    spawn((*io)->ctx(), request(blk, done));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(done, 4);  // parked
+    drained_end(**node);
+    const int64_t deadline = now_ns() + 5'000'000'000;
+    while (done < 5 && now_ns() < deadline) main().poll(false);
+    EXPECT_EQ(done, 5);
+}
+
+struct RecordingListener : BlockBackend::ContextListener {
+    std::vector<std::string> events;
+    void detach_aio_context() override { events.push_back("detach"); }
+    void attach_aio_context(AioContext& ctx) override { events.push_back("attach " + ctx.name()); }
+};
+
+// The node moves between two IOThreads and back while coroutines keep issuing
+// requests; every request succeeds and runs in the node's current context.
+TEST_F(BlockTest, ChangeAioContextUnderLoad) {
+    auto io0 = IOThread::start({.id = "io0"});
+    auto io1 = IOThread::start({.id = "io1"});
+    ASSERT_TRUE(io0 && io1);
+    auto node = graph_.open({{"driver", "null-co"}, {"node-name", "mv"}, {"read-zeroes", "on"}}, (*io0)->ctx());
+    ASSERT_TRUE(node);
+    BlockBackend blk(*node, true);
+    RecordingListener listener;
+    blk.set_context_listener(&listener);
+    std::atomic<bool> stop{false};
+    // BlockBackend asserts (Checked builds) that each request runs in the
+    // node's current context while it is in flight.
+    std::atomic<int> ok{0}, failed{0}, finished{0};
+    auto worker = [&](BlockBackend& blk) -> Task<void> {
+        char b[4096];
+        iovec iov{b, sizeof b};
+        while (!stop) {
+            auto r = co_await blk.co_preadv(0, sizeof b, std::span(&iov, 1));
+            (r ? ok : failed)++;
+            co_await yield_now();
+        }
+        finished++;
+    };
+    for (int i = 0; i < 8; i++) spawn((*io0)->ctx(), worker(blk));
+    for (int i = 0; i < 20; i++) {
+        ASSERT_TRUE(change_aio_context(**node, (i % 2 ? *io0 : *io1)->ctx()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    stop = true;
+    const int64_t deadline = now_ns() + 10'000'000'000;
+    while (finished < 8 && now_ns() < deadline) main().poll(false);
+    EXPECT_EQ(finished, 8);
+    EXPECT_GT(ok, 0);
+    EXPECT_EQ(failed, 0);
+    ASSERT_EQ(listener.events.size(), 40u);
+    EXPECT_EQ(listener.events[0], "detach");
+    EXPECT_EQ(listener.events[1], "attach io1");
+}
+
+}  // namespace
+}  // namespace ioplane::block
