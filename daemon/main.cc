@@ -1,13 +1,15 @@
-// ioplane-storage-daemon: the daemon's entry point. For now it brings up the
-// runtime (main loop + one IOThread), reports what it does, and shuts down
-// cleanly on SIGINT/SIGTERM. Exports come with the block layer.
+// ioplane-storage-daemon: qemu-storage-daemon's command line, ioplane's
+// runtime. Parses the options, builds the configuration in the main loop,
+// serves until SIGINT/SIGTERM, then shuts down cleanly (exit 0).
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <string>
+#include <fstream>
 
-#include "ioplane/core/iothread.h"
+#include "daemon/options.h"
+#include "daemon/storage_daemon.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
 #include "signal_watcher.h"
@@ -16,20 +18,22 @@ using namespace ioplane;
 
 namespace {
 
-constexpr const char* kUsage =
-    "Usage: ioplane-storage-daemon [options]\n"
-    "\n"
-    "Runs the ioplane storage daemon until SIGINT or SIGTERM.\n"
-    "\n"
-    "  -h, --help      show this help and exit\n"
-    "  -V, --version   show the version and exit\n";
+constexpr const char* kProgram = "ioplane-storage-daemon";
 
-int run_daemon() {
+Result<void> write_pidfile(const std::string& path) {
+    std::ofstream f(path, std::ios::trunc);
+    f << getpid() << "\n";
+    f.close();
+    if (!f) return fail(EIO, "--pidfile: cannot write '" + path + "'");
+    return {};
+}
+
+int run(const daemon::DaemonConfig& config) {
     daemon::block_termination_signals();  // before any thread exists
 
     auto main_loop = MainLoop::create();
     if (!main_loop) {
-        LOG_ERROR("main loop: %s", main_loop.error().describe().c_str());
+        std::fprintf(stderr, "%s: %s\n", kProgram, main_loop.error().describe().c_str());
         return 1;
     }
     auto watcher = daemon::SignalWatcher::create((*main_loop)->ctx(), [&](int signo) {
@@ -37,24 +41,34 @@ int run_daemon() {
         (*main_loop)->request_stop();
     });
     if (!watcher) {
-        LOG_ERROR("signals: %s", watcher.error().describe().c_str());
+        std::fprintf(stderr, "%s: %s\n", kProgram, watcher.error().describe().c_str());
         return 1;
     }
-    auto iothread = IOThread::start({.id = "io0"});
-    if (!iothread) {
-        LOG_ERROR("iothread 'io0': %s", iothread.error().describe().c_str());
+    daemon::StorageDaemon storage(**main_loop);
+    Result<void> started;
+    {
+        BqlGuard bql;  // configuration runs under the big lock, like monitor commands
+        started = storage.start(config);
+    }
+    if (!started) {
+        std::fprintf(stderr, "%s: %s\n", kProgram, started.error().message.c_str());
+        BqlGuard bql;
+        storage.shutdown();
         return 1;
     }
-    LOG_INFO("iothread '%s' running (poll-max-ns=%lld)", (*iothread)->id().c_str(),
-             (long long)(*iothread)->ctx().poll_params().max_ns);
-    LOG_INFO("main loop running; stop with SIGINT (Ctrl-C) or SIGTERM");
-
+    if (config.pidfile) {
+        if (auto r = write_pidfile(*config.pidfile); !r) {
+            std::fprintf(stderr, "%s: %s\n", kProgram, r.error().message.c_str());
+            return 1;
+        }
+    }
+    LOG_INFO("ready; stop with SIGINT (Ctrl-C) or SIGTERM");
     (*main_loop)->run();
-
-    (*iothread)->stop();
-    LOG_INFO("iothread '%s' stopped", (*iothread)->id().c_str());
-    iothread->reset();
-    watcher->reset();
+    {
+        BqlGuard bql;
+        storage.shutdown();
+    }
+    if (config.pidfile) ::unlink(config.pidfile->c_str());
     LOG_INFO("exiting");
     return 0;
 }
@@ -63,18 +77,27 @@ int run_daemon() {
 
 int main(int argc, char** argv) {
     pthread_setname_np(pthread_self(), "main");
-    for (int i = 1; i < argc; i++) {
-        std::string arg = argv[i];
-        if (arg == "-h" || arg == "--help") {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
-        if (arg == "-V" || arg == "--version") {
-            std::printf("ioplane-storage-daemon %s\n", IOPLANE_VERSION);
-            return 0;
-        }
-        std::fprintf(stderr, "ioplane-storage-daemon: unknown option '%s' (try --help)\n", arg.c_str());
+    auto config = daemon::parse_command_line(argc, argv);
+    if (!config) {
+        std::fprintf(stderr, "%s: %s\n", kProgram, config.error().message.c_str());
         return 1;
     }
-    return run_daemon();
+    for (const std::string& w : config->warnings) std::fprintf(stderr, "%s: warning: %s\n", kProgram, w.c_str());
+    if (config->help) {
+        std::fputs(daemon::usage_text(), stdout);
+        return 0;
+    }
+    if (config->version) {
+        std::printf("%s %s\n", kProgram, IOPLANE_VERSION);
+        return 0;
+    }
+    if (config->option_help) {
+        std::fputs(config->option_help->c_str(), stdout);
+        return 0;
+    }
+    if (config->daemonize) {
+        std::fprintf(stderr, "%s: --daemonize is not supported yet (run it under a supervisor)\n", kProgram);
+        return 1;
+    }
+    return run(*config);
 }

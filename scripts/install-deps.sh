@@ -7,7 +7,7 @@ set -euo pipefail
 build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev
                 nlohmann-json3-dev liburing-dev)
 # Fuzzing (clang-16 + libFuzzer) and the real clients the tests drive.
-test_packages=(python3 clang-16 libclang-rt-16-dev)
+test_packages=(python3 clang-16 libclang-rt-16-dev qemu-utils libnbd-bin fio)
 
 want=("${build_packages[@]}")
 [ "${1:-build}" = test ] && want+=("${test_packages[@]}")

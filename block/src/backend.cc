@@ -18,7 +18,11 @@ BlockBackend::~BlockBackend() {
     users.erase(std::remove(users.begin(), users.end(), this), users.end());
 }
 
-Task<void> BlockBackend::enter() {
+Task<void> BlockBackend::enter(bool may_park) {
+    if (!may_park) {
+        node_->in_flight_.fetch_add(1, std::memory_order_seq_cst);
+        co_return;
+    }
     for (;;) {
         node_->in_flight_.fetch_add(1, std::memory_order_seq_cst);  // pairs with drained_begin()
         if (!node_->quiesced()) break;
@@ -58,7 +62,7 @@ Result<void> BlockBackend::check_range(uint64_t offset, uint64_t bytes, bool wri
 
 Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
     if (auto r = check_range(offset, bytes, false); !r) co_return r;
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     co_return co_await node_->driver().co_preadv(offset, bytes, iov);
 }
@@ -66,7 +70,7 @@ Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std:
 Task<Result<void>> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                             uint32_t flags) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     Driver& drv = node_->driver();
     const bool emulate_fua = (flags & kWriteFua) && !drv.caps().can_fua;
@@ -76,21 +80,21 @@ Task<Result<void>> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, std
 }
 
 Task<Result<void>> BlockBackend::co_flush() {
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     co_return co_await node_->driver().co_flush();
 }
 
 Task<Result<void>> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     co_return co_await node_->driver().co_pdiscard(offset, bytes);
 }
 
 Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     Driver& drv = node_->driver();
     const bool emulate_fua = (flags & kWriteFua) && !drv.caps().can_fua;
@@ -101,7 +105,7 @@ Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t byte
 
 Task<Result<BlockStatus>> BlockBackend::co_block_status(uint64_t offset, uint64_t bytes) {
     if (auto r = check_range(offset, bytes, false); !r) co_return std::unexpected(r.error());
-    co_await enter();
+    co_await enter(queue_requests_);
     InFlight counted(*this);
     co_return co_await node_->driver().co_block_status(offset, bytes);
 }

@@ -6,6 +6,20 @@ namespace detail {
 std::atomic<unsigned> g_aio_waiters{0};
 }
 
+void run_in_context_sync(AioContext& ctx, Callback fn) {
+    if (ctx.in_home_thread()) {
+        fn();
+        return;
+    }
+    std::atomic<bool> done{false};
+    ctx.schedule_oneshot([&fn, &done] {
+        fn();
+        done.store(true, std::memory_order_release);
+        aio_wait_kick();
+    });
+    aio_wait_while(ctx, [&done] { return !done.load(std::memory_order_acquire); });
+}
+
 void aio_wait_kick() {
     // Pairs with the increment in aio_wait_while(). Both are RMWs of the same
     // variable: if this one comes first, the waiter's increment reads from it

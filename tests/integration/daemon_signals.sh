@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The daemon starts its runtime, reports it, and exits 0 on SIGTERM and on
-# SIGINT; bad options exit 1 with a one-line error naming the option.
+# The daemon starts its runtime (an IOThread here), reports it, and exits 0
+# on SIGTERM and on SIGINT; bad options exit 1 with a one-line error naming
+# the option.
 set -euo pipefail
 daemon=$1
 log=$(mktemp)
@@ -9,10 +10,10 @@ trap 'rm -f "$log"' EXIT
 fail() { echo "FAIL: $*"; echo "--- daemon output:"; cat "$log"; exit 1; }
 
 for sig in TERM INT; do
-    "$daemon" >"$log" 2>&1 &
+    "$daemon" --object iothread,id=io0 >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
-        grep -q "main loop running" "$log" && break
+        grep -q "ready" "$log" && break
         sleep 0.05
     done
     grep -q "iothread 'io0' running" "$log" || fail "no iothread start line"

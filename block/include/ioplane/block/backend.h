@@ -50,15 +50,26 @@ public:
     Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
     Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
 
+    // For users that count their own requests (an export counts a request
+    // from its receipt to its reply, so that drained sections also wait for
+    // replies): co_begin_request() waits while the node is drained, then
+    // counts one request and continues in the node's context; end_request()
+    // ends it. With queuing disabled, the co_* functions above count without
+    // waiting (they run inside such a request; waiting would deadlock a drain).
+    Task<void> co_begin_request() { return enter(true); }
+    void end_request() { leave(); }
+    void disable_request_queuing() { queue_requests_ = false; }
+
 private:
     class InFlight;
-    Task<void> enter();  // waits while drained, then counts the request
+    Task<void> enter(bool may_park);  // waits while drained (if may_park), then counts
     void leave();
     Result<void> check_range(uint64_t offset, uint64_t bytes, bool write) const;
 
     const std::shared_ptr<BlockNode> node_;
     const bool writable_;
     ContextListener* listener_ = nullptr;
+    bool queue_requests_ = true;
 };
 
 }  // namespace ioplane::block

@@ -22,6 +22,11 @@ extern std::atomic<unsigned> g_aio_waiters;
 // Any thread. Wakes the main loop if it is in aio_wait_while().
 void aio_wait_kick();
 
+// Main thread. Runs `fn` in ctx's home thread and waits for it, running the
+// main loop meanwhile (for the rare configuration step that must touch an
+// object from its own context, e.g. moving an fd handler).
+void run_in_context_sync(AioContext& ctx, Callback fn);
+
 // Main thread, or the home thread of `ctx`. Runs loop iterations until
 // `cond()` is false: ctx's own loop if called in its home thread, otherwise
 // the main loop's, relying on aio_wait_kick() from the thread that changes

@@ -1,0 +1,545 @@
+#include "nbd/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "ioplane/core/coroutine.h"
+#include "ioplane/core/log.h"
+#include "ioplane/core/stream_io.h"
+#include "nbd/nbd_export.h"
+#include "nbd/server.h"
+
+namespace ioplane::nbd {
+namespace {
+
+constexpr unsigned kMaxRequestsInFlight = 256;
+constexpr uint64_t kMaxBytesInFlight = 256ull << 20;
+constexpr size_t kRecvBufferSize = 64 * 1024;
+constexpr uint32_t kMetaContextAllocation = 1;  // our id for base:allocation
+constexpr size_t kMaxExtentsPerReply = 1024;
+
+using Buffer = std::unique_ptr<char, void (*)(void*)>;
+
+// Buffers for data: page aligned, which satisfies any O_DIRECT alignment.
+Buffer alloc_buffer(size_t len) {
+    void* p = std::aligned_alloc(4096, std::max<size_t>(4096, (len + 4095) & ~size_t(4095)));
+    return Buffer(static_cast<char*>(p), std::free);
+}
+
+}  // namespace
+
+// Bytes read ahead from the socket: one read() usually brings several
+// requests (and small payloads) at once.
+class Connection::RecvBuffer {
+public:
+    explicit RecvBuffer(AsyncFd& afd) : afd_(&afd) {}
+    void set_fd(AsyncFd& afd) { afd_ = &afd; }
+
+    Task<Result<void>> read_exact(void* dst, size_t len) {
+        auto* out = static_cast<char*>(dst);
+        while (len > 0) {
+            if (start_ == end_) {
+                // Large reads (write payloads) go straight to their buffer.
+                if (len >= kRecvBufferSize / 2) co_return co_await ioplane::read_exact(*afd_, out, len);
+                start_ = end_ = 0;
+                auto n = co_await read_some(*afd_, buf_, kRecvBufferSize);
+                if (!n) co_return std::unexpected(n.error());
+                end_ = *n;
+            }
+            const size_t take = std::min(len, end_ - start_);
+            std::memcpy(out, buf_ + start_, take);
+            start_ += take;
+            out += take;
+            len -= take;
+        }
+        co_return Result<void>{};
+    }
+
+    Task<Result<void>> skip(uint64_t len) {
+        char scratch[4096];
+        while (len > 0) {
+            const size_t n = std::min<uint64_t>(len, sizeof scratch);
+            if (auto r = co_await read_exact(scratch, n); !r) co_return r;
+            len -= n;
+        }
+        co_return Result<void>{};
+    }
+
+private:
+    AsyncFd* afd_;
+    char buf_[kRecvBufferSize];
+    size_t start_ = 0, end_ = 0;
+};
+
+Connection::Connection(NbdServer& server, int fd, std::string peer)
+    : server_(server), fd_(fd), peer_(std::move(peer)) {}
+
+Connection::~Connection() { ::close(fd_); }
+
+void Connection::start(int64_t handshake_timeout_ns) {
+    auto afd = AsyncFd::create(server_.main_ctx(), fd_);
+    if (!afd) {
+        LOG_ERROR("nbd client %s: %s", peer_.c_str(), afd.error().describe().c_str());
+        server_.main_ctx().schedule_oneshot([self = shared_from_this()] { self->server_.connection_closed(self); });
+        return;
+    }
+    afd_ = std::move(*afd);
+    recv_ = std::make_unique<RecvBuffer>(*afd_);
+    // A client that never finishes negotiating is disconnected.
+    handshake_timer_ = std::make_unique<Timer>(server_.main_ctx(), [this] {
+        LOG_WARN("nbd client %s: negotiation timed out", peer_.c_str());
+        shutdown_socket();
+    });
+    handshake_timer_->arm_in(handshake_timeout_ns);
+    spawn(server_.main_ctx(), run());
+}
+
+void Connection::shutdown_socket() { ::shutdown(fd_, SHUT_RDWR); }
+
+void Connection::detach_aio_context() { afd_->detach(); }
+
+void Connection::attach_aio_context(AioContext& ctx) {
+    if (auto r = afd_->attach(ctx); !r) {
+        LOG_ERROR("nbd client %s: moving to '%s': %s", peer_.c_str(), ctx.name().c_str(), r.error().describe().c_str());
+        shutdown_socket();
+    }
+}
+
+Task<void> Connection::run() {
+    auto self = shared_from_this();  // alive until this coroutine ends
+    auto chosen = co_await negotiate();
+    handshake_timer_->cancel();
+    if (chosen && *chosen != nullptr) {
+        NbdExport& exp = **chosen;
+        exp.add_connection(this);
+        LOG_INFO("nbd client %s: connected to export '%s'", peer_.c_str(), exp.name().c_str());
+        // Continue in the export's context, with the fd.
+        AioContext& target = exp.blk().ctx();
+        if (&target != &server_.main_ctx()) {
+            afd_->detach();
+            co_await schedule_on(target);
+            if (auto r = afd_->attach(target); !r) broken_ = true;
+        }
+        if (!broken_) co_await transmission(exp);
+        afd_.reset();  // in the context it is attached to
+        co_await schedule_on(server_.main_ctx());
+        exp.remove_connection(this);
+        LOG_INFO("nbd client %s: disconnected", peer_.c_str());
+    } else {
+        if (!chosen) LOG_WARN("nbd client %s: negotiation failed: %s", peer_.c_str(), chosen.error().describe().c_str());
+        afd_.reset();
+    }
+    server_.connection_closed(self);
+}
+
+// ---------------------------------------------------------------------------
+// Option haggling (fixed newstyle).
+
+Task<Result<NbdExport*>> Connection::negotiate() {
+    uint8_t greeting[kHandshakeSize];
+    put_handshake(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    iovec iov{greeting, sizeof greeting};
+    if (auto r = co_await write_all(*afd_, std::span(&iov, 1)); !r) co_return std::unexpected(r.error());
+    uint8_t cflags[kClientFlagsSize];
+    if (auto r = co_await recv_->read_exact(cflags, sizeof cflags); !r) co_return std::unexpected(r.error());
+    auto client_flags = parse_client_flags(cflags, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    if (!client_flags) co_return std::unexpected(client_flags.error());
+    no_zeroes_ = *client_flags & NBD_FLAG_C_NO_ZEROES;
+
+    for (;;) {
+        uint8_t hdr[kOptionHeaderSize];
+        if (auto r = co_await recv_->read_exact(hdr, sizeof hdr); !r) co_return std::unexpected(r.error());
+        auto opt = parse_option_header(hdr);
+        if (!opt) co_return std::unexpected(opt.error());
+        if (opt->length > kMaxOptionPayload) {
+            // Skipping megabytes of junk is no better than disconnecting.
+            if (opt->option == NBD_OPT_EXPORT_NAME)
+                co_return fail(EINVAL, "export name too long");
+            if (auto r = co_await recv_->skip(opt->length); !r) co_return std::unexpected(r.error());
+            std::vector<uint8_t> reply;
+            put_option_error(reply, opt->option, NBD_REP_ERR_TOO_BIG, "option payload too large");
+            if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
+            continue;
+        }
+        std::vector<uint8_t> payload(opt->length);
+        if (auto r = co_await recv_->read_exact(payload.data(), payload.size()); !r)
+            co_return std::unexpected(r.error());
+        NbdExport* chosen = nullptr;
+        auto done = co_await handle_option(opt->option, payload, chosen);
+        if (!done) co_return std::unexpected(done.error());
+        if (*done) co_return chosen;  // null: the client aborted
+    }
+}
+
+Task<Result<void>> Connection::send_option_reply(std::vector<uint8_t>& bytes) {
+    iovec iov{bytes.data(), bytes.size()};
+    co_return co_await write_all(*afd_, std::span(&iov, 1));
+}
+
+// Returns true when negotiation ends (chosen set, or null for ABORT).
+Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_t>& payload, NbdExport*& chosen) {
+    std::vector<uint8_t> reply;
+    auto error = [&](uint32_t err, const std::string& msg) -> Task<Result<bool>> {
+        reply.clear();
+        put_option_error(reply, option, err, msg);
+        auto r = co_await send_option_reply(reply);
+        if (!r) co_return std::unexpected(r.error());
+        co_return false;
+    };
+
+    switch (option) {
+        case NBD_OPT_EXPORT_NAME: {
+            auto name = parse_export_name(payload);
+            if (!name) co_return std::unexpected(name.error());
+            NbdExport* exp = server_.find_export(*name);
+            // This option has no error reply: the spec says disconnect.
+            if (exp == nullptr) co_return fail(ENOENT, "no export named '" + *name + "'");
+            put_export_name_reply(reply, exp->blk().length(), exp->transmission_flags(structured_), no_zeroes_);
+            if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
+            limits_ = exp->limits(structured_, structured_ && meta_allocation_ && meta_export_ == exp->name());
+            chosen = exp;
+            co_return true;
+        }
+        case NBD_OPT_ABORT:
+            put_option_reply(reply, option, NBD_REP_ACK);
+            (void)co_await send_option_reply(reply);
+            co_return true;
+        case NBD_OPT_LIST:
+            if (!payload.empty()) co_return co_await error(NBD_REP_ERR_INVALID, "LIST takes no data");
+            for (NbdExport* exp : server_.exports()) put_rep_server(reply, option, exp->name());
+            put_option_reply(reply, option, NBD_REP_ACK);
+            break;
+        case NBD_OPT_STARTTLS:
+            co_return co_await error(NBD_REP_ERR_POLICY, "TLS is not configured on this server");
+        case NBD_OPT_STRUCTURED_REPLY:
+            if (!payload.empty()) co_return co_await error(NBD_REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
+            structured_ = true;
+            put_option_reply(reply, option, NBD_REP_ACK);
+            break;
+        case NBD_OPT_INFO:
+        case NBD_OPT_GO: {
+            auto req = parse_info_request(payload);
+            if (!req) co_return co_await error(NBD_REP_ERR_INVALID, req.error().message);
+            NbdExport* exp = server_.find_export(req->name);
+            if (exp == nullptr) co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->name + "'");
+            put_info_export(reply, option, exp->blk().length(), exp->transmission_flags(structured_));
+            // Block sizes always: clients that ignore them still get sane I/O,
+            // and O_DIRECT nodes need their minimum respected.
+            put_info_block_size(reply, option, exp->min_block(), std::max<uint32_t>(4096, exp->min_block()),
+                                kDefaultMaxPayload);
+            for (uint16_t t : req->info_types) {
+                if (t == NBD_INFO_NAME) put_info_name(reply, option, exp->name());
+                if (t == NBD_INFO_DESCRIPTION && !exp->description().empty())
+                    put_info_description(reply, option, exp->description());
+            }
+            put_option_reply(reply, option, NBD_REP_ACK);
+            if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
+            if (option == NBD_OPT_INFO) co_return false;
+            limits_ = exp->limits(structured_, structured_ && meta_allocation_ && meta_export_ == exp->name());
+            chosen = exp;
+            co_return true;
+        }
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT: {
+            const bool set = option == NBD_OPT_SET_META_CONTEXT;
+            if (!structured_) co_return co_await error(NBD_REP_ERR_INVALID, "structured replies not negotiated");
+            auto req = parse_meta_context_request(payload);
+            if (!req) co_return co_await error(NBD_REP_ERR_INVALID, req.error().message);
+            NbdExport* exp = server_.find_export(req->export_name);
+            if (exp == nullptr)
+                co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->export_name + "'");
+            bool allocation = false;
+            if (req->queries.empty()) {
+                allocation = !set;  // LIST with no query: everything; SET with none: nothing
+            } else {
+                for (const std::string& q : req->queries)
+                    if (q == kBaseAllocation || (!set && q == "base:")) allocation = true;
+            }
+            if (allocation) put_rep_meta_context(reply, option, kMetaContextAllocation, kBaseAllocation);
+            put_option_reply(reply, option, NBD_REP_ACK);
+            if (set) {
+                meta_allocation_ = allocation;
+                meta_export_ = exp->name();
+            }
+            break;
+        }
+        default:
+            co_return co_await error(NBD_REP_ERR_UNSUP, std::string("option ") + option_name(option) + " not supported");
+    }
+    if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
+    co_return false;
+}
+
+// ---------------------------------------------------------------------------
+// Transmission phase.
+
+Task<void> Connection::transmission(NbdExport& exp) {
+    block::BlockBackend& blk = exp.blk();
+    for (;;) {
+        while (requests_in_flight_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight) {
+            co_await slot_free_.wait();
+            // Woken by a request that finished; the node may have moved since.
+            if (AioContext::current() != &blk.ctx()) co_await schedule_on(blk.ctx());
+        }
+        if (broken_) break;
+        uint8_t hdr[kRequestSize];
+        if (auto r = co_await recv_->read_exact(hdr, sizeof hdr); !r) {
+            if (r.error().code != ECONNRESET) LOG_WARN("nbd client %s: %s", peer_.c_str(), r.error().describe().c_str());
+            break;
+        }
+        auto req = parse_request(hdr);
+        if (!req) {
+            LOG_WARN("nbd client %s: %s; disconnecting", peer_.c_str(), req.error().message.c_str());
+            break;
+        }
+        const Verdict v = validate_request(*req, limits_);
+        if (v.no_reply) break;  // NBD_CMD_DISC
+        Buffer payload(nullptr, std::free);
+        if (req->type == NBD_CMD_WRITE && !v.disconnect && (v.nbd_error == 0 || v.consume_payload)) {
+            if (v.nbd_error == 0) {
+                payload = alloc_buffer(req->length);
+                if (!payload) break;
+                if (auto r = co_await recv_->read_exact(payload.get(), req->length); !r) break;
+            } else if (auto r = co_await recv_->skip(req->length); !r) {
+                break;
+            }
+        }
+        if (v.disconnect) {
+            LOG_WARN("nbd client %s: invalid %s request (length %u); disconnecting", peer_.c_str(),
+                     command_name(req->type), req->length);
+            break;
+        }
+        // Admitted: counted until its reply is out (a drained section waits for
+        // it, and parks us here while it lasts).
+        co_await blk.co_begin_request();
+        requests_in_flight_++;
+        if (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) bytes_in_flight_ += req->length;
+        if (v.nbd_error != 0)
+            spawn(blk.ctx(), [](Connection& c, Request r, uint32_t err, block::BlockBackend& blk) -> Task<void> {
+                co_await c.send_error(r, err, "invalid request");
+                blk.end_request();
+                c.bytes_in_flight_ -= (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
+                c.request_done();
+            }(*this, *req, v.nbd_error, blk));
+        else
+            spawn(blk.ctx(), handle_request(exp, *req, std::move(payload)));
+    }
+    // Stop: let requests in flight finish (their replies may still go out).
+    shutdown_socket();
+    afd_->wake_all_closed();
+    while (requests_in_flight_ > 0) {
+        co_await idle_.wait();
+        if (AioContext::current() != &blk.ctx()) co_await schedule_on(blk.ctx());
+    }
+}
+
+void Connection::request_done() {
+    requests_in_flight_--;
+    slot_free_.next();
+    if (requests_in_flight_ == 0) idle_.restart_all();
+}
+
+Task<void> Connection::handle_request(NbdExport& exp, Request req, Buffer payload) {
+    block::BlockBackend& blk = exp.blk();
+    Result<void> r;
+    bool replied = false;
+    switch (req.type) {
+        case NBD_CMD_READ:
+            r = co_await handle_read(exp, req);
+            replied = true;  // handle_read replies, also on errors
+            break;
+        case NBD_CMD_WRITE: {
+            iovec iov{payload.get(), req.length};
+            r = co_await blk.co_pwritev(req.offset, req.length, std::span(&iov, 1),
+                                        (req.flags & NBD_CMD_FLAG_FUA) ? uint32_t(block::kWriteFua) : 0u);
+            break;
+        }
+        case NBD_CMD_FLUSH:
+            r = co_await blk.co_flush();
+            break;
+        case NBD_CMD_TRIM:
+            r = co_await blk.co_pdiscard(req.offset, req.length);
+            if (r && (req.flags & NBD_CMD_FLAG_FUA)) r = co_await blk.co_flush();
+            break;
+        case NBD_CMD_WRITE_ZEROES: {
+            uint32_t flags = 0;
+            if (!(req.flags & NBD_CMD_FLAG_NO_HOLE)) flags |= block::kMayUnmap;
+            if (req.flags & NBD_CMD_FLAG_FAST_ZERO) flags |= block::kNoFallback;
+            if (req.flags & NBD_CMD_FLAG_FUA) flags |= block::kWriteFua;
+            r = co_await blk.co_pwrite_zeroes(req.offset, req.length, flags);
+            break;
+        }
+        case NBD_CMD_CACHE:
+            break;  // advisory; nothing to prefetch into
+        case NBD_CMD_BLOCK_STATUS:
+            r = co_await handle_block_status(exp, req);
+            replied = true;
+            break;
+        default:
+            r = fail(EINVAL, "unsupported command");
+            break;
+    }
+    if (!replied) {
+        if (r) {
+            uint8_t reply[kSimpleReplySize];
+            put_simple_reply(reply, 0, req.cookie);
+            iovec iov{reply, sizeof reply};
+            (void)co_await send(std::span(&iov, 1));
+        } else {
+            co_await send_error(req, errno_to_nbd(r.error().code), r.error().message);
+        }
+    }
+    if (!r && r.error().code != ENOTSUP)
+        LOG_WARN("nbd client %s: %s at %llu+%u: %s", peer_.c_str(), command_name(req.type),
+                 (unsigned long long)req.offset, req.length, r.error().describe().c_str());
+    payload.reset();
+    blk.end_request();
+    if (req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE) bytes_in_flight_ -= req.length;
+    request_done();
+}
+
+// Structured replies send zero ranges as holes (unless DF), data ranges as
+// data; simple replies send the header and all data.
+Task<Result<void>> Connection::handle_read(NbdExport& exp, const Request& req) {
+    block::BlockBackend& blk = exp.blk();
+    Buffer data = alloc_buffer(req.length);
+    if (!data) {
+        co_await send_error(req, NBD_ENOMEM, "out of memory");
+        co_return fail(ENOMEM, "read buffer");
+    }
+    struct Piece {
+        uint64_t offset;
+        uint32_t length;
+        bool hole;
+    };
+    std::vector<Piece> pieces;
+    const bool sparse = structured_ && !(req.flags & NBD_CMD_FLAG_DF) && blk.node().driver().caps().can_block_status;
+    if (sparse) {
+        uint64_t off = req.offset;
+        const uint64_t end = req.offset + req.length;
+        while (off < end) {
+            auto st = co_await blk.co_block_status(off, end - off);
+            if (!st || st->bytes == 0 || pieces.size() == 64) {
+                pieces.push_back({off, uint32_t(end - off), false});  // the rest as data
+                break;
+            }
+            const uint32_t len = uint32_t(std::min<uint64_t>(st->bytes, end - off));
+            const bool hole = st->zero;
+            if (!pieces.empty() && pieces.back().hole == hole)
+                pieces.back().length += len;
+            else
+                pieces.push_back({off, len, hole});
+            off += len;
+        }
+    } else {
+        pieces.push_back({req.offset, req.length, false});
+    }
+    // Read the data pieces.
+    Result<void> r;
+    for (const Piece& p : pieces) {
+        if (p.hole) continue;
+        iovec iov{data.get() + (p.offset - req.offset), p.length};
+        r = co_await blk.co_preadv(p.offset, p.length, std::span(&iov, 1));
+        if (!r) break;
+    }
+    if (!r) {
+        co_await send_error(req, errno_to_nbd(r.error().code), r.error().message);
+        co_return r;
+    }
+    if (!structured_) {
+        uint8_t hdr[kSimpleReplySize];
+        put_simple_reply(hdr, 0, req.cookie);
+        iovec iov[2] = {{hdr, sizeof hdr}, {data.get(), req.length}};
+        (void)co_await send(std::span(iov, req.length ? 2 : 1));
+        co_return r;
+    }
+    // One chunk per piece; the last one says DONE. All chunks of the reply
+    // go out in one send, so they stay together.
+    std::vector<uint8_t> headers(pieces.size() * kOffsetHoleSize);
+    std::vector<iovec> iov;
+    iov.reserve(pieces.size() * 2);
+    for (size_t i = 0; i < pieces.size(); i++) {
+        const Piece& p = pieces[i];
+        const uint16_t flags = i + 1 == pieces.size() ? NBD_REPLY_FLAG_DONE : 0;
+        uint8_t* h = headers.data() + i * kOffsetHoleSize;
+        if (p.hole) {
+            put_chunk_offset_hole(h, flags, req.cookie, p.offset, p.length);
+            iov.push_back({h, kOffsetHoleSize});
+        } else {
+            put_chunk_offset_data_header(h, flags, req.cookie, p.offset, p.length);
+            iov.push_back({h, kOffsetDataHeaderSize});
+            iov.push_back({data.get() + (p.offset - req.offset), p.length});
+        }
+    }
+    if (req.length == 0) {  // no piece: a lone NONE chunk ends the reply
+        headers.resize(kStructuredReplyHeaderSize);
+        put_structured_header(headers.data(), NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, req.cookie, 0);
+        iov.push_back({headers.data(), kStructuredReplyHeaderSize});
+    }
+    (void)co_await send(iov);
+    co_return r;
+}
+
+Task<Result<void>> Connection::handle_block_status(NbdExport& exp, const Request& req) {
+    block::BlockBackend& blk = exp.blk();
+    const uint64_t size = blk.length();
+    const uint64_t end = std::min<uint64_t>(size, req.offset + req.length);
+    // Extent lengths are 32-bit: keep each one below 4 GiB, aligned.
+    const uint64_t max_extent = (uint64_t(UINT32_MAX) + 1 - limits_.min_block);
+    std::vector<Extent> extents;
+    uint64_t off = req.offset;
+    Result<void> r;
+    while (off < end) {
+        auto st = co_await blk.co_block_status(off, std::min(end - off, max_extent));
+        if (!st) {
+            r = std::unexpected(st.error());
+            break;
+        }
+        const uint32_t flags = (st->data ? 0 : NBD_STATE_HOLE) | (st->zero ? NBD_STATE_ZERO : 0);
+        const uint64_t len = std::max<uint64_t>(1, std::min(st->bytes, end - off));
+        if (!extents.empty() && extents.back().flags == flags && extents.back().length + len <= max_extent)
+            extents.back().length += uint32_t(len);
+        else
+            extents.push_back({uint32_t(len), flags});
+        off += len;
+        if ((req.flags & NBD_CMD_FLAG_REQ_ONE) || extents.size() >= kMaxExtentsPerReply) break;
+    }
+    if (!r) {
+        co_await send_error(req, errno_to_nbd(r.error().code), r.error().message);
+        co_return r;
+    }
+    std::vector<uint8_t> bytes;
+    put_chunk_block_status(bytes, NBD_REPLY_FLAG_DONE, req.cookie, kMetaContextAllocation, extents);
+    iovec iov{bytes.data(), bytes.size()};
+    (void)co_await send(std::span(&iov, 1));
+    co_return r;
+}
+
+Task<void> Connection::send_error(const Request& req, uint32_t nbd_error, const std::string& message) {
+    if (structured_) {
+        std::vector<uint8_t> bytes;
+        put_chunk_error(bytes, NBD_REPLY_FLAG_DONE, req.cookie, nbd_error, message);
+        iovec iov{bytes.data(), bytes.size()};
+        (void)co_await send(std::span(&iov, 1));
+    } else {
+        uint8_t reply[kSimpleReplySize];
+        put_simple_reply(reply, nbd_error, req.cookie);
+        iovec iov{reply, sizeof reply};
+        (void)co_await send(std::span(&iov, 1));
+    }
+}
+
+Task<Result<void>> Connection::send(std::span<iovec> iov) {
+    auto guard = co_await send_lock_.scoped_lock();
+    if (broken_) co_return fail(EPIPE, "connection broken");
+    auto r = co_await write_all(*afd_, iov);
+    if (!r) {
+        broken_ = true;  // the receive loop sees it and stops
+        shutdown_socket();
+    }
+    co_return r;
+}
+
+}  // namespace ioplane::nbd

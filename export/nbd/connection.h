@@ -1,0 +1,82 @@
+// One NBD client connection: option haggling in the main loop, then the
+// transmission phase in the export's context, one coroutine per request.
+// Replies are serialized by a CoMutex, so a slow request never holds back the
+// replies of faster ones behind it.
+//
+// Thread contract: created, started and shut down from the main thread;
+// everything else runs in the connection's current context (the main loop
+// during negotiation, the export node's context afterwards).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <memory>
+#include <string>
+
+#include "ioplane/core/async_fd.h"
+#include "ioplane/core/co_mutex.h"
+#include "ioplane/core/co_queue.h"
+#include "ioplane/core/timer.h"
+#include "nbd/protocol.h"
+
+namespace ioplane::nbd {
+
+class NbdServer;
+class NbdExport;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+    Connection(NbdServer& server, int fd, std::string peer);
+    ~Connection();
+
+    // Main thread.
+    void start(int64_t handshake_timeout_ns);
+    // Any thread: ends the connection (its coroutines see the socket fail).
+    void shutdown_socket();
+
+    const std::string& peer() const { return peer_; }
+
+    // In the old / new context, inside the export's drained section.
+    void detach_aio_context();
+    void attach_aio_context(AioContext& ctx);
+
+private:
+    class RecvBuffer;
+    struct Negotiated;
+
+    Task<void> run();
+    Task<Result<NbdExport*>> negotiate();
+    Task<Result<bool>> handle_option(uint32_t option, std::vector<uint8_t>& payload, NbdExport*& chosen);
+    Task<Result<void>> send_option_reply(std::vector<uint8_t>& bytes);
+    Task<void> transmission(NbdExport& exp);
+    Task<void> handle_request(NbdExport& exp, Request req, std::unique_ptr<char, void (*)(void*)> payload);
+    Task<Result<void>> handle_read(NbdExport& exp, const Request& req);
+    Task<Result<void>> handle_block_status(NbdExport& exp, const Request& req);
+    Task<void> send_error(const Request& req, uint32_t nbd_error, const std::string& message);
+    Task<Result<void>> send(std::span<iovec> iov);
+    void request_done();
+
+    NbdServer& server_;
+    const int fd_;
+    const std::string peer_;
+    std::unique_ptr<AsyncFd> afd_;
+    std::unique_ptr<RecvBuffer> recv_;
+    std::unique_ptr<Timer> handshake_timer_;  // main loop
+
+    // Negotiated options.
+    bool no_zeroes_ = false;
+    bool structured_ = false;
+    std::string meta_export_;   // export that SET_META_CONTEXT applied to
+    bool meta_allocation_ = false;
+    ExportLimits limits_{};
+
+    // Transmission phase, in the connection's context.
+    CoMutex send_lock_;
+    CoQueue slot_free_;          // the receive loop waits here when too much is in flight
+    unsigned requests_in_flight_ = 0;
+    uint64_t bytes_in_flight_ = 0;
+    CoQueue idle_;               // the closing receive loop waits here for requests to end
+    bool broken_ = false;        // a reply could not be sent: stop
+};
+
+}  // namespace ioplane::nbd

@@ -1,0 +1,77 @@
+#include "nbd/nbd_export.h"
+
+#include <algorithm>
+
+#include "ioplane/core/aio_wait.h"
+#include "nbd/connection.h"
+
+namespace ioplane::nbd {
+
+NbdExport::NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode> node)
+    : options_(std::move(options)), blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable)) {
+    if (options_.name.empty()) options_.name = blk_->node().node_name();
+    // Connections count each request from receipt to reply; I/O inside one
+    // must not wait for a drained section that waits for it.
+    blk_->disable_request_queuing();
+    blk_->set_context_listener(this);
+}
+
+NbdExport::~NbdExport() { blk_->set_context_listener(nullptr); }
+
+void NbdExport::remove_connection(Connection* c) {
+    connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
+}
+
+uint32_t NbdExport::min_block() const { return std::max<uint32_t>(1, blk_->node().driver().request_alignment()); }
+
+uint16_t NbdExport::transmission_flags(bool structured) const {
+    const block::DriverCaps caps = blk_->node().driver().caps();
+    // Every connection of an export shares one node: a flush on any of them
+    // covers writes completed on all of them, so multi-conn is safe.
+    uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE |
+                     NBD_FLAG_CAN_MULTI_CONN;
+    if (structured) flags |= NBD_FLAG_SEND_DF;
+    if (read_only()) {
+        flags |= NBD_FLAG_READ_ONLY;
+    } else {
+        flags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+        if (caps.can_write_zeroes) flags |= NBD_FLAG_SEND_FAST_ZERO;
+    }
+    return flags;
+}
+
+ExportLimits NbdExport::limits(bool structured, bool meta_context_selected) const {
+    const uint16_t flags = transmission_flags(structured);
+    ExportLimits l;
+    l.size = blk_->length();
+    l.read_only = read_only();
+    l.structured_replies = structured;
+    l.max_payload = kDefaultMaxPayload;
+    l.min_block = min_block();
+    l.can_trim = flags & NBD_FLAG_SEND_TRIM;
+    l.can_write_zeroes = flags & NBD_FLAG_SEND_WRITE_ZEROES;
+    l.can_fast_zero = flags & NBD_FLAG_SEND_FAST_ZERO;
+    l.can_cache = flags & NBD_FLAG_SEND_CACHE;
+    l.can_flush = flags & NBD_FLAG_SEND_FLUSH;
+    l.can_fua = flags & NBD_FLAG_SEND_FUA;
+    l.meta_context_selected = meta_context_selected;
+    return l;
+}
+
+// Called drained: no request of ours is in flight; connections wait on their
+// sockets (or to be admitted). Their fds leave the old context from inside it.
+void NbdExport::detach_aio_context() {
+    detached_from_ = &blk_->ctx();
+    run_in_context_sync(*detached_from_, [this] {
+        for (Connection* c : connections_) c->detach_aio_context();
+    });
+}
+
+void NbdExport::attach_aio_context(AioContext& ctx) {
+    run_in_context_sync(ctx, [this, &ctx] {
+        for (Connection* c : connections_) c->attach_aio_context(ctx);
+    });
+    detached_from_ = nullptr;
+}
+
+}  // namespace ioplane::nbd

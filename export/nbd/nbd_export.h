@@ -1,0 +1,57 @@
+// NbdExport: one block node offered to NBD clients under a name. It owns the
+// BlockBackend through which its connections do I/O and follows the node when
+// the node moves to another AioContext (its connections' fds move with it).
+//
+// Thread contract: main thread, except transmission_flags()/limits() (any
+// thread; constant while the export exists).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ioplane/block/backend.h"
+#include "nbd/protocol.h"
+
+namespace ioplane::nbd {
+
+class Connection;
+
+struct NbdExportOptions {
+    std::string id;
+    std::string name;  // what clients ask for; defaults to the node-name
+    std::string description;
+    bool writable = false;
+};
+
+class NbdExport final : public block::BlockBackend::ContextListener {
+public:
+    NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode> node);
+    ~NbdExport();
+
+    const std::string& id() const { return options_.id; }
+    const std::string& name() const { return options_.name; }
+    const std::string& description() const { return options_.description; }
+    block::BlockBackend& blk() { return *blk_; }
+    bool read_only() const { return !options_.writable || blk_->node().read_only(); }
+
+    uint16_t transmission_flags(bool structured_replies) const;
+    ExportLimits limits(bool structured_replies, bool meta_context_selected) const;
+    uint32_t min_block() const;
+
+    // Connections in the transmission phase of this export.
+    void add_connection(Connection* c) { connections_.push_back(c); }
+    void remove_connection(Connection* c);
+    const std::vector<Connection*>& connections() const { return connections_; }
+
+    void detach_aio_context() override;
+    void attach_aio_context(AioContext& ctx) override;
+
+private:
+    NbdExportOptions options_;
+    std::unique_ptr<block::BlockBackend> blk_;
+    std::vector<Connection*> connections_;
+    AioContext* detached_from_ = nullptr;
+};
+
+}  // namespace ioplane::nbd

@@ -1,0 +1,62 @@
+// NbdServer: listens on a unix or TCP socket (qemu-storage-daemon's
+// --nbd-server), accepts clients in the main loop, and serves the exports
+// added to it.
+//
+// Thread contract: main thread, for every member.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ioplane/core/aio_context.h"
+#include "nbd/nbd_export.h"
+
+namespace ioplane::nbd {
+
+class Connection;
+
+struct NbdServerOptions {
+    enum class Transport { unix_socket, inet };
+    Transport transport = Transport::unix_socket;
+    std::string path;  // unix
+    std::string host;  // inet
+    std::string port;  // inet
+    uint32_t max_connections = 0;  // 0: unlimited
+    int64_t handshake_timeout_ns = 10'000'000'000;
+};
+
+class NbdServer {
+public:
+    static Result<std::unique_ptr<NbdServer>> start(AioContext& main_ctx, NbdServerOptions options);
+    // Stops listening, disconnects every client and waits for them.
+    ~NbdServer();
+
+    Result<void> add_export(std::shared_ptr<NbdExport> exp);
+    NbdExport* find_export(const std::string& name) const;
+    std::vector<NbdExport*> exports() const;
+    // Disconnects the clients of one export (or all) and waits until they are gone.
+    void disconnect_clients(NbdExport* only = nullptr);
+
+    AioContext& main_ctx() const { return main_ctx_; }
+    // Where clients connect, as an NBD URI prefix (nbd+unix:///NAME?socket=... or nbd://host:port/NAME).
+    std::string uri(const std::string& export_name) const;
+
+    // Called by a connection in the main loop.
+    void connection_closed(const std::shared_ptr<Connection>& c);
+    size_t connection_count() const { return connections_.size(); }
+
+private:
+    NbdServer(AioContext& main_ctx, NbdServerOptions options) : main_ctx_(main_ctx), options_(std::move(options)) {}
+    Result<void> listen();
+    void on_acceptable(int listen_fd);
+
+    AioContext& main_ctx_;
+    const NbdServerOptions options_;
+    std::vector<int> listen_fds_;
+    std::map<std::string, std::shared_ptr<NbdExport>> exports_;  // by name
+    std::vector<std::shared_ptr<Connection>> connections_;
+};
+
+}  // namespace ioplane::nbd
