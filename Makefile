@@ -1,7 +1,7 @@
 # ioplane — top-level entry points. Each target installs what it needs
 # (Debian packages, as root) before building.
 #
-#   make run     build (Release) and run the daemon on its default setup
+#   make run     build (Release) and serve build/run/disk.img over NBD (Ctrl-C stops)
 #   make test    build and run every test: checked build, ASan+UBSan, TSan
 #   make fuzz    build the libFuzzer targets (clang-16) and run each briefly
 #   make bench   build (Release) and run the benchmarks
@@ -13,12 +13,15 @@ CTEST := ctest --output-on-failure -j $(JOBS)
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps deps-test build run test test-checked test-asan test-tsan fuzz bench clean
+.PHONY: all deps deps-run deps-test build run test test-checked test-asan test-tsan fuzz bench clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh build
+
+deps-run:
+	@scripts/install-deps.sh run
 
 deps-test:
 	@scripts/install-deps.sh test
@@ -32,8 +35,17 @@ endef
 build: deps
 	$(call cmake_build,build/release,Release,)
 
-run: build
-	build/release/daemon/ioplane-storage-daemon
+# The default job: a sparse 1 GiB image (created if missing) exported over NBD
+# on a unix socket, from an IOThread. The daemon prints commands to try.
+RUN_DIR ?= build/run
+run: build deps-run
+	@mkdir -p $(RUN_DIR)
+	@[ -f $(RUN_DIR)/disk.img ] || truncate -s 1G $(RUN_DIR)/disk.img
+	build/release/daemon/ioplane-storage-daemon \
+	    --object iothread,id=io0 \
+	    --blockdev driver=file,node-name=disk,filename=$(RUN_DIR)/disk.img \
+	    --nbd-server addr.type=unix,addr.path=$(abspath $(RUN_DIR))/nbd.sock \
+	    --export type=nbd,id=export0,node-name=disk,writable=on,iothread=io0
 
 test: deps-test
 	$(MAKE) --no-print-directory test-checked test-asan test-tsan fuzz

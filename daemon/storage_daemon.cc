@@ -61,8 +61,11 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     auto exp = std::make_shared<nbd::NbdExport>(std::move(o), node);
     if (auto r = nbd_server_->add_export(exp); !r) return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
     exports_.push_back(exp);
-    LOG_INFO("export '%s': node '%s' served as %s%s", e.id.c_str(), e.node_name.c_str(),
-             nbd_server_->uri(exp->name()).c_str(), exp->read_only() ? " (read-only)" : "");
+    const std::string uri = nbd_server_->uri(exp->name());
+    LOG_INFO("export '%s': node '%s' served as %s%s", e.id.c_str(), e.node_name.c_str(), uri.c_str(),
+             exp->read_only() ? " (read-only)" : "");
+    LOG_INFO("  try: nbdinfo '%s'", uri.c_str());
+    LOG_INFO("  try: qemu-io -f raw '%s' -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k'", uri.c_str());
     return {};
 }
 

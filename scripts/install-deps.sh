@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ioplane needs to build and test, if missing.
 # Runs apt-get update once, only when something has to be installed.
-# Usage: scripts/install-deps.sh [build|test]   (test adds the test tools)
+# Usage: scripts/install-deps.sh [build|run|test]
+#   build: compilers and libraries; run: + the NBD clients the daemon suggests;
+#   test: + fuzzing toolchain and every client the tests drive.
 set -euo pipefail
 
 build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev
                 nlohmann-json3-dev liburing-dev)
+client_packages=(qemu-utils libnbd-bin)
 # Fuzzing (clang-16 + libFuzzer) and the real clients the tests drive.
-test_packages=(python3 clang-16 libclang-rt-16-dev qemu-utils libnbd-bin fio)
+test_packages=(python3 clang-16 libclang-rt-16-dev fio "${client_packages[@]}")
 
 want=("${build_packages[@]}")
-[ "${1:-build}" = test ] && want+=("${test_packages[@]}")
+case "${1:-build}" in
+    run) want+=("${client_packages[@]}") ;;
+    test) want+=("${test_packages[@]}") ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do
