@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "ioplane/core/error.h"
-#include "daemon/keyval.h"
+#include "ioplane/core/keyval.h"
 
 namespace ioplane::daemon {
 

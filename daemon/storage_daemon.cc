@@ -19,7 +19,7 @@ Result<void> StorageDaemon::start(const DaemonConfig& config) {
         iothreads_[t.id] = std::move(*io);
     }
     for (const BlockdevOptions& b : config.blockdevs) {
-        auto node = graph_.open(b.options.root, main_loop_.ctx());
+        auto node = graph_.open(b.options, main_loop_.ctx());
         if (!node) return std::unexpected(node.error());
     }
     if (config.nbd_server) {

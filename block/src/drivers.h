@@ -7,7 +7,7 @@
 
 #include "ioplane/block/driver.h"
 #include "ioplane/block/node.h"
-#include "options.h"
+#include "ioplane/core/keyval.h"
 
 namespace ioplane::block {
 
@@ -18,6 +18,7 @@ struct OpenContext {
     AioContext& ctx;
     const std::string& node_name;
     bool read_only;
+    OptionSyntax syntax;  // of the tree the options came from (children inherit it)
 };
 
 struct Opened {
@@ -25,8 +26,10 @@ struct Opened {
     std::shared_ptr<BlockNode> file_child;  // for format drivers
 };
 
-Result<Opened> open_null(opts::Reader& opts, const OpenContext& oc);
-Result<Opened> open_file(opts::Reader& opts, const OpenContext& oc);
-Result<Opened> open_raw(opts::Reader& opts, const OpenContext& oc);
+// Each reads its own options from `opts` (the caller checks that no key is
+// left unread).
+Result<Opened> open_null(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_file(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_raw(OptionReader& opts, const OpenContext& oc);
 
 }  // namespace ioplane::block

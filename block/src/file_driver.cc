@@ -164,26 +164,25 @@ uint32_t probe_alignment(int fd, bool block_device) {
 
 }  // namespace
 
-Result<Opened> open_file(opts::Reader& opts, const OpenContext& oc) {
-    auto filename = opts.required_string("filename");
+Result<Opened> open_file(OptionReader& opts, const OpenContext& oc) {
+    auto filename = opts.require_string("filename");
     if (!filename) return std::unexpected(filename.error());
     bool direct = false;
-    if (auto cache = opts.child("cache")) {
-        if (!cache->is_object()) return fail(EINVAL, opts.what() + ": option 'cache' must be an object");
-        opts::Reader cache_opts(*cache, opts.what() + " cache");
-        auto d = cache_opts.boolean("direct");
+    auto cache = opts.get_object("cache");
+    if (!cache) return std::unexpected(cache.error());
+    if (*cache) {
+        auto d = (*cache)->get_bool("direct");
         if (!d) return std::unexpected(d.error());
         direct = d->value_or(false);
-        auto no_flush = cache_opts.boolean("no-flush");
+        auto no_flush = (*cache)->get_bool("no-flush");
         if (!no_flush) return std::unexpected(no_flush.error());
-        if (no_flush->value_or(false)) return fail(EINVAL, opts.what() + ": cache.no-flush=on is not supported");
-        if (auto r = cache_opts.check_all_used(); !r) return std::unexpected(r.error());
+        if (no_flush->value_or(false)) return fail(ENOTSUP, "cache.no-flush=on is not supported");
+        if (auto r = (*cache)->check_all_used(); !r) return std::unexpected(r.error());
     }
-    auto aio = opts.string("aio");
+    auto aio = opts.get_string("aio");
     if (!aio) return std::unexpected(aio.error());
-    if (*aio && **aio != "threads")
-        return fail(ENOTSUP, opts.what() + ": aio=" + **aio + " is not supported yet (use aio=threads)");
-    auto locking = opts.string("locking");  // accepted; we take no OFD locks yet
+    if (*aio && **aio != "threads") return fail(ENOTSUP, "aio=" + **aio + " is not supported yet (use aio=threads)");
+    auto locking = opts.get_string("locking");  // accepted; we take no OFD locks yet
     if (!locking) return std::unexpected(locking.error());
 
     const int flags = (oc.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);

@@ -5,13 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "drivers.h"
 #include "ioplane/block/graph.h"
 
 namespace ioplane::block {
 
-// A child given as a node-name (an existing node) or as nested options (a
-// new node, registered under a generated name).
-Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann::json& spec, AioContext& ctx,
-                                              const std::string& what, bool read_only);
+// A child given as a node-name (an existing node in the parent's context) or
+// as nested options (a new node, named by the graph).
+Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann::json& spec, const OpenContext& parent);
 
 }  // namespace ioplane::block

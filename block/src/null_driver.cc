@@ -44,12 +44,12 @@ private:
 
 }  // namespace
 
-Result<Opened> open_null(opts::Reader& opts, const OpenContext&) {
-    auto size = opts.size("size");
+Result<Opened> open_null(OptionReader& opts, const OpenContext&) {
+    auto size = opts.get_size("size");
     if (!size) return std::unexpected(size.error());
-    auto read_zeroes = opts.boolean("read-zeroes");
+    auto read_zeroes = opts.get_bool("read-zeroes");
     if (!read_zeroes) return std::unexpected(read_zeroes.error());
-    auto latency = opts.size("latency-ns");
+    auto latency = opts.get_uint64("latency-ns");
     if (!latency) return std::unexpected(latency.error());
     return Opened{std::make_unique<NullDriver>(size->value_or(uint64_t(1) << 30), read_zeroes->value_or(false),
                                                int64_t(latency->value_or(0))),

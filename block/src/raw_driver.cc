@@ -46,23 +46,23 @@ private:
 
 }  // namespace
 
-Result<Opened> open_raw(opts::Reader& opts, const OpenContext& oc) {
-    auto child_opts = opts.child("file");
-    if (!child_opts) return fail(EINVAL, opts.what() + ": option 'file' is required");
-    auto file = open_child(oc.graph, *child_opts, oc.ctx, oc.node_name + "-file", oc.read_only);
+Result<Opened> open_raw(OptionReader& opts, const OpenContext& oc) {
+    const nlohmann::json* child_opts = opts.get_raw("file");
+    if (child_opts == nullptr) return fail(EINVAL, "missing 'file'");
+    auto file = open_child(oc.graph, *child_opts, oc);
     if (!file) return std::unexpected(file.error());
     const uint64_t file_size = (*file)->driver().length();
-    auto offset = opts.size("offset");
+    auto offset = opts.get_size("offset");
     if (!offset) return std::unexpected(offset.error());
-    auto size = opts.size("size");
+    auto size = opts.get_size("size");
     if (!size) return std::unexpected(size.error());
     const uint64_t off = offset->value_or(0);
-    if (off > file_size) return fail(EINVAL, opts.what() + ": offset is past the end of the file");
+    if (off > file_size) return fail(EINVAL, "'offset' is past the end of the file");
     const uint64_t sz = size->value_or(file_size - off);
-    if (sz > file_size - off) return fail(EINVAL, opts.what() + ": offset + size is past the end of the file");
+    if (sz > file_size - off) return fail(EINVAL, "'offset' + 'size' is past the end of the file");
     const uint32_t align = (*file)->driver().request_alignment();
     if (off % align || (size->has_value() && sz % align))
-        return fail(EINVAL, opts.what() + ": offset and size must be multiples of " + std::to_string(align));
+        return fail(EINVAL, "'offset' and 'size' must be multiples of " + std::to_string(align));
     return Opened{std::make_unique<RawDriver>(*file, off, sz), *file};
 }
 

@@ -41,8 +41,10 @@ protected:
         ::close(fd);
         return path;
     }
+    // Option trees as --blockdev's keyval form gives them (string values).
+    static OptionTree keyval(const json& options) { return OptionTree{options, OptionSyntax::keyval}; }
     std::shared_ptr<BlockNode> open(const json& options) {
-        auto node = graph_.open(options, main());
+        auto node = graph_.open(keyval(options), main());
         EXPECT_TRUE(node) << (node ? "" : node.error().describe());
         return node ? *node : nullptr;
     }
@@ -181,7 +183,7 @@ TEST_F(BlockTest, ReadOnlyRefusesWrites) {
 
 TEST_F(BlockTest, BadOptionsGiveErrorsNamingTheProblem) {
     auto expect_error = [&](const json& o, const std::string& needle) {
-        auto r = graph_.open(o, main());
+        auto r = graph_.open(keyval(o), main());
         ASSERT_FALSE(r) << o.dump();
         EXPECT_NE(r.error().message.find(needle), std::string::npos) << r.error().message;
     };
@@ -193,6 +195,11 @@ TEST_F(BlockTest, BadOptionsGiveErrorsNamingTheProblem) {
     expect_error({{"driver", "null-co"}, {"node-name", "9bad"}}, "node-name");
     expect_error({{"driver", "null-co"}}, "node-name");
     expect_error({{"driver", "file"}, {"node-name", "a"}, {"filename", dir_}}, dir_);  // EISDIR
+    // JSON syntax requires JSON types, as QEMU does.
+    auto typed = graph_.open(OptionTree{{{"driver", "null-co"}, {"node-name", "j"}, {"size", "1M"}}, OptionSyntax::json}, main());
+    ASSERT_FALSE(typed);
+    EXPECT_NE(typed.error().message.find("size"), std::string::npos);
+    EXPECT_TRUE(graph_.open(OptionTree{{{"driver", "null-co"}, {"node-name", "j"}, {"size", 1048576}}, OptionSyntax::json}, main()));
     ASSERT_TRUE(open({{"driver", "null-co"}, {"node-name", "dup"}}));
     expect_error({{"driver", "null-co"}, {"node-name", "dup"}}, "duplicate");
 }
@@ -214,7 +221,7 @@ TEST_F(BlockTest, NodeInUseCannotBeRemoved) {
 TEST_F(BlockTest, DrainedSectionWaitsForInFlightAndParksNewRequests) {
     auto io = IOThread::start({.id = "io-drain"});
     ASSERT_TRUE(io);
-    auto node = graph_.open({{"driver", "null-co"}, {"node-name", "slow"}, {"latency-ns", "20000000"}}, (*io)->ctx());
+    auto node = graph_.open(keyval({{"driver", "null-co"}, {"node-name", "slow"}, {"latency-ns", "20000000"}}), (*io)->ctx());
     ASSERT_TRUE(node);
     BlockBackend blk(*node, true);
     std::atomic<int> done{0};
@@ -251,7 +258,7 @@ TEST_F(BlockTest, ChangeAioContextUnderLoad) {
     auto io0 = IOThread::start({.id = "io0"});
     auto io1 = IOThread::start({.id = "io1"});
     ASSERT_TRUE(io0 && io1);
-    auto node = graph_.open({{"driver", "null-co"}, {"node-name", "mv"}, {"read-zeroes", "on"}}, (*io0)->ctx());
+    auto node = graph_.open(keyval({{"driver", "null-co"}, {"node-name", "mv"}, {"read-zeroes", "on"}}), (*io0)->ctx());
     ASSERT_TRUE(node);
     BlockBackend blk(*node, true);
     RecordingListener listener;

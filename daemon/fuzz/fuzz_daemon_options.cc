@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/keyval.h"
+#include "ioplane/core/keyval.h"
 #include "daemon/options.h"
 
 using namespace ioplane::daemon;

@@ -6,11 +6,11 @@
 
 #include <map>
 #include <memory>
-#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
 #include "ioplane/block/node.h"
+#include "ioplane/core/keyval.h"
 
 namespace ioplane::block {
 
@@ -20,10 +20,10 @@ public:
     BlockGraph(const BlockGraph&) = delete;
     BlockGraph& operator=(const BlockGraph&) = delete;
 
-    // Opens a node from qemu-storage-daemon's --blockdev options (JSON
-    // object; keyval values may be strings), with nested children, in `ctx`.
-    // The node gets the options' node-name, which must be new.
-    Result<std::shared_ptr<BlockNode>> open(const nlohmann::json& options, AioContext& ctx);
+    // Opens a node from qemu-storage-daemon's --blockdev options (a keyval or
+    // JSON option tree), with nested children, in `ctx`. The node gets the
+    // options' node-name, which must be new. Errors name the node.
+    Result<std::shared_ptr<BlockNode>> open(const OptionTree& options, AioContext& ctx);
 
     std::shared_ptr<BlockNode> find(const std::string& node_name) const;
     // Refused (EBUSY) while the node has users (exports) or parents.

@@ -41,7 +41,7 @@
 
 #include "ioplane/core/error.h"
 
-namespace ioplane::daemon {
+namespace ioplane {
 
 // Which syntax a tree came from: it decides how the reader types leaves.
 enum class OptionSyntax {
@@ -158,4 +158,4 @@ private:
     std::set<std::string, std::less<>> used_;
 };
 
-}  // namespace ioplane::daemon
+}  // namespace ioplane

@@ -1,4 +1,4 @@
-#include "daemon/keyval.h"
+#include "ioplane/core/keyval.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -8,7 +8,7 @@
 
 #include "ioplane/core/thread_contract.h"
 
-namespace ioplane::daemon {
+namespace ioplane {
 
 using nlohmann::json;
 
@@ -667,7 +667,11 @@ Result<std::optional<uint64_t>> OptionReader::get_uint64(std::string_view key) {
     if (v == nullptr) return std::nullopt;
     if (syntax_ == OptionSyntax::json) {
         if (v->is_number_unsigned()) return v->get<uint64_t>();
-        if (v->is_number_integer()) return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
+        // A tree built in code may hold a non-negative value as signed.
+        if (v->is_number_integer()) {
+            if (v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
+            return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
+        }
         return wrong_type(full_name(key), "an integer", *v);
     }
     if (!v->is_string()) return wrong_type(full_name(key), "an integer", *v);
@@ -700,7 +704,10 @@ Result<std::optional<uint64_t>> OptionReader::get_size(std::string_view key) {
     if (v == nullptr) return std::nullopt;
     if (syntax_ == OptionSyntax::json) {
         if (v->is_number_unsigned()) return v->get<uint64_t>();
-        if (v->is_number_integer()) return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
+        if (v->is_number_integer()) {
+            if (v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
+            return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
+        }
         return wrong_type(full_name(key), "a size in bytes", *v);
     }
     if (!v->is_string()) return wrong_type(full_name(key), "a size", *v);
@@ -731,4 +738,4 @@ json OptionReader::unused() const {
     return out;
 }
 
-}  // namespace ioplane::daemon
+}  // namespace ioplane

@@ -1,13 +1,13 @@
 // QEMU option strings: keyval, JSON and QemuOpts syntax, scalar conversions,
 // and typed reading with OptionReader.
-#include "daemon/keyval.h"
+#include "ioplane/core/keyval.h"
 
 #include <gtest/gtest.h>
 
 #include <cerrno>
 #include <string>
 
-namespace ioplane::daemon {
+namespace ioplane {
 namespace {
 
 using nlohmann::json;
@@ -380,4 +380,4 @@ TEST(OptionReader, RawValueForAlternates) {
 }
 
 }  // namespace
-}  // namespace ioplane::daemon
+}  // namespace ioplane
