@@ -194,7 +194,7 @@ URI="nbd+unix:///disk?socket=$SOCK"
 
 # start_server SERVER BACKEND LOG
 start_server() {
-    local server=$1 backend=$2 log=$3 pidf=$WORK/server.pid bdev qbdev
+    local server=$1 backend=$2 log=$3 pidf=$WORK/server.pid bdev
     rm -f "$SOCK" "$pidf"
     case $backend in
     null) bdev=driver=null-co,node-name=disk,size=$SIZE,read-zeroes=on ;;
@@ -259,20 +259,20 @@ proc_ticks() {
     s=$(<"/proc/$1/stat") || return 1
     s=${s##*) }
     set -- $s
-    echo $(($12 + $13))
+    echo $((${12} + ${13}))
 }
 # machine_ticks: "busy total" over all CPUs, from /proc/stat.
 machine_ticks() {
-    local cpu user nice sys idle iow irq sirq steal rest
-    read -r cpu user nice sys idle iow irq sirq steal rest </proc/stat
+    local user nice sys idle iow irq sirq steal rest
+    read -r _ user nice sys idle iow irq sirq steal rest </proc/stat
     echo "$((user + nice + sys + irq + sirq + steal)) $((user + nice + sys + idle + iow + irq + sirq + steal))"
 }
 
 # wait_quiet: up to QUIET_WAIT s until the machine is idle (< 0.25 CPU busy) for 1 s.
 wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) a b busy
+    local deadline=$((SECONDS + QUIET_WAIT)) a b busy=0
     while [ $SECONDS -lt $deadline ]; do
-        a=($(machine_ticks)); sleep 1; b=($(machine_ticks))
+        read -r -a a <<<"$(machine_ticks)"; sleep 1; read -r -a b <<<"$(machine_ticks)"
         busy=$(((b[0] - a[0]) * 100 / HZ))  # percent of one CPU
         [ $busy -lt 25 ] && return 0
     done

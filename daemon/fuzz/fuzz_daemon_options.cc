@@ -17,6 +17,7 @@
 #include "ioplane/core/keyval.h"
 #include "daemon/options.h"
 
+using namespace ioplane;
 using namespace ioplane::daemon;
 using nlohmann::json;
 
