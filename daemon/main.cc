@@ -64,13 +64,14 @@ int run(const daemon::DaemonConfig& config) {
     }
     LOG_INFO("ready; stop with SIGINT (Ctrl-C) or SIGTERM");
     (*main_loop)->run();
+    bool flushed;
     {
         BqlGuard bql;
-        storage.shutdown();
+        flushed = storage.shutdown();
     }
     if (config.pidfile) ::unlink(config.pidfile->c_str());
-    LOG_INFO("exiting");
-    return 0;
+    LOG_INFO("exiting%s", flushed ? "" : " (a flush failed: exit status 1)");
+    return flushed ? 0 : 1;
 }
 
 }  // namespace

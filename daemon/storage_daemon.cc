@@ -71,29 +71,32 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
 
 // Every node's cache goes to stable storage before we exit: a client that
 // wrote without flushing still finds its data after a clean shutdown.
-void StorageDaemon::flush_all_nodes() {
+bool StorageDaemon::flush_all_nodes() {
+    std::atomic<bool> flush_failed{false};
     for (auto& node : graph_.nodes()) {
         std::atomic<bool> done{false};
         block::BlockBackend blk(node, false);  // created and destroyed here, in the main thread
-        spawn(node->ctx(), [](block::BlockBackend& blk, std::atomic<bool>& done) -> Task<void> {
+        spawn(node->ctx(), [](block::BlockBackend& blk, std::atomic<bool>& done, std::atomic<bool>& flush_failed) -> Task<void> {
             auto r = co_await blk.co_flush();
             if (!r) LOG_ERROR("node '%s': flush at exit: %s", blk.node().node_name().c_str(), r.error().describe().c_str());
+            if (!r) flush_failed = true;
             done.store(true);
             aio_wait_kick();
-        }(blk, done));
+        }(blk, done, flush_failed));
         aio_wait_while(node->ctx(), [&] { return !done.load(); });
     }
+    return !flush_failed;
 }
 
-void StorageDaemon::shutdown() {
-    if (shut_down_) return;
+bool StorageDaemon::shutdown() {
+    if (shut_down_) return true;
     shut_down_ = true;
     if (nbd_server_) {
         nbd_server_.reset();  // stops listening, disconnects clients, waits for them
         LOG_INFO("nbd server stopped");
     }
     exports_.clear();
-    flush_all_nodes();
+    const bool flushed = flush_all_nodes();
     // Nodes go back to the main loop before their IOThreads stop.
     for (auto& node : graph_.nodes())
         if (!node->has_parents()) (void)block::change_aio_context(*node, main_loop_.ctx());
@@ -102,6 +105,7 @@ void StorageDaemon::shutdown() {
         LOG_INFO("iothread '%s' stopped", id.c_str());
     }
     iothreads_.clear();
+    return flushed;
 }
 
 }  // namespace ioplane::daemon

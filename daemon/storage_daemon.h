@@ -26,12 +26,13 @@ public:
     // Builds everything in command-line order of kinds (iothreads, nodes,
     // server, exports). On error the message names the object.
     Result<void> start(const DaemonConfig& config);
-    // Stops serving, flushes every node and stops the IOThreads. Idempotent.
-    void shutdown();
+    // Stops serving, flushes every node and stops the IOThreads. False if a
+    // flush failed (data may not be on stable storage). Idempotent.
+    bool shutdown();
 
 private:
     Result<void> add_export(const ExportOptions& e);
-    void flush_all_nodes();
+    bool flush_all_nodes();
 
     MainLoop& main_loop_;
     std::map<std::string, std::unique_ptr<IOThread>> iothreads_;

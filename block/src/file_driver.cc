@@ -73,7 +73,7 @@ public:
     const char* format_name() const override { return "file"; }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
-        if (uring_ && iov.size() <= IOV_MAX) {
+        if (uring_ && uring_->attached() && iov.size() <= IOV_MAX) {
             int res = co_await uring_->op([&](io_uring_sqe* sqe) {
                 io_uring_prep_readv(sqe, fd_, iov.data(), unsigned(iov.size()), offset);
             });
@@ -87,7 +87,7 @@ public:
 
     Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags) override {
         const int rw_flags = (flags & kWriteFua) ? RWF_DSYNC : 0;
-        if (uring_ && iov.size() <= IOV_MAX) {
+        if (uring_ && uring_->attached() && iov.size() <= IOV_MAX) {
             int res = co_await uring_->op([&](io_uring_sqe* sqe) {
                 io_uring_prep_writev2(sqe, fd_, iov.data(), unsigned(iov.size()), offset, rw_flags);
             });
@@ -100,7 +100,7 @@ public:
 
     Task<Result<void>> co_flush() override {
         int ret;
-        if (uring_)
+        if (uring_ && uring_->attached())
             ret = co_await uring_->op([this](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC); });
         else
             ret = co_await run_in_worker([this] { return ::fdatasync(fd_) < 0 ? -errno : 0; });
@@ -117,7 +117,7 @@ public:
         if (!uring_) return;
         run_in_context_sync(ctx, [this, &ctx] {
             if (auto r = uring_->attach(ctx); !r)
-                LOG_ERROR("file '%s': io_uring in '%s': %s", filename_.c_str(), ctx.name().c_str(),
+                LOG_ERROR("file '%s': io_uring in '%s': %s; using threads", filename_.c_str(), ctx.name().c_str(),
                           r.error().describe().c_str());
         });
     }

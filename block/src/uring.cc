@@ -32,7 +32,6 @@ UringQueue::~UringQueue() {
 }
 
 Result<void> UringQueue::attach(AioContext& ctx) {
-    ctx_ = &ctx;
     FdHandlerSpec spec;
     spec.on_read = [this] {
         uint64_t n;
@@ -43,7 +42,9 @@ Result<void> UringQueue::attach(AioContext& ctx) {
     // Busy-polling IOThreads see completions without the eventfd.
     spec.poll = [this] { return io_uring_cq_ready(&ring_) > 0; };
     spec.on_poll_ready = [this] { reap(); };
-    return ctx.set_fd_handler(eventfd_, std::move(spec));
+    if (auto r = ctx.set_fd_handler(eventfd_, std::move(spec)); !r) return r;
+    ctx_ = &ctx;
+    return {};
 }
 
 void UringQueue::detach() {

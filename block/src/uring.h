@@ -27,6 +27,8 @@ public:
 
     Result<void> attach(AioContext& ctx);
     void detach();
+    // Whether a loop watches the ring (else the driver uses its thread path).
+    bool attached() const { return ctx_ != nullptr; }
 
     // `co_await queue.op([](io_uring_sqe* sqe) { io_uring_prep_...(sqe, ...); })`
     // yields the completion's res (bytes, or -errno).

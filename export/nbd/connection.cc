@@ -98,12 +98,17 @@ void Connection::start(int64_t handshake_timeout_ns) {
 
 void Connection::shutdown_socket() { ::shutdown(fd_, SHUT_RDWR); }
 
-void Connection::detach_aio_context() { afd_->detach(); }
+// A connection that is closing has dropped its fd already: nothing to move.
+void Connection::detach_aio_context() {
+    if (afd_) afd_->detach();
+}
 
 void Connection::attach_aio_context(AioContext& ctx) {
+    if (!afd_) return;
     if (auto r = afd_->attach(ctx); !r) {
         LOG_ERROR("nbd client %s: moving to '%s': %s", peer_.c_str(), ctx.name().c_str(), r.error().describe().c_str());
         shutdown_socket();
+        afd_->wake_all_closed();  // no loop watches the fd: its waiters see it closed
     }
 }
 
@@ -113,19 +118,30 @@ Task<void> Connection::run() {
     handshake_timer_->cancel();
     if (chosen && *chosen != nullptr) {
         NbdExport& exp = **chosen;
-        exp.add_connection(this);
+        // A drained node may be moving: join once it has settled, so that the
+        // fd goes to the node's final context and the move's list of
+        // connections does not change under it.
+        while (exp.blk().node().quiesced()) co_await sleep_for(1'000'000);
+        exp.add_connection(self);
         LOG_INFO("nbd client %s: connected to export '%s'", peer_.c_str(), exp.name().c_str());
-        // Continue in the export's context, with the fd.
-        AioContext& target = exp.blk().ctx();
-        if (&target != &server_.main_ctx()) {
+        // Continue in the export's context, with the fd. The node may move
+        // while we hop (a move attaches our fd for us then): settle in its
+        // current context while it is not drained.
+        if (&exp.blk().ctx() != &server_.main_ctx()) {
             afd_->detach();
-            co_await schedule_on(target);
-            if (auto r = afd_->attach(target); !r) broken_ = true;
+            for (;;) {
+                if (AioContext::current() != &exp.blk().ctx()) co_await schedule_on(exp.blk().ctx());
+                if (AioContext::current() == &exp.blk().ctx() && !exp.blk().node().quiesced()) break;
+                co_await sleep_for(1'000'000);
+            }
+            if (afd_->context() == nullptr) {
+                if (auto r = afd_->attach(*AioContext::current()); !r) broken_ = true;
+            }
         }
         if (!broken_) co_await transmission(exp);
         afd_.reset();  // in the context it is attached to
         co_await schedule_on(server_.main_ctx());
-        exp.remove_connection(this);
+        exp.remove_connection(self);
         LOG_INFO("nbd client %s: disconnected", peer_.c_str());
     } else {
         if (!chosen) LOG_WARN("nbd client %s: negotiation failed: %s", peer_.c_str(), chosen.error().describe().c_str());
@@ -277,6 +293,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
 
 Task<void> Connection::transmission(NbdExport& exp) {
     block::BlockBackend& blk = exp.blk();
+    bool clean_end = false;
     for (;;) {
         while (requests_in_flight_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight) {
             co_await slot_free_.wait();
@@ -286,7 +303,11 @@ Task<void> Connection::transmission(NbdExport& exp) {
         if (broken_) break;
         uint8_t hdr[kRequestSize];
         if (auto r = co_await recv_->read_exact(hdr, sizeof hdr); !r) {
-            if (r.error().code != ECONNRESET) LOG_WARN("nbd client %s: %s", peer_.c_str(), r.error().describe().c_str());
+            if (r.error().code == ECONNRESET) {
+                clean_end = true;  // the client closed its side: answer what it asked
+            } else {
+                LOG_WARN("nbd client %s: %s", peer_.c_str(), r.error().describe().c_str());
+            }
             break;
         }
         auto req = parse_request(hdr);
@@ -295,7 +316,10 @@ Task<void> Connection::transmission(NbdExport& exp) {
             break;
         }
         const Verdict v = validate_request(*req, limits_);
-        if (v.no_reply) break;  // NBD_CMD_DISC
+        if (v.no_reply) {  // NBD_CMD_DISC: finish what is in flight, then close
+            clean_end = true;
+            break;
+        }
         Buffer payload(nullptr, std::free);
         if (req->type == NBD_CMD_WRITE && !v.disconnect && (v.nbd_error == 0 || v.consume_payload)) {
             if (v.nbd_error == 0) {
@@ -319,16 +343,19 @@ Task<void> Connection::transmission(NbdExport& exp) {
         if (v.nbd_error != 0)
             spawn(blk.ctx(), [](Connection& c, Request r, uint32_t err, block::BlockBackend& blk) -> Task<void> {
                 co_await c.send_error(r, err, "invalid request");
-                blk.end_request();
                 c.bytes_in_flight_ -= (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
-                c.request_done();
+                c.request_done();  // before end_request: its wake-ups are queued ahead of a drain's next step
+                blk.end_request();
             }(*this, *req, v.nbd_error, blk));
         else
             spawn(blk.ctx(), handle_request(exp, *req, std::move(payload)));
     }
-    // Stop: let requests in flight finish (their replies may still go out).
-    shutdown_socket();
-    afd_->wake_all_closed();
+    // A clean end lets the replies of requests in flight go out (the spec's
+    // SHOULD); a protocol error ends the connection at once.
+    if (!clean_end) {
+        shutdown_socket();
+        afd_->wake_all_closed();
+    }
     while (requests_in_flight_ > 0) {
         co_await idle_.wait();
         if (AioContext::current() != &blk.ctx()) co_await schedule_on(blk.ctx());
@@ -395,9 +422,11 @@ Task<void> Connection::handle_request(NbdExport& exp, Request req, Buffer payloa
         LOG_WARN("nbd client %s: %s at %llu+%u: %s", peer_.c_str(), command_name(req.type),
                  (unsigned long long)req.offset, req.length, r.error().describe().c_str());
     payload.reset();
-    blk.end_request();
     if (req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE) bytes_in_flight_ -= req.length;
+    // Wake-ups of the receive loop are queued in this context before the last
+    // end_request() lets a drain proceed to move the connection.
     request_done();
+    blk.end_request();
 }
 
 // Structured replies send zero ranges as holes (unless DF), data ranges as

@@ -18,8 +18,12 @@ NbdExport::NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode>
 
 NbdExport::~NbdExport() { blk_->set_context_listener(nullptr); }
 
-void NbdExport::remove_connection(Connection* c) {
+void NbdExport::remove_connection(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
+}
+
+bool NbdExport::has_connection(const Connection* c) const {
+    return std::any_of(connections_.begin(), connections_.end(), [c](auto& p) { return p.get() == c; });
 }
 
 uint32_t NbdExport::min_block() const { return std::max<uint32_t>(1, blk_->node().driver().request_alignment()); }
@@ -60,16 +64,21 @@ ExportLimits NbdExport::limits(bool structured, bool meta_context_selected) cons
 
 // Called drained: no request of ours is in flight; connections wait on their
 // sockets (or to be admitted). Their fds leave the old context from inside it.
+// The list is copied here, in the main thread: the main loop runs while we
+// wait for the other context, and connections may come and go meanwhile
+// (joiners wait for the move to end; leavers have dropped their fd).
 void NbdExport::detach_aio_context() {
     detached_from_ = &blk_->ctx();
-    run_in_context_sync(*detached_from_, [this] {
-        for (Connection* c : connections_) c->detach_aio_context();
+    auto conns = connections_;
+    run_in_context_sync(*detached_from_, [&conns] {
+        for (auto& c : conns) c->detach_aio_context();
     });
 }
 
 void NbdExport::attach_aio_context(AioContext& ctx) {
-    run_in_context_sync(ctx, [this, &ctx] {
-        for (Connection* c : connections_) c->attach_aio_context(ctx);
+    auto conns = connections_;
+    run_in_context_sync(ctx, [&conns, &ctx] {
+        for (auto& c : conns) c->attach_aio_context(ctx);
     });
     detached_from_ = nullptr;
 }

@@ -40,9 +40,9 @@ public:
     uint32_t min_block() const;
 
     // Connections in the transmission phase of this export.
-    void add_connection(Connection* c) { connections_.push_back(c); }
-    void remove_connection(Connection* c);
-    const std::vector<Connection*>& connections() const { return connections_; }
+    void add_connection(std::shared_ptr<Connection> c) { connections_.push_back(std::move(c)); }
+    void remove_connection(const std::shared_ptr<Connection>& c);
+    bool has_connection(const Connection* c) const;
 
     void detach_aio_context() override;
     void attach_aio_context(AioContext& ctx) override;
@@ -50,7 +50,7 @@ public:
 private:
     NbdExportOptions options_;
     std::unique_ptr<block::BlockBackend> blk_;
-    std::vector<Connection*> connections_;
+    std::vector<std::shared_ptr<Connection>> connections_;
     AioContext* detached_from_ = nullptr;
 };
 

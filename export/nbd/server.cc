@@ -103,7 +103,15 @@ void NbdServer::on_acceptable(int listen_fd) {
         int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN) LOG_WARN("nbd-server: accept: %s", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                // The client stays in the backlog and the listener stays
+                // readable: pause accepting for a moment instead of spinning.
+                LOG_WARN("nbd-server: accept: %s; pausing for 100 ms", strerror(errno));
+                for (int l : listen_fds_) (void)main_ctx_.set_fd_events(l, 0);
+                accept_pause_.arm_in(100'000'000);
+            } else if (errno != EAGAIN) {
+                LOG_WARN("nbd-server: accept: %s", strerror(errno));
+            }
             return;
         }
         std::string peer = describe_peer(ss);
@@ -121,6 +129,10 @@ void NbdServer::on_acceptable(int listen_fd) {
         connections_.push_back(c);
         c->start(options_.handshake_timeout_ns);
     }
+}
+
+void NbdServer::resume_accepting() {
+    for (int fd : listen_fds_) (void)main_ctx_.set_fd_events(fd, kFdRead);
 }
 
 void NbdServer::connection_closed(const std::shared_ptr<Connection>& c) {
@@ -147,13 +159,11 @@ std::vector<NbdExport*> NbdServer::exports() const {
 void NbdServer::disconnect_clients(NbdExport* only) {
     auto relevant = [&] {
         size_t n = 0;
-        for (auto& c : connections_) n += only == nullptr || std::find(only->connections().begin(), only->connections().end(), c.get()) != only->connections().end();
+        for (auto& c : connections_) n += only == nullptr || only->has_connection(c.get());
         return n;
     };
     for (auto& c : connections_)
-        if (only == nullptr ||
-            std::find(only->connections().begin(), only->connections().end(), c.get()) != only->connections().end())
-            c->shutdown_socket();
+        if (only == nullptr || only->has_connection(c.get())) c->shutdown_socket();
     aio_wait_while(main_ctx_, [&] { return relevant() > 0; });
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/timer.h"
 #include "nbd/nbd_export.h"
 
 namespace ioplane::nbd {
@@ -48,7 +49,9 @@ public:
     size_t connection_count() const { return connections_.size(); }
 
 private:
-    NbdServer(AioContext& main_ctx, NbdServerOptions options) : main_ctx_(main_ctx), options_(std::move(options)) {}
+    NbdServer(AioContext& main_ctx, NbdServerOptions options)
+        : main_ctx_(main_ctx), options_(std::move(options)), accept_pause_(main_ctx, [this] { resume_accepting(); }) {}
+    void resume_accepting();
     Result<void> listen();
     void on_acceptable(int listen_fd);
 
@@ -57,6 +60,7 @@ private:
     std::vector<int> listen_fds_;
     std::map<std::string, std::shared_ptr<NbdExport>> exports_;  // by name
     std::vector<std::shared_ptr<Connection>> connections_;
+    Timer accept_pause_;  // re-enables accepting after running out of fds
 };
 
 }  // namespace ioplane::nbd
