@@ -70,10 +70,10 @@ def read_runs(tsv):
 
 def one_line(run):
     if not run.get("ok"):
-        return f"FAILED (rc={run['rc']})"
+        return f"FAILED (rc={run['rc']}) other=0"
     s = (f"{run['iops']:9.0f} IOPS  p50 {run['p50_us']:7.1f} us  p99 {run['p99_us']:7.1f} us  "
          f"server {run['cpu_us_per_io']:5.2f} us CPU/IO ({run['server_cores']:.2f} CPUs)  "
-         f"fio {run['fio_cores']:.2f} CPUs  other {run['other_cores']:.2f}")
+         f"fio {run['fio_cores']:.2f} CPUs  other={run['other_cores']:.2f} CPUs")
     if run["other_cores"] > DISTURBED:
         s += "  [disturbed]"
     return s
