@@ -103,11 +103,11 @@ Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t byte
     co_return r;
 }
 
-Task<Result<BlockStatus>> BlockBackend::co_block_status(uint64_t offset, uint64_t bytes) {
+Task<Result<BlockStatus>> BlockBackend::co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) {
     if (auto r = check_range(offset, bytes, false); !r) co_return std::unexpected(r.error());
     co_await enter(queue_requests_);
     InFlight counted(*this);
-    co_return co_await node_->driver().co_block_status(offset, bytes);
+    co_return co_await node_->driver().co_block_status(offset, bytes, query);
 }
 
 }  // namespace ioplane::block

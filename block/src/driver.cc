@@ -31,7 +31,7 @@ Task<Result<void>> Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uin
     co_return r;
 }
 
-Task<Result<BlockStatus>> Driver::co_block_status(uint64_t, uint64_t bytes) {
+Task<Result<BlockStatus>> Driver::co_block_status(uint64_t, uint64_t bytes, StatusQuery) {
     co_return BlockStatus{.bytes = bytes, .data = true, .zero = false, .allocated = true};
 }
 

@@ -27,7 +27,7 @@ public:
     }
     Task<Result<void>> co_flush() override { co_return Result<void>{}; }
     Task<Result<void>> co_pwrite_zeroes(uint64_t, uint64_t, uint32_t) override { co_return Result<void>{}; }
-    Task<Result<BlockStatus>> co_block_status(uint64_t, uint64_t bytes) override {
+    Task<Result<BlockStatus>> co_block_status(uint64_t, uint64_t bytes, StatusQuery) override {
         co_return BlockStatus{.bytes = bytes, .data = !read_zeroes_, .zero = read_zeroes_, .allocated = true};
     }
     uint64_t length() const override { return size_; }

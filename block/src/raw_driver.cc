@@ -26,8 +26,8 @@ public:
     Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
         return child().co_pwrite_zeroes(offset_ + offset, bytes, flags);
     }
-    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes) override {
-        return child().co_block_status(offset_ + offset, bytes);
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override {
+        return child().co_block_status(offset_ + offset, bytes, query);
     }
     uint64_t length() const override { return size_; }
     uint32_t request_alignment() const override { return file_->driver().request_alignment(); }

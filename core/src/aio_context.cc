@@ -235,7 +235,7 @@ int64_t AioContext::compute_timeout(bool blocking) const {
 // to the poll window. Returns how many handlers are ready; sets `timeout_ns`
 // to what is left of the wait (0 if another thread scheduled work).
 size_t AioContext::busy_poll(int64_t& timeout_ns, std::span<ReadyFd> ready) {
-    const int64_t window = timeout_ns < 0 ? poll_ns_ : std::min(timeout_ns, poll_ns_);
+    const int64_t window = !polling_possible_ ? 0 : timeout_ns < 0 ? poll_ns_ : std::min(timeout_ns, poll_ns_);
     if (window > 0) {
         set_polling(true);
         const int64_t start = now_ns();
@@ -416,12 +416,17 @@ void AioContext::resume_deferred_fd(int fd) {
 void AioContext::rebuild_poll_list() {
     poll_handlers_.clear();
     kernel_optional_ = true;
+    polling_possible_ = true;
     for (auto& [fd, h] : handlers_) {
         if (h->spec.poll) poll_handlers_.push_back(h.get());
         // Write readiness and errors are only seen by asking the kernel. The
         // wake-up notifier is not needed without a wait: notified_ is read.
         if (h->internal) continue;
         if (!h->spec.poll || (h->interest & kFdWrite) || h->spec.on_error) kernel_optional_ = false;
+        // A watched fd that cannot be polled would only be noticed after the
+        // polling window: then polling adds latency, so it is off (QEMU's
+        // poll_disable_cnt).
+        if (h->interest != 0 && !h->spec.poll) polling_possible_ = false;
     }
 }
 

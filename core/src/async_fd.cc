@@ -1,5 +1,7 @@
 #include "ioplane/core/async_fd.h"
 
+#include <poll.h>
+
 #include "ioplane/core/log.h"
 
 namespace ioplane {
@@ -19,14 +21,16 @@ Result<void> AsyncFd::register_handler() {
     spec.on_read = [this] { wake(false); };
     spec.on_write = [this] { wake(true); };
     // Errors and hang-ups wake both: each side then sees the error itself.
-    // Both handles are taken first: resuming one may destroy *this.
-    spec.on_error = [this] {
-        std::coroutine_handle<> r = std::exchange(reader_, nullptr);
-        std::coroutine_handle<> w = std::exchange(writer_, nullptr);
-        update_interest();
-        if (w) w.resume();
-        if (r) r.resume();
+    spec.on_error = [this] { wake_both(); };
+    // Busy-polling IOThreads look at the fd with a zero-timeout poll(2): a
+    // syscall, but far cheaper than sleeping and being woken (the point of
+    // polling), and without it the fd would disable polling in its context.
+    spec.poll = [this] {
+        if (!reader_ && !writer_) return false;
+        pollfd p{fd_, short((reader_ ? POLLIN : 0) | (writer_ ? POLLOUT : 0)), 0};
+        return ::poll(&p, 1, 0) > 0;
     };
+    spec.on_poll_ready = [this] { wake_both(); };
     if (auto r = ctx_->set_fd_handler(fd_, std::move(spec)); !r) return r;
     update_interest();
     return {};
@@ -49,6 +53,17 @@ void AsyncFd::wake(bool write) {
     std::coroutine_handle<> h = std::exchange(write ? writer_ : reader_, nullptr);
     update_interest();
     if (h) h.resume();  // may destroy *this (the connection closing): touch nothing after
+}
+
+// Wakes whoever waits; a side whose fd is not ready yet simply waits again
+// (its read or write sees EAGAIN). Both handles are taken first: resuming
+// one may destroy *this.
+void AsyncFd::wake_both() {
+    std::coroutine_handle<> r = std::exchange(reader_, nullptr);
+    std::coroutine_handle<> w = std::exchange(writer_, nullptr);
+    update_interest();
+    if (w) w.resume();
+    if (r) r.resume();
 }
 
 void AsyncFd::detach() {

@@ -449,7 +449,7 @@ Task<Result<void>> Connection::handle_read(NbdExport& exp, const Request& req) {
         uint64_t off = req.offset;
         const uint64_t end = req.offset + req.length;
         while (off < end) {
-            auto st = co_await blk.co_block_status(off, end - off);
+            auto st = co_await blk.co_block_status(off, end - off, block::StatusQuery::quick);
             if (!st || st->bytes == 0 || pieces.size() == 64) {
                 pieces.push_back({off, uint32_t(end - off), false});  // the rest as data
                 break;

@@ -48,7 +48,8 @@ public:
     Task<Result<void>> co_flush();
     Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
     Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
-    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes,
+                                              StatusQuery query = StatusQuery::exact);
 
     // For users that count their own requests (an export counts a request
     // from its receipt to its reply, so that drained sections also wait for

@@ -34,6 +34,15 @@ struct BlockStatus {
     bool allocated = true;   // allocated in this node (not from a backing file)
 };
 
+// How much a block-status caller needs to know.
+enum class StatusQuery {
+    exact,  // where the answer changes (NBD_CMD_BLOCK_STATUS, maps)
+    quick,  // whether the range *starts* in a hole, and how far that goes; a
+            // data answer may then cover the whole range (reads deciding
+            // whether to send a hole: on tmpfs, finding the end of data scans
+            // every page up to the next hole)
+};
+
 struct DriverCaps {
     bool can_write = true;
     bool can_discard = false;
@@ -55,7 +64,7 @@ public:
     virtual Task<Result<void>> co_flush() = 0;
     virtual Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
     virtual Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
-    virtual Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes);
+    virtual Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query);
     virtual Task<Result<void>> co_truncate(uint64_t size);
 
     // Any context: constant between truncates.

@@ -164,7 +164,8 @@ private:
     std::unordered_map<int, std::unique_ptr<FdHandler>> handlers_;
     std::vector<std::unique_ptr<FdHandler>> removed_handlers_;  // freed at depth 0
     std::vector<FdHandler*> poll_handlers_;
-    bool kernel_optional_ = true;  // every watched fd is read-only with a poll function
+    bool kernel_optional_ = true;   // every watched fd is read-only with a poll function
+    bool polling_possible_ = true;  // every watched fd has a poll function
     BhNode* batch_head_ = nullptr;  // BHs taken from pending_, not yet run
     BhNode* batch_tail_ = nullptr;
     TimerHeap timers_;

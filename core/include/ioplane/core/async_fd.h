@@ -55,6 +55,7 @@ private:
     void wait(bool write, std::coroutine_handle<> h);
     void update_interest();
     void wake(bool write);
+    void wake_both();
 
     AioContext* ctx_;
     const int fd_;
