@@ -17,8 +17,10 @@
 #   --reps N          repetitions of each pair (default 3; --quick: 1)
 #   --backends LIST   comma-separated: null,file (default both)
 #   --workloads LIST  comma-separated names (below), or "all" (default: all but rw4k-qd64)
-#   --servers LIST    comma-separated: ioplane,ioplane-main,qsd,nbdkit,ref (default all)
+#   --servers LIST    comma-separated: ioplane,ioplane-poll,ioplane-main,qsd,nbdkit,ref
+#                     (default all)
 #   --poll-max-ns N   ioplane's IOThread poll-max-ns (default 32768, its default)
+#   --poll-long N     poll-max-ns of the ioplane-poll variant (default 200000)
 #   --out DIR         where results go (default /tmp/nbd-bench-YYYYmmdd-HHMMSS)
 #   --chart PATH      also copy the chart there (e.g. docs/nbd_bench.png)
 #   --no-build        do not run `make build` first
@@ -36,6 +38,9 @@
 #
 # Servers:
 #   ioplane       export in an IOThread with adaptive polling (poll-max-ns)
+#   ioplane-poll  the same with poll-max-ns=POLL_LONG, long enough to span a
+#                 QD1 round trip on this VM (null back end, rr4k-qd1 and
+#                 rr4k-qd16 only)
 #   ioplane-main  export in the main loop: the same command line as qsd's
 #                 (null back end, rr4k-qd1 and rr4k-qd16 only)
 #   qsd           qemu-storage-daemon, export in its main loop: Debian's 7.2
@@ -62,9 +67,10 @@ RETRIES=1
 RETRY_BUDGET=300
 DISTURBED=0.5
 POLL_NS=32768
+POLL_LONG=200000
 BACKENDS=null,file
 WORKLOADS=
-SERVERS=ioplane,ioplane-main,qsd,nbdkit,ref
+SERVERS=ioplane,ioplane-poll,ioplane-main,qsd,nbdkit,ref
 OUT=
 CHART=
 SIZE=1073741824
@@ -83,6 +89,7 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS=$2; shift ;;
     --servers) SERVERS=$2; shift ;;
     --poll-max-ns) POLL_NS=$2; shift ;;
+    --poll-long) POLL_LONG=$2; shift ;;
     --out) OUT=$2; shift ;;
     --chart) CHART=$2; shift ;;
     --no-build) BUILD=0 ;;
@@ -119,7 +126,7 @@ IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 IFS=, read -r -a BACKEND_LIST <<<"$BACKENDS"
 for w in "${WL_LIST[@]}"; do [ -n "${WL[$w]:-}" ] || { echo "unknown workload $w" >&2; exit 2; }; done
 for s in "${SERVER_LIST[@]}"; do
-    case $s in ioplane | ioplane-main | qsd | nbdkit | ref) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
+    case $s in ioplane | ioplane-poll | ioplane-main | qsd | nbdkit | ref) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
 done
 for b in "${BACKEND_LIST[@]}"; do
     case $b in null | file) ;; *) echo "unknown back end $b" >&2; exit 2 ;; esac
@@ -129,7 +136,7 @@ done
 included() {
     case $2 in
     ref) [ "$1" = null ] || return 1 ;;
-    ioplane-main) [ "$1" = null ] && { [ "$3" = rr4k-qd1 ] || [ "$3" = rr4k-qd16 ]; } || return 1 ;;
+    ioplane-main | ioplane-poll) [ "$1" = null ] && { [ "$3" = rr4k-qd1 ] || [ "$3" = rr4k-qd16 ]; } || return 1 ;;
     esac
     # QD64 writes only on the null back end (time budget).
     [ "$3" = rw4k-qd64 ] && [ "$1" != null ] && return 1
@@ -169,6 +176,12 @@ REF=$ROOT/build/release/bench/nbd_reference_responder
 mkdir -p "$OUT/fio" "$OUT/logs"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d /tmp/nbd-bench-work-XXXXXX)
+# Run private copies: a rebuild of build/release during the run must not
+# change the binaries between repetitions.
+mkdir -p "$WORK/bin"
+cp "$DAEMON" "$REF" "$WORK/bin/"
+DAEMON=$WORK/bin/$(basename "$DAEMON")
+REF=$WORK/bin/$(basename "$REF")
 HZ=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- processes
@@ -211,8 +224,10 @@ start_server() {
     file) bdev=driver=file,node-name=disk,filename=$IMG ;;
     esac
     case $server in
-    ioplane)
-        "$DAEMON" --object "iothread,id=io0,poll-max-ns=$POLL_NS" --blockdev "$bdev" \
+    ioplane | ioplane-poll)
+        local poll=$POLL_NS
+        [ "$server" = ioplane ] || poll=$POLL_LONG
+        "$DAEMON" --object "iothread,id=io0,poll-max-ns=$poll" --blockdev "$bdev" \
             --nbd-server "addr.type=unix,addr.path=$SOCK" \
             --export type=nbd,id=e0,node-name=disk,writable=on,iothread=io0 --pidfile "$pidf" >"$log" 2>&1 &
         ;;
@@ -378,7 +393,7 @@ done; done; done
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "command: bench/nbd_bench.sh $ORIG_ARGS"
-    echo "runtime: $RUNTIME s, ramp: $RAMP s, reps: $REPS, poll-max-ns: $POLL_NS"
+    echo "runtime: $RUNTIME s, ramp: $RAMP s, reps: $REPS, poll-max-ns: ioplane $POLL_NS, ioplane-poll $POLL_LONG"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
     echo "kernel: $(uname -r)"
     echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
@@ -386,7 +401,7 @@ done; done; done
     echo "qsd: $(qemu-storage-daemon --version | head -1) ($(dpkg-query -W -f '${Version}' qemu-system-common 2>/dev/null))"
     echo "nbdkit: $(nbdkit --version)"
     echo "libnbd: $(nbdinfo --version 2>/dev/null | head -1)"
-    echo "ioplane: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+    echo "ioplane: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)'), binary sha256 $(sha256sum "$DAEMON" | cut -c1-16)"
 } >"$OUT/machine.txt"
 echo "NBD benchmark: $npairs pairs x $REPS reps, ${RUNTIME}s + ${RAMP}s ramp each (~$((npairs * REPS * (RUNTIME + RAMP + 1) / 60 + 1)) min); results in $OUT"
 : >"$OUT/runs.tsv"

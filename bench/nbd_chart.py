@@ -15,15 +15,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-SERVERS = ["ioplane", "ioplane-main", "qsd", "nbdkit", "ref"]
+SERVERS = ["ioplane", "ioplane-poll", "ioplane-main", "qsd", "nbdkit", "ref"]
 LABELS = {
     "ioplane": "ioplane (IOThread, polling)",
+    "ioplane-poll": "ioplane (IOThread, long polling)",
     "ioplane-main": "ioplane (main loop)",
     "qsd": "qemu-storage-daemon 7.2 (main loop)",
     "nbdkit": "nbdkit 1.32",
     "ref": "reference responder",
 }
-COLORS = {"ioplane": "#1f77b4", "ioplane-main": "#9ecae1", "qsd": "#d62728", "nbdkit": "#2ca02c", "ref": "#7f7f7f"}
+COLORS = {"ioplane": "#1f77b4", "ioplane-poll": "#6baed6", "ioplane-main": "#c6dbef", "qsd": "#d62728", "nbdkit": "#2ca02c", "ref": "#7f7f7f"}
 WORKLOADS = ["rr4k-qd1", "rr4k-qd16", "rr4k-qd64", "rw4k-qd16", "rw4k-qd64", "sr64k-qd16", "rr4k-qd16x2"]
 BACKENDS = ["null", "file"]
 
@@ -50,6 +51,7 @@ def main():
             ("cpu_us_per_io", "cpu_min", "cpu_max", "server CPU µs per I/O (lower is better)"),
         ]):
             ax = axes[row][col]
+            top = 0.0
             for i, s in enumerate(servers):
                 xs, ys, errs = [], [], [[], []]
                 for j, w in enumerate(wls):
@@ -62,6 +64,9 @@ def main():
                     errs[0].append(max(0.0, e[key] - e[lo]) / scale)
                     errs[1].append(max(0.0, e[hi] - e[key]) / scale)
                 ax.bar(xs, ys, width, yerr=errs, capsize=2, label=LABELS.get(s, s), color=COLORS.get(s))
+                top = max([top] + ys)
+            # An outlier's whisker must not flatten the bars: clip at 1.8x the tallest median.
+            ax.set_ylim(0, top * 1.8 if key != "iops" else None)
             ax.set_xticks(range(len(wls)))
             ax.set_xticklabels(wls, fontsize=8)
             ax.set_title(f"{b} back end: {title}", fontsize=10)
@@ -72,7 +77,7 @@ def main():
     first = data.get("machine", "").splitlines()
     cpu = next((l for l in first if l.startswith("cpu:")), "")
     run = next((l for l in first if l.startswith("runtime:")), "")
-    fig.suptitle(f"NBD export over a unix socket, fio nbd engine — medians, whiskers min–max\n{cpu}; {run}", fontsize=10)
+    fig.suptitle(f"NBD export over a unix socket, fio nbd engine — medians, whiskers min–max (clipped)\n{cpu}; {run}", fontsize=10)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=90)
 
