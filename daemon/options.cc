@@ -19,15 +19,6 @@ constexpr size_t kMaxNbdString = 4096;
 // QEMU stores node names in char[32].
 constexpr size_t kMaxNodeNameLength = 31;
 
-std::string in_quotes(std::string_view s) {
-    std::string out;
-    out.reserve(s.size() + 2);
-    out += '\'';
-    out += s;
-    out += '\'';
-    return out;
-}
-
 std::unexpected<Error> invalid(std::string message) { return fail(EINVAL, std::move(message)); }
 std::unexpected<Error> unsupported(std::string message) { return fail(ENOTSUP, std::move(message)); }
 

@@ -17,15 +17,6 @@ namespace {
 // QEMU limits each key fragment to 127 characters (keyval.c's key_in_cur[128]).
 constexpr size_t kMaxFragmentLength = 127;
 
-std::string in_quotes(std::string_view s) {
-    std::string out;
-    out.reserve(s.size() + 2);
-    out += '\'';
-    out += s;
-    out += '\'';
-    return out;
-}
-
 std::unexpected<Error> invalid(std::string message) { return fail(EINVAL, std::move(message)); }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -384,6 +375,15 @@ std::string describe_type(const json& v) {
 }
 
 }  // namespace
+
+std::string in_quotes(std::string_view s) {
+    std::string out;
+    out.reserve(s.size() + 2);
+    out += '\'';
+    out += s;
+    out += '\'';
+    return out;
+}
 
 // ---------------------------------------------------------------- parsers
 

@@ -55,6 +55,9 @@ struct OptionTree {
     OptionSyntax syntax = OptionSyntax::keyval;
 };
 
+// Thread contract: any thread; pure. 'text' in single quotes, for messages.
+std::string in_quotes(std::string_view s);
+
 // Objects and arrays may nest this deep (the root object is level 1).
 inline constexpr int kMaxOptionDepth = 32;
 
