@@ -26,7 +26,9 @@
 #   --no-build        do not run `make build` first
 #   --no-profile      skip the perf profile of ioplane at the end
 #   --retries N       run a measurement again, up to N times, when other
-#                     processes used more than 0.5 CPU during it (default 1)
+#                     processes used more than --disturbed CPUs during it
+#                     (default 1)
+#   --disturbed CPUS  that threshold (default 0.25)
 #   --quiet-wait S    before such a retry, wait up to S seconds for the
 #                     machine to go quiet (default 30)
 #   --retry-budget S  at most S seconds in all spent on retries and waits
@@ -65,7 +67,7 @@ PROFILE=1
 QUIET_WAIT=30
 RETRIES=1
 RETRY_BUDGET=300
-DISTURBED=0.5
+DISTURBED=0.25
 POLL_NS=32768
 POLL_LONG=200000
 BACKENDS=null,file
@@ -97,6 +99,7 @@ while [ $# -gt 0 ]; do
     --quiet-wait) QUIET_WAIT=$2; shift ;;
     --retries) RETRIES=$2; shift ;;
     --retry-budget) RETRY_BUDGET=$2; shift ;;
+    --disturbed) DISTURBED=$2; shift ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
@@ -342,7 +345,7 @@ attempt() {
         $((c1 - c0)) $((mb1 - mb0)) $((mt1 - mt0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" \
         "$HZ" "$json")
     local line
-    line=$("$PY" "$ROOT/bench/nbd_report.py" --one <(echo "$ATTEMPT_LINE")) || line="(unparsed) other=9"
+    line=$(NBD_BENCH_DISTURBED=$DISTURBED "$PY" "$ROOT/bench/nbd_report.py" --one <(echo "$ATTEMPT_LINE")) || line="(unparsed) other=9"
     ATTEMPT_OTHER=${line##*other=}
     ATTEMPT_OTHER=${ATTEMPT_OTHER%% *}
     echo "  $tag: $line"
@@ -393,6 +396,7 @@ done; done; done
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "command: bench/nbd_bench.sh $ORIG_ARGS"
+    echo "disturbed: other processes above $DISTURBED CPUs; retries $RETRIES, budget ${RETRY_BUDGET}s"
     echo "runtime: $RUNTIME s, ramp: $RAMP s, reps: $REPS, poll-max-ns: ioplane $POLL_NS, ioplane-poll $POLL_LONG"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
     echo "kernel: $(uname -r)"
@@ -486,7 +490,7 @@ fi
 
 # ---------------------------------------------------------------- report
 
-"$PY" "$ROOT/bench/nbd_report.py" "$OUT" | tee "$OUT/report.md"
+NBD_BENCH_DISTURBED=$DISTURBED "$PY" "$ROOT/bench/nbd_report.py" "$OUT" | tee "$OUT/report.md"
 "$PY" "$ROOT/bench/nbd_chart.py" "$OUT/summary.json" "$OUT/nbd_bench.png"
 if [ -n "$CHART" ]; then
     cp "$OUT/nbd_bench.png" "$CHART"

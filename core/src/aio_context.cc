@@ -164,8 +164,13 @@ bool AioContext::poll(bool blocking) {
     // (D) Accept the notifications so far, however the wait ended.
     if (notified_.load(std::memory_order_relaxed)) notified_.exchange(false, std::memory_order_acquire);
 
-    progress |= dispatch_fds(std::span(ready, n));
-    if (timers_.size() > 0) progress |= timers_.run_expired(now_ns());
+    bool dispatched = dispatch_fds(std::span(ready, n));
+    if (timers_.size() > 0) dispatched |= timers_.run_expired(now_ns());
+    // What the handlers and timers scheduled runs now, not after one more
+    // (non-blocking) trip to the kernel: e.g. a connection's replies, queued
+    // by the requests its receive handler started, leave in this iteration.
+    if (dispatched) run_bottom_halves();
+    progress |= dispatched;
 
     if (--depth_ == 0 && !removed_handlers_.empty()) free_removed_handlers();
     return progress;
@@ -384,6 +389,7 @@ Result<void> AioContext::set_fd_events(int fd, uint32_t events) {
     FdHandler& h = *it->second;
     if (events & kFdRead) IOPLANE_ASSERT(h.spec.on_read);
     if (events & kFdWrite) IOPLANE_ASSERT(h.spec.on_write);
+    if (h.interest == events) return {};
     h.interest = events;
     rebuild_poll_list();
     if (h.deferred) return {};  // applied when the guard releases it

@@ -62,6 +62,20 @@ TEST(AioContext, ReadHandlerRunsWhenFdIsReadable) {
     EXPECT_EQ(reads, 1);
 }
 
+TEST(AioContext, BhScheduledByFdHandlerRunsInTheSameIteration) {
+    auto ctx = make_context("t");
+    Pipe p;
+    bool bh_ran = false;
+    ASSERT_TRUE(ctx->set_fd_handler(p.rd, {.on_read = [&] {
+                                               p.drain();
+                                               ctx->schedule_oneshot([&] { bh_ran = true; });
+                                           }}));
+    p.put();
+    EXPECT_TRUE(ctx->poll(true));
+    EXPECT_TRUE(bh_ran);
+    ctx->remove_fd_handler(p.rd);
+}
+
 TEST(AioContext, WriteInterestCanBeToggled) {
     auto ctx = make_context("t");
     Pipe p;

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/stream_io.h"
@@ -30,49 +31,6 @@ Buffer alloc_buffer(size_t len) {
 
 }  // namespace
 
-// Bytes read ahead from the socket: one read() usually brings several
-// requests (and small payloads) at once.
-class Connection::RecvBuffer {
-public:
-    explicit RecvBuffer(AsyncFd& afd) : afd_(&afd) {}
-    void set_fd(AsyncFd& afd) { afd_ = &afd; }
-
-    Task<Result<void>> read_exact(void* dst, size_t len) {
-        auto* out = static_cast<char*>(dst);
-        while (len > 0) {
-            if (start_ == end_) {
-                // Large reads (write payloads) go straight to their buffer.
-                if (len >= kRecvBufferSize / 2) co_return co_await ioplane::read_exact(*afd_, out, len);
-                start_ = end_ = 0;
-                auto n = co_await read_some(*afd_, buf_, kRecvBufferSize);
-                if (!n) co_return std::unexpected(n.error());
-                end_ = *n;
-            }
-            const size_t take = std::min(len, end_ - start_);
-            std::memcpy(out, buf_ + start_, take);
-            start_ += take;
-            out += take;
-            len -= take;
-        }
-        co_return Result<void>{};
-    }
-
-    Task<Result<void>> skip(uint64_t len) {
-        char scratch[4096];
-        while (len > 0) {
-            const size_t n = std::min<uint64_t>(len, sizeof scratch);
-            if (auto r = co_await read_exact(scratch, n); !r) co_return r;
-            len -= n;
-        }
-        co_return Result<void>{};
-    }
-
-private:
-    AsyncFd* afd_;
-    char buf_[kRecvBufferSize];
-    size_t start_ = 0, end_ = 0;
-};
-
 Connection::Connection(NbdServer& server, int fd, std::string peer)
     : server_(server), fd_(fd), peer_(std::move(peer)) {}
 
@@ -86,7 +44,8 @@ void Connection::start(int64_t handshake_timeout_ns) {
         return;
     }
     afd_ = std::move(*afd);
-    recv_ = std::make_unique<RecvBuffer>(*afd_);
+    recv_ = std::make_unique<BufferedReader>(*afd_, kRecvBufferSize);
+    writer_ = std::make_unique<BatchedWriter>(*afd_);
     // A client that never finishes negotiating is disconnected.
     handshake_timer_ = std::make_unique<Timer>(server_.main_ctx(), [this] {
         LOG_WARN("nbd client %s: negotiation timed out", peer_.c_str());
@@ -561,10 +520,9 @@ Task<void> Connection::send_error(const Request& req, uint32_t nbd_error, const 
 }
 
 Task<Result<void>> Connection::send(std::span<iovec> iov) {
-    auto guard = co_await send_lock_.scoped_lock();
     if (broken_) co_return fail(EPIPE, "connection broken");
-    auto r = co_await write_all(*afd_, iov);
-    if (!r) {
+    auto r = co_await writer_->write(iov);
+    if (!r && !broken_) {
         broken_ = true;  // the receive loop sees it and stops
         shutdown_socket();
     }

@@ -1,7 +1,8 @@
 // One NBD client connection: option haggling in the main loop, then the
 // transmission phase in the export's context, one coroutine per request.
-// Replies are serialized by a CoMutex, so a slow request never holds back the
-// replies of faster ones behind it.
+// Replies go out through a BatchedWriter: whole, in the order they are ready
+// (a slow request never holds back the replies of faster ones behind it), and
+// those ready in the same loop iteration in one system call.
 //
 // Thread contract: created, started and shut down from the main thread;
 // everything else runs in the connection's current context (the main loop
@@ -14,7 +15,8 @@
 #include <string>
 
 #include "ioplane/core/async_fd.h"
-#include "ioplane/core/co_mutex.h"
+#include "ioplane/core/batched_writer.h"
+#include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
@@ -41,7 +43,6 @@ public:
     void attach_aio_context(AioContext& ctx);
 
 private:
-    class RecvBuffer;
     struct Negotiated;
 
     Task<void> run();
@@ -60,7 +61,8 @@ private:
     const int fd_;
     const std::string peer_;
     std::unique_ptr<AsyncFd> afd_;
-    std::unique_ptr<RecvBuffer> recv_;
+    std::unique_ptr<BufferedReader> recv_;
+    std::unique_ptr<BatchedWriter> writer_;
     std::unique_ptr<Timer> handshake_timer_;  // main loop
 
     // Negotiated options.
@@ -71,7 +73,6 @@ private:
     ExportLimits limits_{};
 
     // Transmission phase, in the connection's context.
-    CoMutex send_lock_;
     CoQueue slot_free_;          // the receive loop waits here when too much is in flight
     unsigned requests_in_flight_ = 0;
     uint64_t bytes_in_flight_ = 0;

@@ -80,7 +80,8 @@ public:
 
     // Home. One loop iteration: bottom halves, poll handlers (busy-polling up
     // to the poll window), wait in the kernel (only if `blocking` and nothing
-    // was done yet), fd dispatch, timers. Returns whether any callback ran.
+    // was done yet), fd dispatch, timers, and the bottom halves those
+    // scheduled. Returns whether any callback ran.
     // May be nested (a callback may call poll()).
     bool poll(bool blocking);
 

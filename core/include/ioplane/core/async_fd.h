@@ -1,8 +1,9 @@
 // AsyncFd: a non-blocking fd that coroutines wait on (`co_await fd.readable()`)
 // in its AioContext. One reader and one writer may wait at a time (a
 // connection's receive loop and its reply sender). The fd stays registered
-// with the loop; interest is switched on only while someone waits, so an
-// unread socket does not spin the level-triggered loop.
+// with the loop; interest is switched on while someone waits (and read
+// interest a little longer, see update_interest), so an unread socket does
+// not spin the level-triggered loop.
 //
 // Moving between contexts: detach() in the old context, attach(ctx) in the
 // new one. A coroutine waiting across the move is resumed by the new context
@@ -54,12 +55,16 @@ private:
     Result<void> register_handler();
     void wait(bool write, std::coroutine_handle<> h);
     void update_interest();
+    void disarm_read();
+    void on_readable();
     void wake(bool write);
-    void wake_both();
+    void wake_both(bool error);
 
     AioContext* ctx_;
     const int fd_;
     std::coroutine_handle<> reader_, writer_;
+    uint32_t armed_ = 0;      // events last given to the context
+    bool read_armed_ = false;  // read interest kept between two waits
     bool closed_ = false;
 };
 
