@@ -54,4 +54,9 @@ void spawn(AioContext& ctx, Task<void> task) {
     ctx.schedule_node(d.h.promise().start);
 }
 
+void spawn_now(Task<void> task) {
+    (void)current_context_or_die();
+    drive(std::move(task)).h.resume();  // the driver frees itself when the task ends
+}
+
 }  // namespace ioplane

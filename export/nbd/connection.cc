@@ -300,14 +300,14 @@ Task<void> Connection::transmission(NbdExport& exp) {
         requests_in_flight_++;
         if (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) bytes_in_flight_ += req->length;
         if (v.nbd_error != 0)
-            spawn(blk.ctx(), [](Connection& c, Request r, uint32_t err, block::BlockBackend& blk) -> Task<void> {
+            spawn_now([](Connection& c, Request r, uint32_t err, block::BlockBackend& blk) -> Task<void> {
                 co_await c.send_error(r, err, "invalid request");
                 c.bytes_in_flight_ -= (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
                 c.request_done();  // before end_request: its wake-ups are queued ahead of a drain's next step
                 blk.end_request();
             }(*this, *req, v.nbd_error, blk));
         else
-            spawn(blk.ctx(), handle_request(exp, *req, std::move(payload)));
+            spawn_now(handle_request(exp, *req, std::move(payload)));
     }
     // A clean end lets the replies of requests in flight go out (the spec's
     // SHOULD); a protocol error ends the connection at once.

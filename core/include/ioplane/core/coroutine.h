@@ -43,6 +43,13 @@ inline AioContext& current_context_or_die() {
 // context is destroyed before the task started, the task is freed unrun.
 void spawn(AioContext& ctx, Task<void> task);
 
+// Inside a loop (a callback or coroutine of the current context). Runs `task`
+// at once, up to its first suspension, then returns; nobody awaits it. Saves
+// spawn()'s trip through a BH when a coroutine starts many others (a
+// connection's receive loop starting one coroutine per request): they all run
+// in this iteration, and so do the BHs they schedule.
+void spawn_now(Task<void> task);
+
 // Coroutine, any context. `co_await schedule_on(ctx)` continues in `ctx`
 // (in its next iteration, even if ctx is the current context).
 class ScheduleOn {
