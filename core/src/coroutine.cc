@@ -25,6 +25,8 @@ struct Detached {
     };
 
     struct promise_type {
+        static void* operator new(std::size_t size) { return detail::alloc_frame(size); }
+        static void operator delete(void* p, std::size_t size) noexcept { detail::free_frame(p, size); }
         StartNode start;
         Detached get_return_object() noexcept { return {Handle::from_promise(*this)}; }
         std::suspend_always initial_suspend() noexcept { return {}; }

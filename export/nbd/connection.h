@@ -18,6 +18,7 @@
 #include "ioplane/core/batched_writer.h"
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
+#include "ioplane/core/io_buffer.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
 
@@ -50,7 +51,7 @@ private:
     Task<Result<bool>> handle_option(uint32_t option, std::vector<uint8_t>& payload, NbdExport*& chosen);
     Task<Result<void>> send_option_reply(std::vector<uint8_t>& bytes);
     Task<void> transmission(NbdExport& exp);
-    Task<void> handle_request(NbdExport& exp, Request req, std::unique_ptr<char, void (*)(void*)> payload);
+    Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload);
     Task<Result<void>> handle_read(NbdExport& exp, const Request& req);
     Task<Result<void>> handle_block_status(NbdExport& exp, const Request& req);
     Task<void> send_error(const Request& req, uint32_t nbd_error, const std::string& message);

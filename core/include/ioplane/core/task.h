@@ -13,6 +13,8 @@
 #include <optional>
 #include <utility>
 
+#include "ioplane/core/detail/frame_pool.h"
+
 namespace ioplane {
 
 template <class T = void>
@@ -21,6 +23,10 @@ class Task;
 namespace detail {
 
 struct PromiseBase {
+    // Frames come from the per-thread frame cache (detail/frame_pool.h).
+    static void* operator new(std::size_t size) { return alloc_frame(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { free_frame(p, size); }
+
     std::coroutine_handle<> continuation = std::noop_coroutine();
     std::exception_ptr exception;
 
