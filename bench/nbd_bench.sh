@@ -19,7 +19,8 @@
 #   --workloads LIST  comma-separated names (below), or "all" (default: all but rw4k-qd64)
 #   --servers LIST    comma-separated: ioplane,ioplane-poll,ioplane-main,qsd,nbdkit,ref
 #                     (default all)
-#   --poll-max-ns N   ioplane's IOThread poll-max-ns (default 32768, its default)
+#   --poll-max-ns N   poll-max-ns of the ioplane variant's IOThread (default 0:
+#                     no busy-polling; see "Servers")
 #   --poll-long N     poll-max-ns of the ioplane-poll variant (default 200000)
 #   --out DIR         where results go (default /tmp/nbd-bench-YYYYmmdd-HHMMSS)
 #   --chart PATH      also copy the chart there (e.g. docs/nbd_bench.png)
@@ -39,10 +40,13 @@
 # rr4k-qd16x2 (randread QD16 on each of two connections: fio numjobs=2).
 #
 # Servers:
-#   ioplane       export in an IOThread with adaptive polling (poll-max-ns)
-#   ioplane-poll  the same with poll-max-ns=POLL_LONG, long enough to span a
-#                 QD1 round trip on this VM (null back end, rr4k-qd1 and
-#                 rr4k-qd16 only)
+#   ioplane       export in an IOThread, poll-max-ns=POLL_NS (0: the thread
+#                 sleeps in epoll when idle). Busy-polling trades CPU for
+#                 latency: on a client-bound workload a polling server is
+#                 100% busy, so its CPU per I/O is 1/IOPS whatever it does.
+#   ioplane-poll  the same with adaptive polling up to POLL_LONG, long enough
+#                 to span a QD1 round trip on this VM (null back end, rr4k-qd1
+#                 and rr4k-qd16 only)
 #   ioplane-main  export in the main loop: the same command line as qsd's
 #                 (null back end, rr4k-qd1 and rr4k-qd16 only)
 #   qsd           qemu-storage-daemon, export in its main loop: Debian's 7.2
@@ -68,7 +72,7 @@ QUIET_WAIT=30
 RETRIES=1
 RETRY_BUDGET=300
 DISTURBED=0.25
-POLL_NS=32768
+POLL_NS=0
 POLL_LONG=200000
 BACKENDS=null,file
 WORKLOADS=

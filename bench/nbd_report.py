@@ -208,7 +208,6 @@ def main():
             check(f"null {w}: CPU/IO <= 1.2x reference", r["cpu_vs_ref"], 1.2, False)
         r = rq.get(("null", "rr4k-qd1"))
         if r:
-            check("null rr4k-qd1, ioplane (IOThread, default poll-max-ns): IOPS >= 1.2x qsd", r["iops_vs_qsd"], 1.2, True)
             check("null rr4k-qd1, ioplane-poll (IOThread, long poll-max-ns): IOPS >= 1.2x qsd",
                   r["poll_iops_vs_qsd"], 1.2, True)
         for w in WORKLOADS:

@@ -61,10 +61,10 @@ int transfer_all(int fd, std::span<const iovec> iov_in, uint64_t offset, bool wr
 
 class FileDriver final : public Driver {
 public:
-    FileDriver(std::string filename, int fd, uint64_t size, uint32_t align, bool block_device,
+    FileDriver(std::string filename, int fd, uint64_t size, uint32_t align, bool block_device, bool direct,
                std::unique_ptr<UringQueue> uring, AioContext& ctx)
         : filename_(std::move(filename)), fd_(fd), size_(size), align_(align), block_device_(block_device),
-          uring_(std::move(uring)), ctx_(&ctx) {}
+          try_cached_reads_(!direct), uring_(std::move(uring)), ctx_(&ctx) {}
     ~FileDriver() override {
         // Nodes are destroyed while their context still runs.
         if (uring_) run_in_context_sync(*ctx_, [this] { uring_->detach(); });
@@ -73,6 +73,7 @@ public:
     const char* format_name() const override { return "file"; }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
+        if (read_from_page_cache(offset, bytes, iov)) co_return Result<void>{};
         if (uring_ && uring_->attached() && iov.size() <= IOV_MAX) {
             int res = co_await uring_->op([&](io_uring_sqe* sqe) {
                 io_uring_prep_readv(sqe, fd_, iov.data(), unsigned(iov.size()), offset);
@@ -83,6 +84,20 @@ public:
         }
         int ret = co_await run_in_worker([&] { return transfer_all(fd_, iov, offset, false, 0); });
         co_return from_ret(ret, "file '" + filename_ + "': read");
+    }
+
+    // Buffered reads of data in the page cache (always so on tmpfs) are a
+    // memcpy: done here, with RWF_NOWAIT, they cost one syscall instead of a
+    // trip through io_uring's worker threads or the thread pool, which is
+    // where such reads end up when the kernel cannot complete them inline.
+    // Anything not cached, partly cached or large goes the asynchronous way
+    // (a large copy here would hold up the loop's other work).
+    bool read_from_page_cache(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
+        constexpr uint64_t kMaxInlineRead = 256 * 1024;
+        if (!try_cached_reads_ || bytes > kMaxInlineRead || iov.size() > IOV_MAX) return false;
+        const ssize_t n = ::preadv2(fd_, iov.data(), int(iov.size()), off_t(offset), RWF_NOWAIT);
+        if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) try_cached_reads_ = false;  // not for this file
+        return n >= 0 && uint64_t(n) == bytes;
     }
 
     Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags) override {
@@ -194,6 +209,7 @@ private:
     uint64_t size_;  // home context (changed by truncate)
     const uint32_t align_;
     const bool block_device_;
+    bool try_cached_reads_;  // buffered I/O, and RWF_NOWAIT works on this file
     const std::unique_ptr<UringQueue> uring_;  // null: aio=threads
     AioContext* ctx_;                          // the node's context (main thread changes it, drained)
 };
@@ -278,7 +294,8 @@ Result<Opened> open_file(OptionReader& opts, const OpenContext& oc) {
                      q.error().describe().c_str());
         }
     }
-    return Opened{std::make_unique<FileDriver>(*filename, fd, size, align, block_device, std::move(uring), oc.ctx),
+    return Opened{std::make_unique<FileDriver>(*filename, fd, size, align, block_device, direct, std::move(uring),
+                                               oc.ctx),
                   nullptr};
 }
 
