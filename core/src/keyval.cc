@@ -633,6 +633,17 @@ std::unexpected<Error> wrong_type(std::string_view name, std::string_view expect
                    describe_type(v));
 }
 
+// A JSON number that must be a non-negative integer. A tree built in code may
+// hold such a value as signed.
+Result<std::optional<uint64_t>> json_unsigned(std::string_view name, std::string_view expected, const json& v) {
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    if (v.is_number_integer()) {
+        if (v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
+        return invalid("parameter " + in_quotes(name) + ": must not be negative");
+    }
+    return wrong_type(name, expected, v);
+}
+
 }  // namespace
 
 Result<std::optional<std::string>> OptionReader::get_string(std::string_view key) {
@@ -665,15 +676,7 @@ Result<std::optional<bool>> OptionReader::get_bool(std::string_view key) {
 Result<std::optional<uint64_t>> OptionReader::get_uint64(std::string_view key) {
     const json* v = find(key);
     if (v == nullptr) return std::nullopt;
-    if (syntax_ == OptionSyntax::json) {
-        if (v->is_number_unsigned()) return v->get<uint64_t>();
-        // A tree built in code may hold a non-negative value as signed.
-        if (v->is_number_integer()) {
-            if (v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
-            return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
-        }
-        return wrong_type(full_name(key), "an integer", *v);
-    }
+    if (syntax_ == OptionSyntax::json) return json_unsigned(full_name(key), "an integer", *v);
     if (!v->is_string()) return wrong_type(full_name(key), "an integer", *v);
     auto n = parse_uint64_value(v->get_ref<const std::string&>());
     if (!n) return std::unexpected(about(full_name(key), n.error()));
@@ -702,14 +705,7 @@ Result<std::optional<int64_t>> OptionReader::get_int64(std::string_view key) {
 Result<std::optional<uint64_t>> OptionReader::get_size(std::string_view key) {
     const json* v = find(key);
     if (v == nullptr) return std::nullopt;
-    if (syntax_ == OptionSyntax::json) {
-        if (v->is_number_unsigned()) return v->get<uint64_t>();
-        if (v->is_number_integer()) {
-            if (v->get<int64_t>() >= 0) return static_cast<uint64_t>(v->get<int64_t>());
-            return invalid("parameter " + in_quotes(full_name(key)) + ": must not be negative");
-        }
-        return wrong_type(full_name(key), "a size in bytes", *v);
-    }
+    if (syntax_ == OptionSyntax::json) return json_unsigned(full_name(key), "a size in bytes", *v);
     if (!v->is_string()) return wrong_type(full_name(key), "a size", *v);
     auto n = parse_size_value(v->get_ref<const std::string&>());
     if (!n) return std::unexpected(about(full_name(key), n.error()));
