@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "daemon/options.h"
+#include "daemon/qmp_commands.h"
 #include "daemon/storage_daemon.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
@@ -30,24 +31,26 @@ Result<void> write_pidfile(const std::string& path) {
 
 int run(const daemon::DaemonConfig& config) {
     daemon::block_termination_signals();  // before any thread exists
+    ::signal(SIGPIPE, SIG_IGN);              // a vanished client is EPIPE, not death
 
     auto main_loop = MainLoop::create();
     if (!main_loop) {
         std::fprintf(stderr, "%s: %s\n", kProgram, main_loop.error().describe().c_str());
         return 1;
     }
+    daemon::StorageDaemon storage(**main_loop);
     auto watcher = daemon::SignalWatcher::create((*main_loop)->ctx(), [&](int signo) {
         LOG_INFO("received %s, shutting down", strsignal(signo));
-        (*main_loop)->request_stop();
+        storage.request_shutdown("host-signal");
     });
     if (!watcher) {
         std::fprintf(stderr, "%s: %s\n", kProgram, watcher.error().describe().c_str());
         return 1;
     }
-    daemon::StorageDaemon storage(**main_loop);
     Result<void> started;
     {
         BqlGuard bql;  // configuration runs under the big lock, like monitor commands
+        daemon::register_qmp_commands(storage);
         started = storage.start(config);
     }
     if (!started) {

@@ -36,17 +36,12 @@
 
 #include "ioplane/core/error.h"
 #include "ioplane/core/keyval.h"
+#include "ioplane/core/listen_socket.h"
 
 namespace ioplane::daemon {
 
 // QEMU's SocketAddress, for the types ioplane supports.
-struct SocketAddress {
-    enum class Type { unix_socket, inet };
-    Type type = Type::unix_socket;
-    std::string path;  // unix_socket
-    std::string host;  // inet
-    std::string port;  // inet: a number or a service name, as QEMU keeps it
-};
+using SocketAddress = ListenAddress;
 
 // --blockdev. Drivers read their own options from `options` (which also holds
 // driver and node-name), so that a new driver needs no change here.

@@ -10,63 +10,188 @@ namespace ioplane::daemon {
 
 StorageDaemon::~StorageDaemon() { shutdown(); }
 
+void StorageDaemon::request_shutdown(std::string reason) {
+    shutdown_reason_ = std::move(reason);
+    main_loop_.request_stop();
+}
+
 Result<void> StorageDaemon::start(const DaemonConfig& config) {
-    for (const IOThreadOptions& t : config.iothreads) {
-        auto io = IOThread::start({.id = t.id,
-                                   .poll = {.max_ns = t.poll_max_ns, .grow = t.poll_grow, .shrink = t.poll_shrink}});
-        if (!io) return fail(io.error().code, "iothread '" + t.id + "': " + io.error().message);
-        LOG_INFO("iothread '%s' running (poll-max-ns=%lld)", t.id.c_str(), (long long)t.poll_max_ns);
-        iothreads_[t.id] = std::move(*io);
-    }
-    for (const BlockdevOptions& b : config.blockdevs) {
-        auto node = graph_.open(b.options, main_loop_.ctx());
-        if (!node) return std::unexpected(node.error());
-    }
-    if (config.nbd_server) {
-        const auto& o = *config.nbd_server;
-        nbd::NbdServerOptions so;
-        so.transport = o.addr.type == SocketAddress::Type::inet ? nbd::NbdServerOptions::Transport::inet
-                                                                : nbd::NbdServerOptions::Transport::unix_socket;
-        so.path = o.addr.path;
-        so.host = o.addr.host;
-        so.port = o.addr.port;
-        so.max_connections = o.max_connections;
-        auto server = nbd::NbdServer::start(main_loop_.ctx(), so);
-        if (!server) return std::unexpected(server.error());
-        nbd_server_ = std::move(*server);
-    }
+    for (const IOThreadOptions& t : config.iothreads)
+        if (auto r = add_iothread(t); !r) return r;
+    for (const BlockdevOptions& b : config.blockdevs)
+        if (auto r = add_blockdev(b); !r) return r;
+    if (config.nbd_server)
+        if (auto r = start_nbd_server(*config.nbd_server); !r) return r;
     for (const ExportOptions& e : config.exports)
         if (auto r = add_export(e); !r) return r;
+    for (const MonitorOptions& m : config.monitors)
+        if (auto r = add_monitor(m, config.chardevs); !r) return r;
+    return {};
+}
+
+Result<void> StorageDaemon::add_monitor(const MonitorOptions& m, const std::vector<ChardevOptions>& chardevs) {
+    const ChardevOptions* chr = nullptr;
+    for (const ChardevOptions& c : chardevs)
+        if (c.id == m.chardev) chr = &c;
+    if (chr == nullptr) return fail(ENOENT, "monitor: no chardev '" + m.chardev + "'");
+    monitor::MonitorOptions o;
+    o.name = chr->id;
+    o.pretty = m.pretty;
+    if (chr->backend == ChardevOptions::Backend::stdio) {
+        o.endpoint.kind = monitor::MonitorEndpoint::Kind::stdio;
+    } else {
+        if (!chr->server)
+            return fail(ENOTSUP, "monitor: chardev '" + chr->id + "' must listen (server=on): ioplane does not "
+                                 "connect out to a QMP client");
+        o.endpoint.addr = chr->addr;
+        o.endpoint.wait = chr->wait;
+    }
+    auto mon = monitor::QmpMonitor::start(main_loop_.ctx(), dispatcher_, std::move(o));
+    if (!mon) return std::unexpected(mon.error());
+    monitors_.push_back(std::move(*mon));
+    return {};
+}
+
+const IOThread* StorageDaemon::iothread_of(const AioContext& ctx) const {
+    for (auto& [id, io] : iothreads_)
+        if (&io->ctx() == &ctx) return io.get();
+    return nullptr;
+}
+
+Result<void> StorageDaemon::add_iothread(const IOThreadOptions& t) {
+    if (iothreads_.contains(t.id)) return fail(EEXIST, "attempt to add duplicate property '" + t.id + "' to object");
+    auto io = IOThread::start({.id = t.id, .poll = {.max_ns = t.poll_max_ns, .grow = t.poll_grow, .shrink = t.poll_shrink}});
+    if (!io) return fail(io.error().code, "iothread '" + t.id + "': " + io.error().message);
+    LOG_INFO("iothread '%s' running (poll-max-ns=%lld)", t.id.c_str(), (long long)t.poll_max_ns);
+    iothreads_[t.id] = std::move(*io);
+    return {};
+}
+
+Result<void> StorageDaemon::del_iothread(const std::string& id) {
+    auto it = iothreads_.find(id);
+    if (it == iothreads_.end()) return fail(ENOENT, "object '" + id + "' not found");
+    for (auto& node : graph_.nodes())
+        if (&node->ctx() == &it->second->ctx())
+            return fail(EBUSY, "iothread '" + id + "' is in use by node '" + node->node_name() + "'");
+    for (const Export& e : exports_)
+        if (e.options.iothread == id) return fail(EBUSY, "iothread '" + id + "' is in use by export '" + e.options.id + "'");
+    it->second->stop();
+    iothreads_.erase(it);
+    LOG_INFO("iothread '%s' stopped", id.c_str());
+    return {};
+}
+
+Result<void> StorageDaemon::add_blockdev(const BlockdevOptions& b) {
+    for (const std::string& name : blockdev_node_names(b))
+        if (graph_.find(name)) return fail(EEXIST, "duplicate node name '" + name + "'");
+    auto node = graph_.open(b.options, main_loop_.ctx());
+    if (!node) return std::unexpected(node.error());
+    return {};
+}
+
+Result<void> StorageDaemon::del_blockdev(const std::string& node_name) {
+    auto node = graph_.find(node_name);
+    if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
+    if (!node->users().empty() || node->has_parents())
+        return fail(EBUSY, "Node '" + node_name + "' is busy: it is in use by " +
+                               (node->has_parents() ? "another node" : "an export"));
+    // Drivers release their per-context resources in their own context.
+    if (&node->ctx() != &main_loop_.ctx())
+        if (auto r = block::change_aio_context(*node, main_loop_.ctx()); !r) return r;
+    return graph_.remove(node_name);
+}
+
+Result<void> StorageDaemon::start_nbd_server(const NbdServerOptions& o) {
+    if (nbd_server_) return fail(EEXIST, "NBD server already running");
+    auto server = nbd::NbdServer::start(main_loop_.ctx(), {.addr = o.addr, .max_connections = o.max_connections});
+    if (!server) return std::unexpected(server.error());
+    nbd_server_ = std::move(*server);
+    LOG_INFO("nbd server listening on %s", describe(o.addr).c_str());
+    return {};
+}
+
+Result<void> StorageDaemon::stop_nbd_server() {
+    if (!nbd_server_) return fail(ENOENT, "NBD server not running");
+    // As QEMU: the NBD exports go with the server.
+    for (size_t i = exports_.size(); i-- > 0;)
+        if (exports_[i].nbd) remove_export_at(i);
+    nbd_server_.reset();
+    LOG_INFO("nbd server stopped");
     return {};
 }
 
 Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     if (e.type != "nbd") return fail(ENOTSUP, "export '" + e.id + "': type '" + e.type + "' is not supported yet");
-    if (!nbd_server_) return fail(EINVAL, "export '" + e.id + "': type=nbd needs --nbd-server");
+    for (const Export& x : exports_)
+        if (x.options.id == e.id) return fail(EEXIST, "Block export id '" + e.id + "' is already in use");
+    if (!nbd_server_) return fail(EINVAL, "export '" + e.id + "': NBD server not running");
     auto node = graph_.find(e.node_name);
     if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
+    const std::string name = e.nbd && !e.nbd->name.empty() ? e.nbd->name : e.node_name;
+    if (nbd_server_->find_export(name)) return fail(EEXIST, "export '" + e.id + "': an NBD export named '" + name + "' exists already");
     if (e.iothread) {
         auto it = iothreads_.find(*e.iothread);
         if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
-        if (auto r = block::change_aio_context(*node, it->second->ctx()); !r)
-            return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
+        if (&node->ctx() != &it->second->ctx()) {
+            if (node->has_parents()) return fail(EBUSY, "export '" + e.id + "': node '" + e.node_name + "' is not a root node");
+            if (auto r = block::change_aio_context(*node, it->second->ctx()); !r)
+                return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
+        }
     }
     nbd::NbdExportOptions o;
     o.id = e.id;
     o.writable = e.writable;
-    if (e.nbd) {
-        o.name = e.nbd->name;
-        o.description = e.nbd->description.value_or("");
-    }
+    o.name = name;
+    if (e.nbd) o.description = e.nbd->description.value_or("");
     auto exp = std::make_shared<nbd::NbdExport>(std::move(o), node);
     if (auto r = nbd_server_->add_export(exp); !r) return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
-    exports_.push_back(exp);
+    exports_.push_back({e, exp});
     const std::string uri = nbd_server_->uri(exp->name());
     LOG_INFO("export '%s': node '%s' served as %s%s", e.id.c_str(), e.node_name.c_str(), uri.c_str(),
              exp->read_only() ? " (read-only)" : "");
     LOG_INFO("  try: nbdinfo '%s'", uri.c_str());
     LOG_INFO("  try: qemu-io -f raw '%s' -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k'", uri.c_str());
     return {};
+}
+
+Result<void> StorageDaemon::del_export(const std::string& id, bool hard) {
+    for (size_t i = 0; i < exports_.size(); i++) {
+        if (exports_[i].options.id != id) continue;
+        if (!hard && exports_[i].nbd->connection_count() > 0)
+            return fail(EBUSY, "export '" + id + "' still in use (use mode='hard' to disconnect its clients)");
+        remove_export_at(i);
+        return {};
+    }
+    return fail(ENOENT, "Export '" + id + "' is not found");
+}
+
+void StorageDaemon::remove_export_at(size_t index) {
+    Export e = std::move(exports_[index]);
+    exports_.erase(exports_.begin() + ptrdiff_t(index));
+    nbd_server_->remove_export(e.nbd.get());  // waits until its clients are gone
+    LOG_INFO("export '%s' removed", e.options.id.c_str());
+    dispatcher_.emit_event_after_response("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
+}
+
+Result<void> StorageDaemon::set_iothread(const std::string& node_name, const std::optional<std::string>& iothread,
+                                         bool force) {
+    auto node = graph_.find(node_name);
+    if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
+    if (node->has_parents()) return fail(EBUSY, "Node '" + node_name + "' is not a root node: move its root instead");
+    if (!force && !node->users().empty())
+        return fail(EBUSY, "Node " + node_name + " is associated with a BlockBackend and could be in use "
+                           "(use force=true to override this check)");
+    for (const Export& e : exports_)
+        if (e.options.node_name == node_name && e.options.fixed_iothread)
+            return fail(EBUSY, "Node '" + node_name + "' is exported by '" + e.options.id + "' with fixed-iothread=on");
+    AioContext* target = &main_loop_.ctx();
+    if (iothread) {
+        auto it = iothreads_.find(*iothread);
+        if (it == iothreads_.end()) return fail(ENOENT, "Cannot find iothread " + *iothread);
+        target = &it->second->ctx();
+    }
+    if (&node->ctx() == target) return {};
+    return block::change_aio_context(*node, *target);
 }
 
 // Every node's cache goes to stable storage before we exit: a client that
@@ -91,6 +216,8 @@ bool StorageDaemon::flush_all_nodes() {
 bool StorageDaemon::shutdown() {
     if (shut_down_) return true;
     shut_down_ = true;
+    dispatcher_.emit_event("SHUTDOWN", {{"guest", false}, {"reason", shutdown_reason_}});
+    monitors_.clear();  // sends what they can at once, then disconnects
     if (nbd_server_) {
         nbd_server_.reset();  // stops listening, disconnects clients, waits for them
         LOG_INFO("nbd server stopped");

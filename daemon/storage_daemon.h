@@ -1,20 +1,26 @@
-// StorageDaemon: what one run of ioplane-storage-daemon sets up from its
-// command line — IOThreads, block nodes, the NBD server and exports — and
-// tears down again (stop accepting, disconnect, flush every node, stop the
-// IOThreads).
+// StorageDaemon: what one run of ioplane-storage-daemon holds — IOThreads,
+// block nodes, the NBD server, exports and QMP monitors — and the operations
+// that change it, shared by the command line (at startup) and the QMP
+// commands (live). Each operation checks everything before it changes
+// anything, so a refused one leaves the daemon as it was.
 //
-// Thread contract: main thread, with the main loop created.
+// Thread contract: main thread, under the BQL, for every member. Operations
+// that touch a node in an IOThread do so inside a drained section or by
+// running code in that IOThread (they wait with nested main-loop iterations).
 #pragma once
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "daemon/options.h"
 #include "ioplane/block/graph.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
 #include "nbd/server.h"
+#include "qmp_server.h"
 
 namespace ioplane::daemon {
 
@@ -23,22 +29,57 @@ public:
     explicit StorageDaemon(MainLoop& main_loop) : main_loop_(main_loop) {}
     ~StorageDaemon();
 
-    // Builds everything in command-line order of kinds (iothreads, nodes,
-    // server, exports). On error the message names the object.
+    // Builds everything the command line asks for, kind by kind (iothreads,
+    // nodes, the NBD server, exports, monitors). Errors name the object.
     Result<void> start(const DaemonConfig& config);
-    // Stops serving, flushes every node and stops the IOThreads. False if a
-    // flush failed (data may not be on stable storage). Idempotent.
+    // Makes the main loop return; `reason` (QEMU's ShutdownCause name, e.g.
+    // host-signal, host-qmp-quit) goes into the SHUTDOWN event.
+    void request_shutdown(std::string reason);
+    // Sends the SHUTDOWN event, closes the monitors, stops serving, flushes
+    // every node and stops the IOThreads. False if a flush failed (data may
+    // not be on stable storage). Idempotent.
     bool shutdown();
 
+    // Live operations (QMP). Errors are one line for the client.
+    Result<void> add_iothread(const IOThreadOptions& options);
+    Result<void> del_iothread(const std::string& id);
+    Result<void> add_blockdev(const BlockdevOptions& options);
+    Result<void> del_blockdev(const std::string& node_name);
+    Result<void> start_nbd_server(const NbdServerOptions& options);
+    Result<void> stop_nbd_server();
+    Result<void> add_export(const ExportOptions& options);
+    // hard: disconnect the export's clients; safe: refuse while it has any.
+    Result<void> del_export(const std::string& id, bool hard);
+    // Moves the graph under a root node, with its exports, to an IOThread
+    // (or the main loop if `iothread` is empty). Without `force`, a node that
+    // exports use is refused, as QEMU refuses a node with a BlockBackend.
+    Result<void> set_iothread(const std::string& node_name, const std::optional<std::string>& iothread, bool force);
+
+    struct Export {
+        ExportOptions options;
+        std::shared_ptr<nbd::NbdExport> nbd;
+    };
+    const std::vector<Export>& exports() const { return exports_; }
+    const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
+    const block::BlockGraph& graph() const { return graph_; }
+    monitor::QmpDispatcher& dispatcher() { return dispatcher_; }
+    MainLoop& main_loop() { return main_loop_; }
+    // The IOThread whose context `ctx` is, or null for the main loop.
+    const IOThread* iothread_of(const AioContext& ctx) const;
+
 private:
-    Result<void> add_export(const ExportOptions& e);
+    Result<void> add_monitor(const MonitorOptions& monitor, const std::vector<ChardevOptions>& chardevs);
+    void remove_export_at(size_t index);
     bool flush_all_nodes();
 
     MainLoop& main_loop_;
+    monitor::QmpDispatcher dispatcher_;
     std::map<std::string, std::unique_ptr<IOThread>> iothreads_;
     block::BlockGraph graph_;
     std::unique_ptr<nbd::NbdServer> nbd_server_;
-    std::vector<std::shared_ptr<nbd::NbdExport>> exports_;
+    std::vector<Export> exports_;
+    std::vector<std::unique_ptr<monitor::QmpMonitor>> monitors_;
+    std::string shutdown_reason_ = "host-error";
     bool shut_down_ = false;
 };
 

@@ -64,13 +64,15 @@ public:
     FileDriver(std::string filename, int fd, uint64_t size, uint32_t align, bool block_device, bool direct,
                std::unique_ptr<UringQueue> uring, AioContext& ctx)
         : filename_(std::move(filename)), fd_(fd), size_(size), align_(align), block_device_(block_device),
-          try_cached_reads_(!direct), uring_(std::move(uring)), ctx_(&ctx) {}
+          direct_(direct), try_cached_reads_(!direct), uring_(std::move(uring)), ctx_(&ctx) {}
     ~FileDriver() override {
         // Nodes are destroyed while their context still runs.
         if (uring_) run_in_context_sync(*ctx_, [this] { uring_->detach(); });
         ::close(fd_);
     }
     const char* format_name() const override { return "file"; }
+    std::string filename() const override { return filename_; }
+    bool direct_io() const override { return direct_; }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         if (read_from_page_cache(offset, bytes, iov)) co_return Result<void>{};
@@ -209,6 +211,7 @@ private:
     uint64_t size_;  // home context (changed by truncate)
     const uint32_t align_;
     const bool block_device_;
+    const bool direct_;  // O_DIRECT
     bool try_cached_reads_;  // buffered I/O, and RWF_NOWAIT works on this file
     const std::unique_ptr<UringQueue> uring_;  // null: aio=threads
     AioContext* ctx_;                          // the node's context (main thread changes it, drained)

@@ -11,6 +11,8 @@ public:
     RawDriver(std::shared_ptr<BlockNode> file, uint64_t offset, uint64_t size)
         : file_(std::move(file)), offset_(offset), size_(size) {}
     const char* format_name() const override { return "raw"; }
+    std::string filename() const override { return file_->driver().filename(); }
+    bool direct_io() const override { return file_->driver().direct_io(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         return child().co_preadv(offset_ + offset, bytes, iov);

@@ -1,6 +1,7 @@
 #include "ioplane/core/iothread.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <future>
 
@@ -9,12 +10,13 @@ namespace ioplane {
 Result<std::unique_ptr<IOThread>> IOThread::start(Options options) {
     auto ctx = AioContext::create(options.id, options.poll);
     if (!ctx) return std::unexpected(ctx.error());
-    std::unique_ptr<IOThread> t(new IOThread(std::move(options.id), std::move(*ctx)));
+    std::unique_ptr<IOThread> t(new IOThread(std::move(options.id), std::move(*ctx), options.poll));
     std::promise<void> attached;
     std::future<void> ready = attached.get_future();
     t->thread_ = std::thread([self = t.get(), &attached] {
         pthread_setname_np(pthread_self(), self->id_.substr(0, 15).c_str());
         self->ctx_->attach_to_current_thread();
+        self->tid_ = ::gettid();
         attached.set_value();
         self->run();
     });

@@ -434,7 +434,7 @@ Result<OptionTree> parse_keyval(std::string_view text, std::string_view implied_
     return tree;
 }
 
-Result<OptionTree> parse_json_options(std::string_view text) {
+Result<json> parse_qemu_json(std::string_view text) {
     std::string requoted;
     if (text.find('\'') != std::string_view::npos) {
         requoted = requote(text);
@@ -442,9 +442,15 @@ Result<OptionTree> parse_json_options(std::string_view text) {
     }
     JsonBuilder builder;
     if (!json::sax_parse(text.begin(), text.end(), &builder)) return invalid("invalid JSON: " + builder.error());
-    if (!builder.root().is_object()) return invalid("expected a JSON object, got " + describe_type(builder.root()));
+    return std::move(builder.root());
+}
+
+Result<OptionTree> parse_json_options(std::string_view text) {
+    auto root = parse_qemu_json(text);
+    if (!root) return std::unexpected(root.error());
+    if (!root->is_object()) return invalid("expected a JSON object, got " + describe_type(*root));
     OptionTree tree;
-    tree.root = std::move(builder.root());
+    tree.root = std::move(*root);
     tree.syntax = OptionSyntax::json;
     return tree;
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "ioplane/core/buffered_reader.h"
+#include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/io_buffer.h"
 #include "ioplane/core/log.h"
@@ -15,7 +16,20 @@
 #include "nbd/server.h"
 
 namespace ioplane::nbd {
+
 namespace {
+
+std::optional<ExportOp> export_op(uint16_t type) {
+    switch (type) {
+        case NBD_CMD_READ: return ExportOp::read;
+        case NBD_CMD_WRITE: return ExportOp::write;
+        case NBD_CMD_FLUSH: return ExportOp::flush;
+        case NBD_CMD_TRIM: return ExportOp::discard;
+        case NBD_CMD_WRITE_ZEROES: return ExportOp::write_zeroes;
+        case NBD_CMD_BLOCK_STATUS: return ExportOp::block_status;
+        default: return std::nullopt;  // CACHE (a no-op), unknown commands
+    }
+}
 
 constexpr unsigned kMaxRequestsInFlight = 256;
 constexpr uint64_t kMaxBytesInFlight = 256ull << 20;
@@ -71,12 +85,15 @@ Task<void> Connection::run() {
     auto chosen = co_await negotiate();
     handshake_timer_->cancel();
     if (chosen && *chosen != nullptr) {
-        NbdExport& exp = **chosen;
+        const std::shared_ptr<NbdExport> exp_ref = *chosen;  // alive while we serve it, even if it is removed
+        NbdExport& exp = *exp_ref;
         // A drained node may be moving: join once it has settled, so that the
         // fd goes to the node's final context and the move's list of
         // connections does not change under it.
         while (exp.blk().node().quiesced()) co_await sleep_for(1'000'000);
         exp.add_connection(self);
+        // Removed while we negotiated or waited: its removal did not see us.
+        if (!server_.serves(&exp)) broken_ = true;
         LOG_INFO("nbd client %s: connected to export '%s'", peer_.c_str(), exp.name().c_str());
         // Continue in the export's context, with the fd. The node may move
         // while we hop (a move attaches our fd for us then): settle in its
@@ -107,7 +124,7 @@ Task<void> Connection::run() {
 // ---------------------------------------------------------------------------
 // Option haggling (fixed newstyle).
 
-Task<Result<NbdExport*>> Connection::negotiate() {
+Task<Result<std::shared_ptr<NbdExport>>> Connection::negotiate() {
     uint8_t greeting[kHandshakeSize];
     put_handshake(greeting, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
     iovec iov{greeting, sizeof greeting};
@@ -136,7 +153,7 @@ Task<Result<NbdExport*>> Connection::negotiate() {
         std::vector<uint8_t> payload(opt->length);
         if (auto r = co_await recv_->read_exact(payload.data(), payload.size()); !r)
             co_return std::unexpected(r.error());
-        NbdExport* chosen = nullptr;
+        std::shared_ptr<NbdExport> chosen;
         auto done = co_await handle_option(opt->option, payload, chosen);
         if (!done) co_return std::unexpected(done.error());
         if (*done) co_return chosen;  // null: the client aborted
@@ -149,7 +166,8 @@ Task<Result<void>> Connection::send_option_reply(std::vector<uint8_t>& bytes) {
 }
 
 // Returns true when negotiation ends (chosen set, or null for ABORT).
-Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_t>& payload, NbdExport*& chosen) {
+Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_t>& payload,
+                                             std::shared_ptr<NbdExport>& chosen) {
     std::vector<uint8_t> reply;
     auto error = [&](uint32_t err, const std::string& msg) -> Task<Result<bool>> {
         reply.clear();
@@ -163,7 +181,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
         case NBD_OPT_EXPORT_NAME: {
             auto name = parse_export_name(payload);
             if (!name) co_return std::unexpected(name.error());
-            NbdExport* exp = server_.find_export(*name);
+            std::shared_ptr<NbdExport> exp = server_.find_export(*name);
             // This option has no error reply: the spec says disconnect.
             if (exp == nullptr) co_return fail(ENOENT, "no export named '" + *name + "'");
             put_export_name_reply(reply, exp->blk().length(), exp->transmission_flags(structured_), no_zeroes_);
@@ -192,7 +210,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
         case NBD_OPT_GO: {
             auto req = parse_info_request(payload);
             if (!req) co_return co_await error(NBD_REP_ERR_INVALID, req.error().message);
-            NbdExport* exp = server_.find_export(req->name);
+            std::shared_ptr<NbdExport> exp = server_.find_export(req->name);
             if (exp == nullptr) co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->name + "'");
             put_info_export(reply, option, exp->blk().length(), exp->transmission_flags(structured_));
             // Block sizes always: clients that ignore them still get sane I/O,
@@ -217,7 +235,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             if (!structured_) co_return co_await error(NBD_REP_ERR_INVALID, "structured replies not negotiated");
             auto req = parse_meta_context_request(payload);
             if (!req) co_return co_await error(NBD_REP_ERR_INVALID, req.error().message);
-            NbdExport* exp = server_.find_export(req->export_name);
+            std::shared_ptr<NbdExport> exp = server_.find_export(req->export_name);
             if (exp == nullptr)
                 co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->export_name + "'");
             bool allocation = false;
@@ -295,12 +313,14 @@ Task<void> Connection::transmission(NbdExport& exp) {
         requests_in_flight_++;
         if (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) bytes_in_flight_ += req->length;
         if (v.nbd_error != 0)
-            spawn_now([](Connection& c, Request r, uint32_t err, block::BlockBackend& blk) -> Task<void> {
+            spawn_now([](Connection& c, Request r, uint32_t err, NbdExport& exp) -> Task<void> {
+                block::BlockBackend& blk = exp.blk();
+                if (auto op = export_op(r.type)) exp.stats().record(*op, 0, false, 0);
                 co_await c.send_error(r, err, "invalid request");
                 c.bytes_in_flight_ -= (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
                 c.request_done();  // before end_request: its wake-ups are queued ahead of a drain's next step
                 blk.end_request();
-            }(*this, *req, v.nbd_error, blk));
+            }(*this, *req, v.nbd_error, exp));
         else
             spawn_now(handle_request(exp, *req, std::move(payload)));
     }
@@ -324,6 +344,7 @@ void Connection::request_done() {
 
 Task<void> Connection::handle_request(NbdExport& exp, Request req, IoBuffer payload) {
     block::BlockBackend& blk = exp.blk();
+    const int64_t start_ns = now_ns();
     Result<void> r;
     bool replied = false;
     switch (req.type) {
@@ -375,6 +396,10 @@ Task<void> Connection::handle_request(NbdExport& exp, Request req, IoBuffer payl
     if (!r && r.error().code != ENOTSUP)
         LOG_WARN("nbd client %s: %s at %llu+%u: %s", peer_.c_str(), command_name(req.type),
                  (unsigned long long)req.offset, req.length, r.error().describe().c_str());
+    if (auto op = export_op(req.type)) {
+        const bool moves_data = req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE;
+        exp.stats().record(*op, moves_data ? req.length : 0, bool(r), now_ns() - start_ns);
+    }
     payload.reset();
     if (req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE) bytes_in_flight_ -= req.length;
     // Wake-ups of the receive loop are queued in this context before the last

@@ -47,8 +47,8 @@ private:
     struct Negotiated;
 
     Task<void> run();
-    Task<Result<NbdExport*>> negotiate();
-    Task<Result<bool>> handle_option(uint32_t option, std::vector<uint8_t>& payload, NbdExport*& chosen);
+    Task<Result<std::shared_ptr<NbdExport>>> negotiate();
+    Task<Result<bool>> handle_option(uint32_t option, std::vector<uint8_t>& payload, std::shared_ptr<NbdExport>& chosen);
     Task<Result<void>> send_option_reply(std::vector<uint8_t>& bytes);
     Task<void> transmission(NbdExport& exp);
     Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload);

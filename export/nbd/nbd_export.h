@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "export_stats.h"
 #include "ioplane/block/backend.h"
 #include "nbd/protocol.h"
 
@@ -33,6 +34,9 @@ public:
     const std::string& name() const { return options_.name; }
     const std::string& description() const { return options_.description; }
     block::BlockBackend& blk() { return *blk_; }
+    // Connections record their requests here (in the node's context).
+    ExportStats& stats() { return stats_; }
+    size_t connection_count() const { return connections_.size(); }
     bool read_only() const { return !options_.writable || blk_->node().read_only(); }
 
     uint16_t transmission_flags(bool structured_replies) const;
@@ -52,6 +56,7 @@ private:
     std::unique_ptr<block::BlockBackend> blk_;
     std::vector<std::shared_ptr<Connection>> connections_;
     AioContext* detached_from_ = nullptr;
+    ExportStats stats_;
 };
 
 }  // namespace ioplane::nbd

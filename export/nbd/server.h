@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/listen_socket.h"
 #include "ioplane/core/timer.h"
 #include "nbd/nbd_export.h"
 
@@ -19,11 +20,7 @@ namespace ioplane::nbd {
 class Connection;
 
 struct NbdServerOptions {
-    enum class Transport { unix_socket, inet };
-    Transport transport = Transport::unix_socket;
-    std::string path;  // unix
-    std::string host;  // inet
-    std::string port;  // inet
+    ListenAddress addr;
     uint32_t max_connections = 0;  // 0: unlimited
     int64_t handshake_timeout_ns = 10'000'000'000;
 };
@@ -35,7 +32,12 @@ public:
     ~NbdServer();
 
     Result<void> add_export(std::shared_ptr<NbdExport> exp);
-    NbdExport* find_export(const std::string& name) const;
+    // Disconnects the export's clients, waits for them, and forgets it.
+    void remove_export(NbdExport* exp);
+    std::shared_ptr<NbdExport> find_export(const std::string& name) const;
+    // Whether `exp` is still one of ours (a connection that chose it may
+    // outlive its removal).
+    bool serves(const NbdExport* exp) const;
     std::vector<NbdExport*> exports() const;
     // Disconnects the clients of one export (or all) and waits until they are gone.
     void disconnect_clients(NbdExport* only = nullptr);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/error.h"
@@ -57,6 +58,12 @@ class Driver {
 public:
     virtual ~Driver() = default;
     virtual const char* format_name() const = 0;
+    // Any thread: what QEMU reports as the node's "file" (a path, or a
+    // pseudo-URI such as null-co://); constant.
+    virtual std::string filename() const { return std::string(format_name()) + "://"; }
+    // Any thread: whether writes go through the host's page cache (QEMU's
+    // cache.direct), for query-named-block-nodes.
+    virtual bool direct_io() const { return false; }
 
     virtual Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) = 0;
     virtual Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,

@@ -3,6 +3,8 @@
 // soon as start() returns.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -29,6 +31,9 @@ public:
     // Any thread.
     const std::string& id() const { return id_; }
     AioContext& ctx() { return *ctx_; }
+    // Any thread: the kernel's id of the thread (query-iothreads' thread-id).
+    pid_t thread_id() const { return tid_; }
+    const PollParams& poll_params() const { return poll_; }
 
     // Not from the IOThread itself. The loop finishes its iteration, runs the
     // BHs that are queued (and what they queue) and waits for its thread-pool
@@ -38,11 +43,14 @@ public:
     void stop();
 
 private:
-    IOThread(std::string id, std::unique_ptr<AioContext> ctx) : id_(std::move(id)), ctx_(std::move(ctx)) {}
+    IOThread(std::string id, std::unique_ptr<AioContext> ctx, PollParams poll)
+        : id_(std::move(id)), ctx_(std::move(ctx)), poll_(poll) {}
     void run();
 
     const std::string id_;
     std::unique_ptr<AioContext> ctx_;
+    const PollParams poll_;
+    pid_t tid_ = 0;  // set before start() returns
     std::atomic<bool> stopping_{false};
     std::thread thread_;
 };

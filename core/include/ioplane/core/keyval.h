@@ -80,6 +80,10 @@ Result<OptionTree> parse_keyval(std::string_view text, std::string_view implied_
 Result<OptionTree> parse_json_options(std::string_view text);
 
 // Thread contract: any thread; pure.
+// Any JSON value, with the same rules (QMP requests use it).
+Result<nlohmann::json> parse_qemu_json(std::string_view text);
+
+// Thread contract: any thread; pure.
 // QEMU's rule for QAPI-based options: JSON if the text starts with '{',
 // keyval otherwise. JSON never requests help.
 Result<OptionTree> parse_option_string(std::string_view text, std::string_view implied_key = {},

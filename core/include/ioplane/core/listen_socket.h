@@ -1,0 +1,39 @@
+// Listening stream sockets for the daemon's servers (NBD, QMP monitors, 9P):
+// a unix socket path or a TCP host:port, non-blocking and close-on-exec,
+// ready for accept4() from an fd handler.
+//
+// Thread contract: any thread; the functions are synchronous system calls.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+#include <vector>
+
+#include "ioplane/core/error.h"
+
+namespace ioplane {
+
+struct ListenAddress {
+    enum class Type { unix_socket, inet };
+    Type type = Type::unix_socket;
+    std::string path;  // unix_socket
+    std::string host;  // inet; empty: every local address
+    std::string port;  // inet: a number or a service name
+};
+
+// Any thread. Binds and listens. A unix socket left behind by an earlier run
+// is replaced (anything else at the path is not); an inet address may give
+// several fds (IPv4 and IPv6). Errors name the address.
+Result<std::vector<int>> listen_on(const ListenAddress& addr);
+
+// Any thread. Closes the fds and removes the unix socket's path.
+void stop_listening(const ListenAddress& addr, std::vector<int>& fds);
+
+// Any thread. "unix:PATH" or "HOST:PORT", for log lines and messages.
+std::string describe(const ListenAddress& addr);
+
+// Any thread. A connected peer's address ("unix", or "HOST:PORT").
+std::string describe_peer(const sockaddr_storage& ss);
+
+}  // namespace ioplane

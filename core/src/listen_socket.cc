@@ -1,0 +1,89 @@
+#include "ioplane/core/listen_socket.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ioplane {
+namespace {
+
+Result<std::vector<int>> listen_unix(const ListenAddress& addr) {
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (addr.path.empty() || addr.path.size() >= sizeof sun.sun_path)
+        return fail(EINVAL, "bad unix socket path '" + addr.path + "'");
+    std::strcpy(sun.sun_path, addr.path.c_str());
+    // A socket left behind by a previous run is replaced; anything else is not.
+    struct stat st;
+    if (::lstat(addr.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(addr.path.c_str());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail_errno("socket");
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) < 0 || ::listen(fd, 128) < 0) {
+        auto e = fail_errno("listening on '" + addr.path + "'");
+        ::close(fd);
+        return std::unexpected(e.error());
+    }
+    return std::vector<int>{fd};
+}
+
+Result<std::vector<int>> listen_inet(const ListenAddress& addr) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    addrinfo* res = nullptr;
+    const char* host = addr.host.empty() ? nullptr : addr.host.c_str();
+    if (int e = getaddrinfo(host, addr.port.c_str(), &hints, &res); e != 0)
+        return fail(EINVAL, "address '" + describe(addr) + "': " + gai_strerror(e));
+    std::vector<int> fds;
+    Result<void> last = fail(EADDRNOTAVAIL, "no usable address for '" + describe(addr) + "'");
+    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+        int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) continue;
+        int one = 1;
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        // Each family gets its own socket, so both can bind the same port.
+        if (ai->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (::bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || ::listen(fd, 128) < 0) {
+            last = fail_errno("listening on " + describe(addr));
+            ::close(fd);
+            continue;
+        }
+        fds.push_back(fd);
+    }
+    freeaddrinfo(res);
+    if (fds.empty()) return std::unexpected(last.error());
+    return fds;
+}
+
+}  // namespace
+
+Result<std::vector<int>> listen_on(const ListenAddress& addr) {
+    return addr.type == ListenAddress::Type::unix_socket ? listen_unix(addr) : listen_inet(addr);
+}
+
+void stop_listening(const ListenAddress& addr, std::vector<int>& fds) {
+    for (int fd : fds) ::close(fd);
+    if (addr.type == ListenAddress::Type::unix_socket && !fds.empty()) ::unlink(addr.path.c_str());
+    fds.clear();
+}
+
+std::string describe(const ListenAddress& addr) {
+    if (addr.type == ListenAddress::Type::unix_socket) return "unix:" + addr.path;
+    return (addr.host.find(':') != std::string::npos ? "[" + addr.host + "]" : addr.host) + ":" + addr.port;
+}
+
+std::string describe_peer(const sockaddr_storage& ss) {
+    char host[NI_MAXHOST] = "", port[NI_MAXSERV] = "";
+    if (ss.ss_family == AF_UNIX) return "unix";
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&ss), sizeof ss, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return "?";
+    return std::string(host) + ":" + port;
+}
+
+}  // namespace ioplane

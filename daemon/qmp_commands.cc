@@ -1,0 +1,208 @@
+#include "daemon/qmp_commands.h"
+
+#include "ioplane/core/log.h"
+
+namespace ioplane::daemon {
+namespace {
+
+using monitor::generic_error;
+using monitor::QmpResult;
+using nlohmann::json;
+
+QmpResult done(Result<void> r) {
+    if (!r) return std::unexpected(generic_error(r.error().message));
+    return json::object();
+}
+
+template <class T>
+std::unexpected<monitor::QmpError> error_of(const Result<T>& r) {
+    return std::unexpected(generic_error(r.error().message));
+}
+
+// Arguments typed as QEMU's JSON input visitor types them.
+OptionTree arguments(const json& args) { return {args, OptionSyntax::json}; }
+
+// A command whose arguments must be empty.
+QmpResult no_arguments(const json& args) {
+    OptionTree tree = arguments(args);
+    if (auto r = OptionReader(tree).check_all_used(); !r) return error_of(r);
+    return json::object();
+}
+
+// nbd-server-start takes QEMU's SocketAddressLegacy ({"type": "unix", "data":
+// {"path": ...}}) where --nbd-server takes the flat SocketAddress.
+Result<json> flatten_legacy_address(const json& addr) {
+    if (!addr.is_object() || !addr.contains("type") || !addr.contains("data") || !addr["data"].is_object())
+        return fail(EINVAL, "Invalid parameter 'addr': expected {\"type\": ..., \"data\": {...}}");
+    json flat = addr["data"];
+    flat["type"] = addr["type"];
+    return flat;
+}
+
+json block_device_info(const block::BlockNode& node) {
+    const block::Driver& d = node.driver();
+    const uint64_t size = d.length();
+    return {{"node-name", node.node_name()},
+            {"drv", d.format_name()},
+            {"file", d.filename()},
+            {"ro", node.read_only()},
+            {"encrypted", false},
+            {"backing_file_depth", 0},
+            {"detect_zeroes", "off"},
+            {"bps", 0}, {"bps_rd", 0}, {"bps_wr", 0},
+            {"iops", 0}, {"iops_rd", 0}, {"iops_wr", 0},
+            {"write_threshold", 0},
+            {"cache", {{"writeback", true}, {"direct", d.direct_io()}, {"no-flush", false}}},
+            {"image", {{"filename", d.filename()}, {"format", d.format_name()}, {"virtual-size", size},
+                       {"dirty-flag", false}}}};
+}
+
+}  // namespace
+
+void register_qmp_commands(StorageDaemon& daemon) {
+    monitor::QmpDispatcher& qmp = daemon.dispatcher();
+
+    qmp.add_command("query-version", [](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        return monitor::version_info();
+    });
+    qmp.add_command("query-commands", [&qmp](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        json list = json::array();
+        for (const std::string& name : qmp.command_names()) list.push_back({{"name", name}});
+        return list;
+    });
+    qmp.add_command("quit", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        daemon.request_shutdown("host-qmp-quit");
+        return json::object();
+    });
+
+    // Block nodes.
+    qmp.add_command("blockdev-add", [&daemon](const json& args) -> QmpResult {
+        auto options = parse_blockdev(arguments(args));
+        if (!options) return error_of(options);
+        return done(daemon.add_blockdev(*options));
+    });
+    qmp.add_command("blockdev-del", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto name = r.require_string("node-name");
+        if (!name) return error_of(name);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.del_blockdev(*name));
+    });
+    qmp.add_command("query-named-block-nodes", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        if (auto flat = r.get_bool("flat"); !flat) return error_of(flat);  // nothing nests in our answers
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        json list = json::array();
+        for (auto& node : daemon.graph().nodes()) list.push_back(block_device_info(*node));
+        return list;
+    });
+    qmp.add_command("x-blockdev-set-iothread", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto name = r.require_string("node-name");
+        if (!name) return error_of(name);
+        const json* iothread = r.get_raw("iothread");  // a name, or null for the main loop
+        if (iothread == nullptr) return std::unexpected(generic_error("Parameter 'iothread' is missing"));
+        if (!iothread->is_string() && !iothread->is_null())
+            return std::unexpected(generic_error("Invalid parameter type for 'iothread', expected: string or null"));
+        auto force = r.get_bool("force");
+        if (!force) return error_of(force);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        std::optional<std::string> target;
+        if (iothread->is_string()) target = iothread->get<std::string>();
+        return done(daemon.set_iothread(*name, target, force->value_or(false)));
+    });
+
+    // IOThreads.
+    qmp.add_command("object-add", [&daemon](const json& args) -> QmpResult {
+        std::vector<std::string> warnings;
+        auto options = parse_object(arguments(args), warnings);
+        if (!options) return error_of(options);
+        for (const std::string& w : warnings) LOG_WARN("object-add: %s", w.c_str());
+        return done(daemon.add_iothread(*options));
+    });
+    qmp.add_command("object-del", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto id = r.require_string("id");
+        if (!id) return error_of(id);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.del_iothread(*id));
+    });
+    qmp.add_command("query-iothreads", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        json list = json::array();
+        for (auto& [id, io] : daemon.iothreads()) {
+            const PollParams& p = io->poll_params();
+            list.push_back({{"id", id},
+                            {"thread-id", io->thread_id()},
+                            {"poll-max-ns", p.max_ns},
+                            {"poll-grow", p.grow},
+                            {"poll-shrink", p.shrink},
+                            {"aio-max-batch", 0}});
+        }
+        return list;
+    });
+
+    // NBD server and exports.
+    qmp.add_command("nbd-server-start", [&daemon](const json& args) -> QmpResult {
+        json flat = args;
+        if (args.contains("addr")) {
+            auto addr = flatten_legacy_address(args["addr"]);
+            if (!addr) return error_of(addr);
+            flat["addr"] = std::move(*addr);
+        }
+        auto options = parse_nbd_server(arguments(flat));
+        if (!options) return error_of(options);
+        return done(daemon.start_nbd_server(*options));
+    });
+    qmp.add_command("nbd-server-stop", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        return done(daemon.stop_nbd_server());
+    });
+    qmp.add_command("block-export-add", [&daemon](const json& args) -> QmpResult {
+        auto options = parse_export(arguments(args));
+        if (!options) return error_of(options);
+        return done(daemon.add_export(*options));
+    });
+    qmp.add_command("block-export-del", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto id = r.require_string("id");
+        if (!id) return error_of(id);
+        auto mode = r.get_string("mode");
+        if (!mode) return error_of(mode);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        const std::string m = mode->value_or("safe");
+        if (m != "safe" && m != "hard")
+            return std::unexpected(generic_error("Parameter 'mode' does not accept value '" + m + "'"));
+        return done(daemon.del_export(*id, m == "hard"));
+    });
+    qmp.add_command("query-block-exports", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        json list = json::array();
+        for (const auto& e : daemon.exports())
+            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", e.options.node_name},
+                            {"shutting-down", false}});
+        return list;
+    });
+    // ioplane's own: per-export request counters (x-: not in QEMU's schema).
+    qmp.add_command("x-query-export-stats", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        json list = json::array();
+        for (const auto& e : daemon.exports())
+            list.push_back({{"id", e.options.id},
+                            {"type", e.options.type},
+                            {"node-name", e.options.node_name},
+                            {"connections", e.nbd->connection_count()},
+                            {"ops", e.nbd->stats().snapshot()}});
+        return list;
+    });
+}
+
+}  // namespace ioplane::daemon

@@ -1,0 +1,113 @@
+// The QMP server: monitors (qemu-storage-daemon's --chardev + --monitor),
+// their clients, and the dispatcher that runs commands and sends events.
+//
+// Every client is a coroutine in the main loop that reads JSON texts
+// (JsonSplitter), answers capabilities negotiation itself, and passes
+// commands to the QmpDispatcher. The dispatcher runs one command at a time,
+// daemon-wide, under the BQL: a command may wait for other threads (a drained
+// section, a node moving between IOThreads) by running nested main-loop
+// iterations, and a command from another client waits meanwhile instead of
+// running inside it. Responses and events go out through a per-client queue
+// that a writer coroutine empties, so a client that does not read stalls
+// only itself — and is disconnected once its queue passes kMaxPendingOutput.
+//
+// Differences from QEMU, each documented in docs/QMP.md: one monitor socket
+// serves several clients at once (QEMU serves one, leaving the next in the
+// listen backlog), and there is no out-of-band execution.
+//
+// Thread contract: main thread, under the BQL, for every member.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ioplane/core/aio_context.h"
+#include "ioplane/core/co_mutex.h"
+#include "ioplane/core/listen_socket.h"
+#include "qmp_message.h"
+
+namespace ioplane::monitor {
+
+class QmpClient;
+
+// A command: runs in the main thread under the BQL, alone (see above).
+// Arguments are the request's "arguments" object (empty if absent).
+using QmpCommand = std::function<QmpResult(const nlohmann::json& arguments)>;
+
+class QmpDispatcher {
+public:
+    QmpDispatcher() = default;
+    QmpDispatcher(const QmpDispatcher&) = delete;
+    QmpDispatcher& operator=(const QmpDispatcher&) = delete;
+
+    void add_command(std::string name, QmpCommand command);
+    std::vector<std::string> command_names() const;
+
+    // Sends the event to every client past capabilities negotiation, stamped
+    // with the current wall-clock time. `data` may be null (no "data" member).
+    void emit_event(std::string_view name, const nlohmann::json& data = nullptr);
+    // The same, after the current command's response has been queued: for
+    // what a command starts and reports by event (QEMU sends such events
+    // after the response).
+    void emit_event_after_response(std::string name, nlohmann::json data);
+
+    // Runs one command: waits for its turn, then runs it.
+    Task<QmpResult> co_dispatch(const QmpRequest& request);
+
+    // Called by clients as they come and go.
+    void add_client(QmpClient* client);
+    void remove_client(QmpClient* client);
+
+private:
+    std::map<std::string, QmpCommand> commands_;
+    CoMutex turn_;
+    std::vector<QmpClient*> clients_;
+};
+
+// The part of --chardev that a monitor uses.
+struct MonitorEndpoint {
+    enum class Kind { socket, stdio };
+    Kind kind = Kind::socket;
+    ListenAddress addr;  // socket
+    bool wait = false;   // socket: wait for the first client before start() returns
+};
+
+struct MonitorOptions {
+    std::string name;  // for log lines: the chardev id
+    MonitorEndpoint endpoint;
+    bool pretty = false;
+    size_t max_clients = 16;  // per socket; more are refused
+};
+
+// One --monitor.
+class QmpMonitor {
+public:
+    static Result<std::unique_ptr<QmpMonitor>> start(AioContext& main_ctx, QmpDispatcher& dispatcher,
+                                                     MonitorOptions options);
+    // Stops listening, sends what is queued if the socket takes it at once,
+    // disconnects the clients and waits for their coroutines to end.
+    ~QmpMonitor();
+
+    size_t client_count() const { return clients_.size(); }
+    const MonitorOptions& options() const { return options_; }
+
+    // Called by a client when its coroutines have ended.
+    void client_finished(QmpClient* client);
+
+private:
+    QmpMonitor(AioContext& main_ctx, QmpDispatcher& dispatcher, MonitorOptions options);
+    Result<void> open();
+    void on_acceptable(int listen_fd);
+    Result<void> add_client(int in_fd, int out_fd, std::string peer);
+
+    AioContext& main_ctx_;
+    QmpDispatcher& dispatcher_;
+    const MonitorOptions options_;
+    std::vector<int> listen_fds_;
+    std::vector<std::unique_ptr<QmpClient>> clients_;
+};
+
+}  // namespace ioplane::monitor
