@@ -10,7 +10,7 @@ bool is_delimiter(char c) { return is_space(c) || c == '{' || c == '}' || c == '
 
 void JsonSplitter::append(char c) {
     if (too_long_ || too_deep_) return;
-    if (text_.size() >= kMaxMessageBytes) {
+    if (text_.size() >= max_bytes_) {
         too_long_ = true;
         text_.clear();
         text_.shrink_to_fit();
@@ -22,7 +22,7 @@ void JsonSplitter::append(char c) {
 void JsonSplitter::end_piece(std::vector<JsonPiece>& out) {
     JsonPiece piece;
     if (too_long_) {
-        piece.error = "JSON parse error, request longer than " + std::to_string(kMaxMessageBytes) + " bytes";
+        piece.error = "JSON parse error, message longer than " + std::to_string(max_bytes_) + " bytes";
     } else if (too_deep_) {
         piece.error = "JSON parse error, nesting deeper than " + std::to_string(kMaxDepth) + " levels";
     } else {

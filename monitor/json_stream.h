@@ -26,8 +26,10 @@ struct JsonPiece {
 
 class JsonSplitter {
 public:
-    static constexpr size_t kMaxMessageBytes = 1 << 20;
-    static constexpr int kMaxDepth = 1024;  // QEMU's MAX_NESTING
+    static constexpr size_t kMaxMessageBytes = 1 << 20;  // the server's limit for a request
+    static constexpr int kMaxDepth = 1024;               // QEMU's MAX_NESTING
+
+    explicit JsonSplitter(size_t max_message_bytes = kMaxMessageBytes) : max_bytes_(max_message_bytes) {}
 
     // Consumes `bytes`; appends each text that ends in them to `out`.
     void feed(std::string_view bytes, std::vector<JsonPiece>& out);
@@ -38,6 +40,7 @@ private:
     void end_piece(std::vector<JsonPiece>& out);
     void append(char c);
 
+    size_t max_bytes_;
     std::string text_;
     int depth_ = 0;          // open brackets
     bool in_string_ = false;
