@@ -45,6 +45,7 @@ Result<void> StorageDaemon::add_monitor(const MonitorOptions& m, const std::vect
                                  "connect out to a QMP client");
         o.endpoint.addr = chr->addr;
         o.endpoint.wait = chr->wait;
+        o.endpoint.stop_requested = [this] { return main_loop_.stop_requested(); };
     }
     auto mon = monitor::QmpMonitor::start(main_loop_.ctx(), dispatcher_, std::move(o));
     if (!mon) return std::unexpected(mon.error());

@@ -83,7 +83,7 @@ Result<void> QmpMonitor::open() {
     if (options_.endpoint.wait) {
         // qemu-storage-daemon's wait=on: startup goes on once a client is there.
         LOG_INFO("monitor '%s': waiting for a client (wait=on)", options_.name.c_str());
-        aio_wait_while(main_ctx_, [this] { return clients_.empty(); });
+        aio_wait_while(main_ctx_, [this] { return clients_.empty() && !options_.endpoint.stop_requested(); });
     }
     return {};
 }

@@ -73,6 +73,9 @@ struct MonitorEndpoint {
     Kind kind = Kind::socket;
     ListenAddress addr;  // socket
     bool wait = false;   // socket: wait for the first client before start() returns
+    // While waiting: true when the daemon is told to stop (a signal), which
+    // ends the wait.
+    std::function<bool()> stop_requested = [] { return false; };
 };
 
 struct MonitorOptions {
