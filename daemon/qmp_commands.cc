@@ -54,7 +54,7 @@ json block_device_info(const block::BlockNode& node) {
             {"write_threshold", 0},
             {"cache", {{"writeback", true}, {"direct", d.direct_io()}, {"no-flush", false}}},
             {"image", {{"filename", d.filename()}, {"format", d.format_name()}, {"virtual-size", size},
-                       {"dirty-flag", false}}}};
+                       {"actual-size", d.allocated_bytes()}, {"dirty-flag", false}}}};
 }
 
 }  // namespace

@@ -100,15 +100,12 @@ QmpMonitor::~QmpMonitor() {
 
 void QmpMonitor::on_acceptable(int listen_fd) {
     for (;;) {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        std::string peer;
+        int fd = accept_client(listen_fd, peer);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno != EAGAIN) LOG_WARN("monitor '%s': accept: %s", options_.name.c_str(), strerror(errno));
             return;
         }
-        std::string peer = describe_peer(ss);
         if (clients_.size() >= options_.max_clients) {
             LOG_WARN("monitor '%s': refusing client %s: %zu clients connected", options_.name.c_str(), peer.c_str(),
                      clients_.size());

@@ -73,6 +73,10 @@ public:
     const char* format_name() const override { return "file"; }
     std::string filename() const override { return filename_; }
     bool direct_io() const override { return direct_; }
+    uint64_t allocated_bytes() const override {
+        struct stat st;
+        return ::fstat(fd_, &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
+    }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         if (read_from_page_cache(offset, bytes, iov)) co_return Result<void>{};

@@ -13,6 +13,7 @@ public:
     const char* format_name() const override { return "raw"; }
     std::string filename() const override { return file_->driver().filename(); }
     bool direct_io() const override { return file_->driver().direct_io(); }
+    uint64_t allocated_bytes() const override { return file_->driver().allocated_bytes(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         return child().co_preadv(offset_ + offset, bytes, iov);

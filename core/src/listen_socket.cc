@@ -77,6 +77,8 @@ std::string describe(const ListenAddress& addr) {
     return (addr.host.find(':') != std::string::npos ? "[" + addr.host + "]" : addr.host) + ":" + addr.port;
 }
 
+namespace {
+
 std::string describe_peer(const sockaddr_storage& ss) {
     char host[NI_MAXHOST] = "", port[NI_MAXSERV] = "";
     if (ss.ss_family == AF_UNIX) return "unix";
@@ -84,6 +86,19 @@ std::string describe_peer(const sockaddr_storage& ss) {
                     NI_NUMERICHOST | NI_NUMERICSERV) != 0)
         return "?";
     return std::string(host) + ":" + port;
+}
+
+}  // namespace
+
+int accept_client(int listen_fd, std::string& peer) {
+    for (;;) {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
+        if (fd >= 0) peer = describe_peer(ss);
+        return fd;
+    }
 }
 
 }  // namespace ioplane

@@ -38,11 +38,9 @@ NbdServer::~NbdServer() {
 
 void NbdServer::on_acceptable(int listen_fd) {
     for (;;) {
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        std::string peer;
+        int fd = accept_client(listen_fd, peer);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 // The client stays in the backlog and the listener stays
                 // readable: pause accepting for a moment instead of spinning.
@@ -54,14 +52,13 @@ void NbdServer::on_acceptable(int listen_fd) {
             }
             return;
         }
-        std::string peer = describe_peer(ss);
         if (options_.max_connections > 0 && connections_.size() >= options_.max_connections) {
             LOG_WARN("nbd-server: refusing client %s: max-connections=%u reached", peer.c_str(),
                      options_.max_connections);
             ::close(fd);
             continue;
         }
-        if (ss.ss_family != AF_UNIX) {
+        if (peer != "unix") {
             int one = 1;
             ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }

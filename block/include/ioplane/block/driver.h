@@ -64,6 +64,9 @@ public:
     // Any thread: whether writes go through the host's page cache (QEMU's
     // cache.direct), for query-named-block-nodes.
     virtual bool direct_io() const { return false; }
+    // Main thread: bytes the image takes on the host (QEMU's actual-size), a
+    // quick system call at most.
+    virtual uint64_t allocated_bytes() const { return 0; }
 
     virtual Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) = 0;
     virtual Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,

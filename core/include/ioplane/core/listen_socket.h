@@ -33,7 +33,9 @@ void stop_listening(const ListenAddress& addr, std::vector<int>& fds);
 // Any thread. "unix:PATH" or "HOST:PORT", for log lines and messages.
 std::string describe(const ListenAddress& addr);
 
-// Any thread. A connected peer's address ("unix", or "HOST:PORT").
-std::string describe_peer(const sockaddr_storage& ss);
+// Any thread. Accepts one pending client, non-blocking and close-on-exec,
+// retrying EINTR and ECONNABORTED; sets `peer` to its address ("unix" or
+// "HOST:PORT"). -1 with errno set when none is pending (EAGAIN) or on error.
+int accept_client(int listen_fd, std::string& peer);
 
 }  // namespace ioplane
