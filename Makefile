@@ -36,7 +36,8 @@ build: deps
 	$(call cmake_build,build/release,Release,)
 
 # The default job: a sparse 1 GiB image (created if missing) exported over NBD
-# on a unix socket, from an IOThread. The daemon prints commands to try.
+# on a unix socket, from an IOThread, with a QMP monitor beside it. The daemon
+# prints commands to try.
 RUN_DIR ?= build/run
 run: build deps-run
 	@mkdir -p $(RUN_DIR)
@@ -45,7 +46,8 @@ run: build deps-run
 	    --object iothread,id=io0 \
 	    --blockdev driver=file,node-name=disk,filename=$(RUN_DIR)/disk.img \
 	    --nbd-server addr.type=unix,addr.path=$(abspath $(RUN_DIR))/nbd.sock \
-	    --export type=nbd,id=export0,node-name=disk,writable=on,iothread=io0
+	    --export type=nbd,id=export0,node-name=disk,writable=on,iothread=io0 \
+	    --chardev socket,id=qmp0,path=$(abspath $(RUN_DIR))/qmp.sock,server=on,wait=off --monitor chardev=qmp0
 
 test: deps-test
 	$(MAKE) --no-print-directory test-checked test-asan test-tsan fuzz

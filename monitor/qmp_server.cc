@@ -80,6 +80,8 @@ Result<void> QmpMonitor::open() {
     for (int fd : listen_fds_)
         if (auto r = main_ctx_.set_fd_handler(fd, {.on_read = [this, fd] { on_acceptable(fd); }}); !r) return r;
     LOG_INFO("monitor '%s': QMP on %s", options_.name.c_str(), describe(options_.endpoint.addr).c_str());
+    if (options_.endpoint.addr.type == ListenAddress::Type::unix_socket)
+        LOG_INFO("  try: ioplane-qmp -s %s top", options_.endpoint.addr.path.c_str());
     if (options_.endpoint.wait) {
         // qemu-storage-daemon's wait=on: startup goes on once a client is there.
         LOG_INFO("monitor '%s': waiting for a client (wait=on)", options_.name.c_str());
