@@ -40,9 +40,10 @@ std::expected<QmpRequest, BadRequest> parse_request(std::string_view text) {
 namespace {
 
 std::string finish(const json& message, bool pretty) {
-    // QEMU's pretty printer indents by 4; compact output has ", " and ": "
-    // separators, which nlohmann does not offer, and which no parser needs.
-    return (pretty ? message.dump(4) : message.dump()) + "\r\n";
+    // QEMU's pretty printer indents by 4. Invalid UTF-8 (a parse error's
+    // message quotes the client's bytes) becomes U+FFFD instead of an
+    // exception: what a client sends must not end the daemon.
+    return message.dump(pretty ? 4 : -1, ' ', false, json::error_handler_t::replace) + "\r\n";
 }
 
 void add_id(json& message, const std::optional<json>& id) {

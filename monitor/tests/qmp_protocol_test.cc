@@ -113,5 +113,15 @@ TEST(FormatMessages, AreOneJsonObjectPerLine) {
     EXPECT_FALSE(json::parse(format_event("X", nullptr, 0, false)).contains("data"));
 }
 
+TEST(FormatMessages, InvalidUtf8FromTheClientIsReplacedNotThrown) {
+    // Found by fuzz_qmp_input: a parse error's message quotes the bad bytes.
+    auto r = parse_request("{\"execute\": \"x\", \"id\": 1, \"a\": tr\x85ue}");
+    ASSERT_FALSE(r);
+    std::string text;
+    EXPECT_NO_THROW(text = format_error(r.error().error, r.error().id, false));
+    EXPECT_TRUE(json::parse(text).contains("error"));
+    EXPECT_NO_THROW((void)format_return(json("\xff\xfe"), json("\x85"), true));
+}
+
 }  // namespace
 }  // namespace ioplane::monitor

@@ -149,7 +149,8 @@ try:
 
     # Bad input: each gets an error; the monitor keeps serving.
     bad = [b'{"execute": }', b'[1, 2]', b'{"arguments": {}}', b'{"execute": "query-version", "arguments": []}',
-           b'{"execute": 5}', b'{"execute": "query-version", "bogus": 1}']
+           b'{"execute": 5}', b'{"execute": "query-version", "bogus": 1}',
+           b'{"execute": "query-version", "id": tr\x85ue}']  # invalid UTF-8 (quoted in the error)
     for raw in bad:
         q.send_raw(raw)
         r = q.reply()
