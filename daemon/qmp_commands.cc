@@ -29,6 +29,16 @@ QmpResult no_arguments(const json& args) {
     return json::object();
 }
 
+// The argument of a command whose only argument is the string `key`.
+Result<std::string> only_string_argument(const json& args, std::string_view key) {
+    OptionTree tree = arguments(args);
+    OptionReader r(tree);
+    auto value = r.require_string(key);
+    if (!value) return value;
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    return value;
+}
+
 // nbd-server-start takes QEMU's SocketAddressLegacy ({"type": "unix", "data":
 // {"path": ...}}) where --nbd-server takes the flat SocketAddress.
 Result<json> flatten_legacy_address(const json& addr) {
@@ -85,11 +95,8 @@ void register_qmp_commands(StorageDaemon& daemon) {
         return done(daemon.add_blockdev(*options));
     });
     qmp.add_command("blockdev-del", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree = arguments(args);
-        OptionReader r(tree);
-        auto name = r.require_string("node-name");
+        auto name = only_string_argument(args, "node-name");
         if (!name) return error_of(name);
-        if (auto c = r.check_all_used(); !c) return error_of(c);
         return done(daemon.del_blockdev(*name));
     });
     qmp.add_command("query-named-block-nodes", [&daemon](const json& args) -> QmpResult {
@@ -127,11 +134,8 @@ void register_qmp_commands(StorageDaemon& daemon) {
         return done(daemon.add_iothread(*options));
     });
     qmp.add_command("object-del", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree = arguments(args);
-        OptionReader r(tree);
-        auto id = r.require_string("id");
+        auto id = only_string_argument(args, "id");
         if (!id) return error_of(id);
-        if (auto c = r.check_all_used(); !c) return error_of(c);
         return done(daemon.del_iothread(*id));
     });
     qmp.add_command("query-iothreads", [&daemon](const json& args) -> QmpResult {
