@@ -53,12 +53,6 @@ Result<void> StorageDaemon::add_monitor(const MonitorOptions& m, const std::vect
     return {};
 }
 
-const IOThread* StorageDaemon::iothread_of(const AioContext& ctx) const {
-    for (auto& [id, io] : iothreads_)
-        if (&io->ctx() == &ctx) return io.get();
-    return nullptr;
-}
-
 Result<void> StorageDaemon::add_iothread(const IOThreadOptions& t) {
     if (iothreads_.contains(t.id)) return fail(EEXIST, "attempt to add duplicate property '" + t.id + "' to object");
     auto io = IOThread::start({.id = t.id, .poll = {.max_ns = t.poll_max_ns, .grow = t.poll_grow, .shrink = t.poll_shrink}});
@@ -83,9 +77,7 @@ Result<void> StorageDaemon::del_iothread(const std::string& id) {
 }
 
 Result<void> StorageDaemon::add_blockdev(const BlockdevOptions& b) {
-    for (const std::string& name : blockdev_node_names(b))
-        if (graph_.find(name)) return fail(EEXIST, "duplicate node name '" + name + "'");
-    auto node = graph_.open(b.options, main_loop_.ctx());
+    auto node = graph_.open(b.options, main_loop_.ctx());  // refuses a node-name in use
     if (!node) return std::unexpected(node.error());
     return {};
 }

@@ -63,9 +63,6 @@ public:
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
     const block::BlockGraph& graph() const { return graph_; }
     monitor::QmpDispatcher& dispatcher() { return dispatcher_; }
-    MainLoop& main_loop() { return main_loop_; }
-    // The IOThread whose context `ctx` is, or null for the main loop.
-    const IOThread* iothread_of(const AioContext& ctx) const;
 
 private:
     Result<void> add_monitor(const MonitorOptions& monitor, const std::vector<ChardevOptions>& chardevs);
