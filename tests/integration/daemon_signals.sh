@@ -4,10 +4,18 @@
 # the option.
 set -euo pipefail
 daemon=$1
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+dir=$(mktemp -d /tmp/ioplane-signals-XXXXXX)
+log=$dir/daemon.log
+trap 'rm -rf "$dir"' EXIT
 
-fail() { echo "FAIL: $*"; echo "--- daemon output:"; cat "$log"; exit 1; }
+# On failure: the daemon's output and its signal masks as seen just before
+# the signal was sent (a CI run once saw exit status 130 here; this shows why).
+fail() {
+    echo "FAIL: $*"
+    echo "--- daemon output:"; cat "$log"
+    echo "--- daemon signal state before the kill:"; cat "$dir/sigstate" 2>/dev/null
+    exit 1
+}
 
 for sig in TERM INT; do
     "$daemon" --object iothread,id=io0 >"$log" 2>&1 &
@@ -17,6 +25,9 @@ for sig in TERM INT; do
         sleep 0.05
     done
     grep -q "iothread 'io0' running" "$log" || fail "no iothread start line"
+    for task in /proc/"$pid"/task/*; do
+        echo "$(cat "$task/comm" 2>/dev/null): $(grep -E 'SigBlk|SigIgn' "$task/status" 2>/dev/null | tr '\n\t' '  ')"
+    done >"$dir/sigstate"
     kill -"$sig" "$pid"
     status=0
     wait "$pid" || status=$?
