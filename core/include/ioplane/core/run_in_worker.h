@@ -8,6 +8,14 @@
 // not resume it; it schedules a BH in the coroutine's context, which runs only
 // after the current callback has returned to the loop.
 //
+// GCC 12 (Debian 12's compiler) destroys a closure temporary in a co_await
+// expression twice (the coroutine-frame copy of aggregate temporaries), so
+// a lambda that captures a shared_ptr or a std::string by value corrupts
+// the heap. `fn` must therefore be trivially destructible: capture what the
+// work needs by reference (the coroutine frame outlives the call) or as
+// plain values. The test RunInWorker.CapturesAndResultsAreOwnedOnce guards
+// the results side.
+//
 // Thread contract: coroutine running in an AioContext.
 #pragma once
 
@@ -25,6 +33,9 @@ namespace ioplane {
 
 template <class F>
 class RunInWorker final : public WorkItem {
+    static_assert(std::is_trivially_destructible_v<F>,
+                  "run_in_worker: capture by reference or plain values (GCC 12 destroys closure temporaries in "
+                  "co_await expressions twice); see run_in_worker.h");
     using R = std::invoke_result_t<F&>;
     using Stored = std::conditional_t<std::is_void_v<R>, bool, R>;
 
@@ -37,7 +48,8 @@ public:
         pool_.submit(*this);
     }
     R await_resume() {
-        if (exception_) std::rethrow_exception(exception_);
+        // Moved out, so that this object holds nothing when it is destroyed.
+        if (exception_) std::rethrow_exception(std::exchange(exception_, nullptr));
         if constexpr (!std::is_void_v<R>) return std::move(*result_);
     }
 
