@@ -428,7 +428,7 @@ private:
         auto exp = parse_export(*tree);
         if (!exp) return std::unexpected(exp.error());
         if (!exports_.insert(exp->id).second) return invalid("duplicate export id " + in_quotes(exp->id));
-        if (!nodes_.contains(exp->node_name)) {
+        if (!exp->fs9p && !nodes_.contains(exp->node_name)) {
             return invalid("node " + in_quotes(exp->node_name) + " not found (define it with an earlier --blockdev)");
         }
         if (exp->iothread && !iothreads_.contains(*exp->iothread)) {
@@ -579,6 +579,33 @@ Result<NbdServerOptions> parse_nbd_server(const OptionTree& tree) {
     return out;
 }
 
+namespace {
+
+// type=9p: path, addr, readonly, iothread; no node and no block options.
+Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
+    Fs9pExportOptions fs;
+    auto path = r.require_string("path");
+    if (!path) return std::unexpected(path.error());
+    if (path->empty() || !path->starts_with("/"))
+        return invalid("parameter 'path': must be an absolute directory path");
+    fs.path = std::move(*path);
+    auto addr = r.get_object("addr");
+    if (!addr) return std::unexpected(addr.error());
+    if (!*addr) return invalid("missing 'addr'");
+    auto a = read_socket_address(**addr);
+    if (!a) return std::unexpected(a.error());
+    fs.addr = std::move(*a);
+    if (auto b = read_bool(r, "readonly", fs.readonly); !b) return std::unexpected(b.error());
+    auto iothread = r.get_string("iothread");
+    if (!iothread) return std::unexpected(iothread.error());
+    out.iothread = std::move(*iothread);
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    out.fs9p = std::move(fs);
+    return out;
+}
+
+}  // namespace
+
 Result<ExportOptions> parse_export(const OptionTree& tree) {
     OptionReader r(tree);
     ExportOptions out;
@@ -593,6 +620,7 @@ Result<ExportOptions> parse_export(const OptionTree& tree) {
     if (!id) return std::unexpected(id.error());
     if (auto c = check_id("id", *id); !c) return std::unexpected(c.error());
     out.id = std::move(*id);
+    if (out.type == "9p") return parse_9p_export(r, std::move(out));
     auto node_name = r.require_string("node-name");
     if (!node_name) return std::unexpected(node_name.error());
     out.node_name = std::move(*node_name);

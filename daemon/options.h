@@ -72,17 +72,27 @@ struct NbdExportOptions {
     bool allocation_depth = false;  // offer the qemu:allocation-depth meta context
 };
 
+// The 9P-specific part of an export (type=9p: not in qemu-storage-daemon,
+// which serves 9P only inside QEMU; the keys follow its fsdev/virtfs names).
+struct Fs9pExportOptions {
+    std::string path;  // the directory to serve
+    SocketAddress addr;
+    bool readonly = false;
+};
+
 // --export.
 struct ExportOptions {
     std::string type;  // "nbd", "vhost-user-blk", "fuse" or "9p"
     std::string id;
-    std::string node_name;
+    std::string node_name;  // empty for type=9p, which serves a directory
     std::optional<std::string> iothread;
     bool writable = false;
     bool fixed_iothread = false;
-    std::optional<NbdExportOptions> nbd;  // set iff type == "nbd"
+    std::optional<NbdExportOptions> nbd;    // set iff type == "nbd"
+    std::optional<Fs9pExportOptions> fs9p;  // set iff type == "9p"
     // The keys other than the common ones above, for the export type to read
-    // and check; always empty for type=nbd, whose keys are all checked here.
+    // and check; always empty for type=nbd and type=9p, whose keys are all
+    // checked here.
     OptionTree type_options;
 };
 

@@ -200,7 +200,8 @@ void register_qmp_commands(StorageDaemon& daemon) {
         if (auto r = no_arguments(args); !r) return r;
         json list = json::array();
         for (const auto& e : daemon.exports())
-            list.push_back({{"id", e.options.id},
+            if (e.nbd)  // 9P exports have no per-operation counters yet
+                list.push_back({{"id", e.options.id},
                             {"type", e.options.type},
                             {"node-name", e.options.node_name},
                             {"connections", e.nbd->connection_count()},

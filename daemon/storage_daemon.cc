@@ -114,9 +114,11 @@ Result<void> StorageDaemon::stop_nbd_server() {
 }
 
 Result<void> StorageDaemon::add_export(const ExportOptions& e) {
-    if (e.type != "nbd") return fail(ENOTSUP, "export '" + e.id + "': type '" + e.type + "' is not supported yet");
+    if (e.type != "nbd" && e.type != "9p")
+        return fail(ENOTSUP, "export '" + e.id + "': type '" + e.type + "' is not supported yet");
     for (const Export& x : exports_)
         if (x.options.id == e.id) return fail(EEXIST, "Block export id '" + e.id + "' is already in use");
+    if (e.fs9p) return add_9p_export(e);
     if (!nbd_server_) return fail(EINVAL, "export '" + e.id + "': NBD server not running");
     auto node = graph_.find(e.node_name);
     if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
@@ -147,10 +149,24 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     return {};
 }
 
+Result<void> StorageDaemon::add_9p_export(const ExportOptions& e) {
+    AioContext* ctx = &main_loop_.ctx();
+    if (e.iothread) {
+        auto it = iothreads_.find(*e.iothread);
+        if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
+        ctx = &it->second->ctx();
+    }
+    fs9p::Fs9pExportOptions o{.id = e.id, .path = e.fs9p->path, .addr = e.fs9p->addr, .readonly = e.fs9p->readonly};
+    auto exp = fs9p::Fs9pExport::start(main_loop_.ctx(), *ctx, std::move(o));
+    if (!exp) return std::unexpected(exp.error());
+    exports_.push_back({e, nullptr, std::move(*exp)});
+    return {};
+}
+
 Result<void> StorageDaemon::del_export(const std::string& id, bool hard) {
     for (size_t i = 0; i < exports_.size(); i++) {
         if (exports_[i].options.id != id) continue;
-        if (!hard && exports_[i].nbd->connection_count() > 0)
+        if (!hard && exports_[i].connection_count() > 0)
             return fail(EBUSY, "export '" + id + "' still in use (use mode='hard' to disconnect its clients)");
         remove_export_at(i);
         return {};
@@ -161,7 +177,8 @@ Result<void> StorageDaemon::del_export(const std::string& id, bool hard) {
 void StorageDaemon::remove_export_at(size_t index) {
     Export e = std::move(exports_[index]);
     exports_.erase(exports_.begin() + ptrdiff_t(index));
-    nbd_server_->remove_export(e.nbd.get());  // waits until its clients are gone
+    if (e.nbd) nbd_server_->remove_export(e.nbd.get());  // waits until its clients are gone
+    e.fs9p.reset();                                       // so does this
     LOG_INFO("export '%s' removed", e.options.id.c_str());
     dispatcher_.emit_event_after_response("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
 }

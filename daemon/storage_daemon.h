@@ -19,6 +19,7 @@
 #include "ioplane/block/graph.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
+#include "fs9p_export.h"
 #include "nbd/server.h"
 #include "qmp_server.h"
 
@@ -55,9 +56,12 @@ public:
     // exports use is refused, as QEMU refuses a node with a BlockBackend.
     Result<void> set_iothread(const std::string& node_name, const std::optional<std::string>& iothread, bool force);
 
+    // One of nbd and fs9p is set, by options.type.
     struct Export {
         ExportOptions options;
         std::shared_ptr<nbd::NbdExport> nbd;
+        std::shared_ptr<fs9p::Fs9pExport> fs9p;
+        size_t connection_count() const { return nbd ? nbd->connection_count() : fs9p->connection_count(); }
     };
     const std::vector<Export>& exports() const { return exports_; }
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
@@ -66,6 +70,7 @@ public:
 
 private:
     Result<void> add_monitor(const MonitorOptions& monitor, const std::vector<ChardevOptions>& chardevs);
+    Result<void> add_9p_export(const ExportOptions& options);
     void remove_export_at(size_t index);
     bool flush_all_nodes();
 

@@ -1,0 +1,55 @@
+#include "fs9p_export.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "connection.h"
+#include "ioplane/core/aio_wait.h"
+#include "ioplane/core/log.h"
+
+namespace ioplane::fs9p {
+
+Fs9pExport::Fs9pExport(AioContext& main_ctx, AioContext& ctx, Fs9pExportOptions options)
+    : main_ctx_(main_ctx), ctx_(ctx), options_(std::move(options)) {}
+
+Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioContext& ctx,
+                                                      Fs9pExportOptions options) {
+    std::unique_ptr<Fs9pExport> exp(new Fs9pExport(main_ctx, ctx, std::move(options)));
+    const std::string who = "9p export '" + exp->options_.id + "'";
+    const int root = ::open(exp->options_.path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) return fail_errno(who + ": " + exp->options_.path);
+    exp->share_.id = exp->options_.id;
+    exp->share_.path = exp->options_.path;
+    exp->share_.root_fd = root;
+    exp->share_.readonly = exp->options_.readonly;
+    auto listener = Listener::start(main_ctx, exp->options_.addr, who, [p = exp.get()](int fd, std::string peer) {
+        auto c = std::make_shared<Connection>(*p, fd, std::move(peer));
+        p->connections_.push_back(c);
+        c->start();
+    });
+    if (!listener) return std::unexpected(listener.error());
+    exp->listener_ = std::move(*listener);
+    LOG_INFO("%s: '%s' served over 9P2000.L on %s%s", who.c_str(), exp->options_.path.c_str(),
+             describe(exp->options_.addr).c_str(), exp->options_.readonly ? " (read-only)" : "");
+    return exp;
+}
+
+Fs9pExport::~Fs9pExport() {
+    listener_.reset();
+    disconnect_clients();
+    if (share_.root_fd >= 0) ::close(share_.root_fd);
+}
+
+void Fs9pExport::disconnect_clients() {
+    for (auto& c : connections_) c->shutdown_socket();
+    aio_wait_while(main_ctx_, [this] { return !connections_.empty(); });
+}
+
+void Fs9pExport::connection_closed(const std::shared_ptr<Connection>& c) {
+    connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
+}
+
+}  // namespace ioplane::fs9p

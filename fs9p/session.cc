@@ -1,0 +1,284 @@
+// The fid table, negotiation, attach and walk, and the dispatch of every
+// other message to its handler (session_files.cc, session_tree.cc).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <sys/xattr.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "host_fs.h"
+#include "ioplane/core/run_in_worker.h"
+#include "session.h"
+#include "session_reply.h"
+
+namespace ioplane::fs9p {
+
+using detail::reply;
+
+Reply error_reply(uint16_t tag, int err) {
+    return reply(Rlerror, tag, [&](WireWriter& w) { w.u32(uint32_t(err)); });
+}
+
+FidRef Session::find(uint32_t fid) const {
+    auto it = fids_.find(fid);
+    return it == fids_.end() ? nullptr : it->second;
+}
+
+bool Session::put(uint32_t fid, FidRef f) {
+    if (!fids_.contains(fid) && fids_.size() >= share_.max_fids) return false;
+    fids_[fid] = std::move(f);
+    return true;
+}
+
+void Session::rename_paths(const std::string& from, const std::string& to) {
+    for (auto& [id, f] : fids_) {
+        if (f->path == from) {
+            f->path = to;
+        } else if (f->path.size() > from.size() && f->path.starts_with(from) && f->path[from.size()] == '/') {
+            f->path = to + f->path.substr(from.size());
+        }
+    }
+}
+
+Reply Session::version(uint16_t tag, const Version& m) {
+    fids_.clear();
+    // Our maximum, or less if the client asks; never below what a walk of
+    // 16 names or a getattr reply needs.
+    msize_ = std::clamp<uint32_t>(m.msize, 4096, share_.max_msize);
+    // "9P2000.L.x" is still 9P2000.L (version(5): the dot and what follows
+    // may be ignored); anything else gets "unknown" and no session.
+    const std::string_view v = m.version.substr(0, m.version.find('.', 7));
+    negotiated_ = v == "9P2000.L";
+    return reply(Rversion, tag, [&](WireWriter& w) {
+        w.u32(msize_);
+        w.str(negotiated_ ? "9P2000.L" : "unknown");
+    });
+}
+
+Task<Reply> Session::handle(const Request& req) {
+    const uint16_t tag = req.tag;
+    if (!negotiated_) co_return error_reply(tag, EPROTO);
+    // Dispatch by type; each handler decodes nothing more.
+    co_return co_await std::visit(
+        [&](const auto& m) -> Task<Reply> {
+            using M = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<M, Attach>) return attach(tag, m);
+            else if constexpr (std::is_same_v<M, Walk>) return walk(tag, m);
+            else if constexpr (std::is_same_v<M, Lopen>) return lopen(tag, m);
+            else if constexpr (std::is_same_v<M, Lcreate>) return lcreate(tag, m);
+            else if constexpr (std::is_same_v<M, Read>) return read(tag, m);
+            else if constexpr (std::is_same_v<M, Write>) return write(tag, m);
+            else if constexpr (std::is_same_v<M, Clunk>) return clunk(tag, m);
+            else if constexpr (std::is_same_v<M, Remove>) return remove(tag, m);
+            else if constexpr (std::is_same_v<M, Getattr>) return getattr(tag, m);
+            else if constexpr (std::is_same_v<M, Setattr>) return setattr(tag, m);
+            else if constexpr (std::is_same_v<M, Statfs>) return statfs(tag, m);
+            else if constexpr (std::is_same_v<M, Readdir>) return readdir(tag, m);
+            else if constexpr (std::is_same_v<M, Fsync>) return fsync(tag, m);
+            else if constexpr (std::is_same_v<M, Mkdir>) return mkdir(tag, m);
+            else if constexpr (std::is_same_v<M, Symlink>) return symlink(tag, m);
+            else if constexpr (std::is_same_v<M, Mknod>) return mknod(tag, m);
+            else if constexpr (std::is_same_v<M, Readlink>) return readlink(tag, m);
+            else if constexpr (std::is_same_v<M, Link>) return link(tag, m);
+            else if constexpr (std::is_same_v<M, Rename>) return rename(tag, m);
+            else if constexpr (std::is_same_v<M, Renameat>) return renameat(tag, m);
+            else if constexpr (std::is_same_v<M, Unlinkat>) return unlinkat(tag, m);
+            else if constexpr (std::is_same_v<M, Xattrwalk>) return xattrwalk(tag, m);
+            else if constexpr (std::is_same_v<M, Xattrcreate>) return xattrcreate(tag, m);
+            else if constexpr (std::is_same_v<M, Lock>) return lock(tag, m);
+            else if constexpr (std::is_same_v<M, Getlock>) return getlock(tag, m);
+            // Tauth: no authentication here (afid NOFID in Tattach). ENOENT
+            // says so in diod's convention, which its clients (diodls,
+            // diodcat) rely on. Tversion and Tflush are the connection's.
+            else if constexpr (std::is_same_v<M, Auth>)
+                return [](uint16_t t) -> Task<Reply> { co_return error_reply(t, ENOENT); }(tag);
+            else return [](uint16_t t) -> Task<Reply> { co_return error_reply(t, EOPNOTSUPP); }(tag);
+        },
+        req.body);
+}
+
+Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
+    if (m.afid != kNoFid) co_return error_reply(tag, EOPNOTSUPP);  // no Tauth, so no afid
+    std::string_view aname = m.aname;
+    while (aname.size() > 1 && aname.ends_with('/')) aname.remove_suffix(1);
+    if (!aname.empty() && aname != share_.id && aname != share_.path) co_return error_reply(tag, ENOENT);
+    if (fids_.contains(m.fid)) co_return error_reply(tag, EBADF);
+    struct stat st;
+    const int root = share_.root_fd;
+    const int fd = co_await run_in_worker([root, &st] {
+        const int fd = open_beneath(root, "");
+        if (fd < 0) return fd;
+        if (int r = stat_fd(fd, st); r < 0) {
+            ::close(fd);
+            return r;
+        }
+        return fd;
+    });
+    if (fd < 0) co_return error_reply(tag, -fd);
+    auto f = std::make_shared<Fid>();
+    f->path_fd.reset(fd);
+    f->qid = qid_of(st);
+    f->uid = m.n_uname == kNoFid ? uint32_t(::geteuid()) : m.n_uname;
+    if (!put(m.fid, f)) co_return error_reply(tag, EMFILE);
+    co_return detail::qid_reply(Rattach, tag, f->qid);
+}
+
+Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
+    FidRef from = find(m.fid);
+    if (!from || from->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (m.newfid != m.fid && fids_.contains(m.newfid)) co_return error_reply(tag, EBADF);
+    if (!m.names.empty() && !from->is_dir()) co_return error_reply(tag, ENOTDIR);
+
+    struct Step {
+        std::vector<Qid> qids;  // one per name reached
+        int fd = -1;            // O_PATH fd of the last name reached
+        std::string path;
+        int err = 0;            // why the walk stopped early
+    };
+    const int root = share_.root_fd;
+    const int start = from->path_fd.get();
+    // Filled in by the worker. (Not returned by value through co_await: GCC
+    // 12 relocates such a result bitwise, which breaks a std::string in it.)
+    Step step;
+    step.path = from->path;
+    co_await run_in_worker([&m, root, start, &s = step] {
+        // Each name from the previous one's fd, so that nothing is resolved
+        // twice and a component swapped meanwhile is caught by openat2.
+        int cur = ::fcntl(start, F_DUPFD_CLOEXEC, 0);
+        bool cur_is_dir = true;
+        if (cur < 0) s.err = errno;
+        for (size_t i = 0; cur >= 0 && i < m.names.size(); i++) {
+            std::string next_path;
+            int next;
+            if (!cur_is_dir) {
+                next = -ENOTDIR;
+            } else if (m.names[i] == ".") {  // itself, as QEMU and diod have it (diodls -l walks it)
+                next_path = s.path;
+                next = ::fcntl(cur, F_DUPFD_CLOEXEC, 0);
+                if (next < 0) next = -errno;
+            } else if (m.names[i] == "..") {  // lexically, stopping at the root
+                next_path = detail::parent_path(s.path);
+                next = open_beneath(root, next_path);
+            } else {
+                next_path = detail::join_path(s.path, m.names[i]);
+                next = open_child(cur, m.names[i]);
+                if (next == -EINVAL) next = -ENOENT;  // a name with '/': no such entry
+            }
+            struct stat st;
+            if (next >= 0) {
+                if (int r = stat_fd(next, st); r < 0) {
+                    ::close(next);
+                    next = r;
+                }
+            }
+            if (next < 0) {
+                s.err = -next;
+                break;
+            }
+            ::close(cur);
+            cur = next;
+            cur_is_dir = S_ISDIR(st.st_mode);
+            s.qids.push_back(qid_of(st));
+            s.path = std::move(next_path);
+        }
+        if (s.err != 0 && cur >= 0) {
+            ::close(cur);
+            cur = -1;
+        }
+        s.fd = cur;
+    });
+    if (step.err != 0) {
+        // A partial walk answers with the qids it reached (and creates no
+        // newfid); failing on the first name is an error.
+        if (step.qids.empty()) co_return error_reply(tag, step.err);
+        co_return reply(Rwalk, tag, [&](WireWriter& w) {
+            w.u16(uint16_t(step.qids.size()));
+            for (auto& q : step.qids) w.qid(q);
+        });
+    }
+    auto f = std::make_shared<Fid>();
+    f->path_fd.reset(step.fd);
+    f->path = std::move(step.path);
+    f->qid = step.qids.empty() ? from->qid : step.qids.back();
+    f->uid = from->uid;
+    if (!put(m.newfid, f)) co_return error_reply(tag, EMFILE);
+    co_return reply(Rwalk, tag, [&](WireWriter& w) {
+        w.u16(uint16_t(step.qids.size()));
+        for (auto& q : step.qids) w.qid(q);
+    });
+}
+
+Task<Reply> Session::clunk(uint16_t tag, const Clunk& m) {
+    auto it = fids_.find(m.fid);
+    if (it == fids_.end()) co_return error_reply(tag, EBADF);
+    FidRef f = std::move(it->second);
+    fids_.erase(it);  // gone whatever happens next, as the spec says
+    if (f->kind != Fid::Kind::xattr_write) co_return detail::empty_reply(Rclunk, tag);
+    // The attribute is set now, with exactly the bytes announced.
+    if (f->xattr.size() != f->xattr_size) co_return error_reply(tag, EINVAL);
+    const int r = co_await run_in_worker([&f] {
+        const std::string p = proc_path(f->path_fd.get());
+        const int rc = f->xattr_size == 0  // as QEMU: an empty value is Linux's removexattr
+                           ? ::removexattr(p.c_str(), f->xattr_name.c_str())
+                           : ::setxattr(p.c_str(), f->xattr_name.c_str(), f->xattr.data(), f->xattr.size(),
+                                        int(f->xattr_flags));
+        return rc == 0 ? 0 : -errno;
+    });
+    co_return detail::status_reply(Rclunk, tag, r);
+}
+
+Task<Reply> Session::getattr(uint16_t tag, const Getattr& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    struct stat st;
+    const int fd = f->path_fd.get();
+    const int r = co_await run_in_worker([fd, &st] { return stat_fd(fd, st); });
+    if (r < 0) co_return error_reply(tag, -r);
+    co_return reply(Rgetattr, tag, [&](WireWriter& w) {
+        w.u64(kGetattrBasic);
+        w.qid(qid_of(st));
+        w.u32(st.st_mode);
+        w.u32(st.st_uid);
+        w.u32(st.st_gid);
+        w.u64(st.st_nlink);
+        w.u64(st.st_rdev);
+        w.u64(uint64_t(st.st_size));
+        w.u64(uint64_t(st.st_blksize));
+        w.u64(uint64_t(st.st_blocks));
+        for (const timespec& t : {st.st_atim, st.st_mtim, st.st_ctim}) {
+            w.u64(uint64_t(t.tv_sec));
+            w.u64(uint64_t(t.tv_nsec));
+        }
+        for (int i = 0; i < 4; i++) w.u64(0);  // btime, gen, data_version: not valid
+    });
+}
+
+Task<Reply> Session::statfs(uint16_t tag, const Statfs& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    struct statfs sf;
+    const int fd = f->path_fd.get();
+    const int r = co_await run_in_worker([fd, &sf] { return ::fstatfs(fd, &sf) == 0 ? 0 : -errno; });
+    if (r < 0) co_return error_reply(tag, -r);
+    co_return reply(Rstatfs, tag, [&](WireWriter& w) {
+        w.u32(uint32_t(sf.f_type));
+        w.u32(uint32_t(sf.f_bsize));
+        w.u64(sf.f_blocks);
+        w.u64(sf.f_bfree);
+        w.u64(sf.f_bavail);
+        w.u64(sf.f_files);
+        w.u64(sf.f_ffree);
+        uint64_t fsid;
+        static_assert(sizeof fsid == sizeof sf.f_fsid);
+        std::memcpy(&fsid, &sf.f_fsid, sizeof fsid);
+        w.u64(fsid);
+        w.u32(uint32_t(sf.f_namelen));
+    });
+}
+
+}  // namespace ioplane::fs9p

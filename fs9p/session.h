@@ -1,0 +1,114 @@
+// Session: the 9P2000.L state of one connection (negotiated msize, the fid
+// table) and the handlers of every message, as QEMU's VirtFS does them: each
+// request is a coroutine in the connection's context, and each blocking
+// system call hops to a worker of that context's thread pool
+// (run_in_worker) and back. Nothing here knows about sockets; the
+// connection feeds decoded requests in and sends the replies out.
+//
+// Thread contract: the connection's context, for every member; requests may
+// run concurrently (interleaved at their worker hops).
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fid.h"
+#include "ioplane/core/io_buffer.h"
+#include "ioplane/core/task.h"
+#include "messages.h"
+
+namespace ioplane::fs9p {
+
+// What a connection serves: one directory tree.
+struct ShareConfig {
+    std::string id;        // the export id (an accepted aname)
+    std::string path;      // the directory (an accepted aname too)
+    int root_fd = -1;      // O_PATH fd of the directory, owned by the export
+    bool readonly = false;
+    uint32_t max_msize = 4u << 20;
+    size_t max_fids = 16384;
+};
+
+struct Reply {
+    std::vector<uint8_t> head;  // the whole message, or its start when data follows
+    IoBuffer data;              // Rread payload: data_len bytes sent after head
+    uint32_t data_len = 0;
+};
+
+class Session {
+public:
+    explicit Session(const ShareConfig& share) : share_(share) {}
+
+    // The msize in force: the server's maximum until Tversion negotiates.
+    uint32_t msize() const { return msize_; }
+    bool negotiated() const { return negotiated_; }
+
+    // Tversion: negotiates msize and forgets every fid. The caller has waited
+    // for the requests in flight (the spec aborts them).
+    Reply version(uint16_t tag, const Version& m);
+    // Any other request.
+    Task<Reply> handle(const Request& req);
+
+    size_t fid_count() const { return fids_.size(); }
+    // Forgets every fid (closing their fds once no request holds them).
+    void reset() {
+        fids_.clear();
+        negotiated_ = false;
+    }
+
+private:
+    Task<Reply> attach(uint16_t tag, const Attach& m);
+    Task<Reply> walk(uint16_t tag, const Walk& m);
+    Task<Reply> lopen(uint16_t tag, const Lopen& m);
+    Task<Reply> lcreate(uint16_t tag, const Lcreate& m);
+    Task<Reply> read(uint16_t tag, const Read& m);
+    Task<Reply> write(uint16_t tag, const Write& m);
+    Task<Reply> clunk(uint16_t tag, const Clunk& m);
+    Task<Reply> remove(uint16_t tag, const Remove& m);
+    Task<Reply> getattr(uint16_t tag, const Getattr& m);
+    Task<Reply> setattr(uint16_t tag, const Setattr& m);
+    Task<Reply> statfs(uint16_t tag, const Statfs& m);
+    Task<Reply> readdir(uint16_t tag, const Readdir& m);
+    Task<Reply> fsync(uint16_t tag, const Fsync& m);
+    Task<Reply> mkdir(uint16_t tag, const Mkdir& m);
+    Task<Reply> symlink(uint16_t tag, const Symlink& m);
+    Task<Reply> mknod(uint16_t tag, const Mknod& m);
+    Task<Reply> readlink(uint16_t tag, const Readlink& m);
+    Task<Reply> link(uint16_t tag, const Link& m);
+    Task<Reply> rename(uint16_t tag, const Rename& m);
+    Task<Reply> renameat(uint16_t tag, const Renameat& m);
+    Task<Reply> unlinkat(uint16_t tag, const Unlinkat& m);
+    Task<Reply> xattrwalk(uint16_t tag, const Xattrwalk& m);
+    Task<Reply> xattrcreate(uint16_t tag, const Xattrcreate& m);
+    Task<Reply> lock(uint16_t tag, const Lock& m);
+    Task<Reply> getlock(uint16_t tag, const Getlock& m);
+
+    // Creates `name` in the directory `dir` with `make` (a worker call given
+    // the directory's O_PATH fd, returning -errno or 0), then replies with
+    // the new object's qid (and gives it to `uid`/`gid` when we can).
+    template <class Make>
+    Task<Reply> create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::string_view name, uint32_t gid,
+                          Make make);
+
+    FidRef find(uint32_t fid) const;
+    // Adds (or replaces, for walk's newfid == fid) an entry; false past max_fids.
+    bool put(uint32_t fid, FidRef f);
+    // Renames in this session change the paths other fids hold.
+    void rename_paths(const std::string& from, const std::string& to);
+    uint32_t iounit() const { return msize_ - uint32_t(kIoHeaderSize); }
+
+    const ShareConfig& share_;
+    uint32_t msize_ = 8192;
+    bool negotiated_ = false;
+    std::unordered_map<uint32_t, FidRef> fids_;
+};
+
+// Thread contract: pure; any thread. Replies that carry no payload.
+Reply error_reply(uint16_t tag, int err);
+
+}  // namespace ioplane::fs9p

@@ -1,0 +1,314 @@
+// Handlers for open files: open and create, read and write, readdir, fsync,
+// POSIX locks, and extended attributes (which read and write like files).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "host_fs.h"
+#include "ioplane/core/run_in_worker.h"
+#include "session.h"
+#include "session_reply.h"
+
+namespace ioplane::fs9p {
+
+using detail::reply;
+
+namespace {
+
+constexpr int kWriteFlags = O_WRONLY | O_RDWR | O_TRUNC | O_APPEND;
+constexpr size_t kXattrMax = 64 * 1024;  // XATTR_SIZE_MAX and XATTR_LIST_MAX
+
+bool wants_write(uint32_t flags) {
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND));
+}
+
+Reply open_reply(uint8_t type, uint16_t tag, const Qid& q, uint32_t iounit) {
+    return reply(type, tag, [&](WireWriter& w) {
+        w.qid(q);
+        w.u32(iounit);
+    });
+}
+
+}  // namespace
+
+Task<Reply> Session::lopen(uint16_t tag, const Lopen& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (f->open_fd || f->opening) co_return error_reply(tag, EBADF);
+    if (share_.readonly && wants_write(m.flags)) co_return error_reply(tag, EROFS);
+    f->opening = true;
+    const int path_fd = f->path_fd.get();
+    const int fd = co_await run_in_worker([path_fd, flags = int(m.flags)] { return reopen(path_fd, flags); });
+    f->opening = false;
+    if (fd < 0) co_return error_reply(tag, -fd);
+    f->open_fd.reset(fd);
+    co_return open_reply(Rlopen, tag, f->qid, iounit());
+}
+
+Task<Reply> Session::lcreate(uint16_t tag, const Lcreate& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || f->open_fd || f->opening) co_return error_reply(tag, EBADF);
+    if (!f->is_dir()) co_return error_reply(tag, ENOTDIR);
+    if (!is_plain_name(m.name)) co_return error_reply(tag, EINVAL);
+    if (share_.readonly) co_return error_reply(tag, EROFS);
+    struct Created {
+        int fd = -1, path_fd = -1;
+        struct stat st;
+    };
+    f->opening = true;
+    const int dir = f->path_fd.get();
+    const uint32_t uid = f->uid;
+    const std::string name(m.name);
+    Created c = co_await run_in_worker([dir, &name, flags = int(m.flags), mode = m.mode & 07777, uid, gid = m.gid] {
+        Created c;
+        // A plain name in a directory we hold: O_NOFOLLOW is enough to never
+        // create or open through a symlink; O_NONBLOCK that a fifo found
+        // there (without O_EXCL) cannot hang us before fstat refuses it.
+        const int clean = (flags & ~(O_DIRECTORY | O_PATH | O_NOCTTY)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+        c.fd = ::openat(dir, name.c_str(), clean, mode);
+        if (c.fd < 0) {
+            c.fd = -errno;
+            return c;
+        }
+        if (::fstat(c.fd, &c.st) != 0 || !S_ISREG(c.st.st_mode)) {
+            ::close(c.fd);
+            c.fd = -ENXIO;
+            return c;
+        }
+        if (!(flags & O_NONBLOCK)) ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) & ~O_NONBLOCK);
+        if (::geteuid() == 0) (void)::fchown(c.fd, uid, gid);  // the creator owns it, as on a local disk
+        c.path_fd = ::open(proc_path(c.fd).c_str(), O_PATH | O_CLOEXEC);
+        if (c.path_fd < 0) {
+            ::close(c.fd);
+            c.fd = -errno;
+        }
+        return c;
+    });
+    f->opening = false;
+    if (c.fd < 0) co_return error_reply(tag, -c.fd);
+    // The fid now stands for the new, open file.
+    f->path_fd.reset(c.path_fd);
+    f->open_fd.reset(c.fd);
+    f->path = detail::join_path(f->path, m.name);
+    f->qid = qid_of(c.st);
+    co_return open_reply(Rlcreate, tag, f->qid, iounit());
+}
+
+Task<Reply> Session::read(uint16_t tag, const Read& m) {
+    FidRef f = find(m.fid);
+    if (!f) co_return error_reply(tag, EBADF);
+    const uint32_t count = std::min(m.count, iounit());
+    Reply r;
+    if (f->kind == Fid::Kind::xattr_read) {
+        const uint64_t at = std::min<uint64_t>(m.offset, f->xattr.size());
+        r.data_len = uint32_t(std::min<uint64_t>(count, f->xattr.size() - at));
+        r.data = IoBuffer::allocate(r.data_len);
+        if (!r.data) co_return error_reply(tag, ENOMEM);
+        std::memcpy(r.data.get(), f->xattr.data() + at, r.data_len);
+    } else {
+        if (f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+        if (m.offset > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
+        r.data = IoBuffer::allocate(count);
+        if (!r.data) co_return error_reply(tag, ENOMEM);
+        const int fd = f->open_fd.get();
+        const ssize_t n = co_await run_in_worker([fd, buf = r.data.get(), count, off = off_t(m.offset)] {
+            ssize_t got;
+            do {
+                got = ::pread(fd, buf, count, off);
+            } while (got < 0 && errno == EINTR);
+            return got < 0 ? ssize_t(-errno) : got;
+        });
+        if (n < 0) co_return error_reply(tag, int(-n));
+        r.data_len = uint32_t(n);
+    }
+    WireWriter w(r.head);
+    w.begin(Rread, tag);
+    w.u32(r.data_len);
+    w.finish(r.data_len);
+    co_return r;
+}
+
+Task<Reply> Session::write(uint16_t tag, const Write& m) {
+    FidRef f = find(m.fid);
+    if (!f) co_return error_reply(tag, EBADF);
+    const uint32_t count = uint32_t(m.data.size());
+    if (f->kind == Fid::Kind::xattr_write) {
+        // Written in order, up to the size Txattrcreate announced.
+        if (m.offset != f->xattr.size() || f->xattr.size() + count > f->xattr_size) co_return error_reply(tag, EINVAL);
+        f->xattr.insert(f->xattr.end(), m.data.begin(), m.data.end());
+    } else {
+        if (f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+        if (share_.readonly) co_return error_reply(tag, EROFS);
+        if (m.offset > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
+        const int fd = f->open_fd.get();
+        const ssize_t n = co_await run_in_worker([fd, data = m.data, off = off_t(m.offset)] {
+            ssize_t put;
+            do {
+                put = ::pwrite(fd, data.data(), data.size(), off);
+            } while (put < 0 && errno == EINTR);
+            return put < 0 ? ssize_t(-errno) : put;
+        });
+        if (n < 0) co_return error_reply(tag, int(-n));
+        co_return reply(Rwrite, tag, [&](WireWriter& w) { w.u32(uint32_t(n)); });
+    }
+    co_return reply(Rwrite, tag, [&](WireWriter& w) { w.u32(count); });
+}
+
+Task<Reply> Session::readdir(uint16_t tag, const Readdir& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+    if (!f->is_dir()) co_return error_reply(tag, ENOTDIR);
+    const uint32_t count = std::min(m.count, iounit());
+    Reply r;
+    r.data = IoBuffer::allocate(count);
+    if (!r.data) co_return error_reply(tag, ENOMEM);
+    // One worker hop for the whole batch: seek to the client's offset, then
+    // getdents64 until the reply is full. Each dirent's d_off is the offset
+    // of the entry after it, exactly what 9P's readdir offset means.
+    const int n = co_await run_in_worker([&f, count, offset = m.offset, out = r.data.get()] {
+        std::lock_guard lk(f->dir_mu);
+        const int fd = f->open_fd.get();
+        if (::lseek(fd, off_t(offset), SEEK_SET) < 0) return -errno;
+        alignas(8) char buf[32 * 1024];
+        uint32_t used = 0;
+        std::vector<uint8_t> entry;
+        for (;;) {
+            const long got = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
+            if (got < 0) return used > 0 ? int(used) : -errno;
+            if (got == 0) return int(used);
+            for (long pos = 0; pos < got;) {
+                auto* d = reinterpret_cast<const struct dirent64*>(buf + pos);
+                pos += d->d_reclen;
+                const size_t len = std::strlen(d->d_name);
+                const size_t need = kQidSize + 8 + 1 + 2 + len;
+                if (used + need > count) {
+                    // Full: the next call starts at this entry.
+                    return used > 0 ? int(used) : -EINVAL;  // count too small for one entry
+                }
+                entry.clear();
+                WireWriter w(entry);
+                Qid q;
+                q.type = d->d_type == DT_DIR ? kQtDir : d->d_type == DT_LNK ? kQtSymlink : kQtFile;
+                q.path = d->d_ino;
+                w.qid(q);
+                w.u64(uint64_t(d->d_off));
+                w.u8(d->d_type);
+                w.str(std::string_view(d->d_name, len));
+                std::memcpy(out + used, entry.data(), entry.size());
+                used += uint32_t(entry.size());
+            }
+        }
+    });
+    if (n < 0) co_return error_reply(tag, -n);
+    r.data_len = uint32_t(n);
+    WireWriter w(r.head);
+    w.begin(Rreaddir, tag);
+    w.u32(r.data_len);
+    w.finish(r.data_len);
+    co_return r;
+}
+
+Task<Reply> Session::fsync(uint16_t tag, const Fsync& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+    const int fd = f->open_fd.get();
+    const int r = co_await run_in_worker([fd, data = m.datasync != 0] {
+        return (data ? ::fdatasync(fd) : ::fsync(fd)) == 0 ? 0 : -errno;
+    });
+    co_return detail::status_reply(Rfsync, tag, r);
+}
+
+// POSIX record locks, as open file description locks on the fid's open
+// file: they belong to the client's open file, not to the server process
+// (classic fcntl locks would all merge into one owner, ours).
+Task<Reply> Session::lock(uint16_t tag, const Lock& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+    if (m.type > kLockUnlock || m.start > uint64_t(LLONG_MAX) || m.length > uint64_t(LLONG_MAX))
+        co_return error_reply(tag, EINVAL);
+    const int fd = f->open_fd.get();
+    // Never waits: a blocking request that conflicts gets BLOCKED, and the
+    // Linux client sleeps and asks again.
+    const uint8_t status = co_await run_in_worker([fd, m] {
+        struct flock fl {};
+        fl.l_type = short(m.type == kLockRead ? F_RDLCK : m.type == kLockWrite ? F_WRLCK : F_UNLCK);
+        fl.l_whence = SEEK_SET;
+        fl.l_start = off_t(m.start);
+        fl.l_len = off_t(m.length);
+        if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return kLockSuccess;
+        return (errno == EAGAIN || errno == EACCES) ? kLockBlocked : kLockError;
+    });
+    co_return reply(Rlock, tag, [&](WireWriter& w) { w.u8(status); });
+}
+
+Task<Reply> Session::getlock(uint16_t tag, const Getlock& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
+    if (m.type > kLockWrite || m.start > uint64_t(LLONG_MAX) || m.length > uint64_t(LLONG_MAX))
+        co_return error_reply(tag, EINVAL);
+    struct flock fl {};
+    fl.l_type = short(m.type == kLockRead ? F_RDLCK : F_WRLCK);
+    fl.l_whence = SEEK_SET;
+    fl.l_start = off_t(m.start);
+    fl.l_len = off_t(m.length);
+    const int fd = f->open_fd.get();
+    const int r = co_await run_in_worker([fd, &fl] { return ::fcntl(fd, F_OFD_GETLK, &fl) == 0 ? 0 : -errno; });
+    if (r < 0) co_return error_reply(tag, -r);
+    const bool free = fl.l_type == F_UNLCK;
+    co_return reply(Rgetlock, tag, [&](WireWriter& w) {
+        w.u8(free ? kLockUnlock : fl.l_type == F_RDLCK ? kLockRead : kLockWrite);
+        w.u64(free ? m.start : uint64_t(fl.l_start));
+        w.u64(free ? m.length : uint64_t(fl.l_len));
+        w.u32(free ? m.proc_id : uint32_t(fl.l_pid));
+        w.str(m.client_id);
+    });
+}
+
+Task<Reply> Session::xattrwalk(uint16_t tag, const Xattrwalk& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (m.newfid == m.fid || fids_.contains(m.newfid)) co_return error_reply(tag, EBADF);
+    if (m.name.find('\0') != std::string_view::npos) co_return error_reply(tag, EINVAL);
+    auto x = std::make_shared<Fid>();
+    x->kind = Fid::Kind::xattr_read;
+    x->xattr.resize(kXattrMax);
+    const int fd = f->path_fd.get();
+    const std::string name(m.name);
+    const ssize_t n = co_await run_in_worker([fd, &name, buf = x->xattr.data()] {
+        const std::string p = proc_path(fd);
+        const ssize_t got = name.empty() ? ::listxattr(p.c_str(), reinterpret_cast<char*>(buf), kXattrMax)
+                                         : ::getxattr(p.c_str(), name.c_str(), buf, kXattrMax);
+        return got < 0 ? ssize_t(-errno) : got;
+    });
+    if (n < 0) co_return error_reply(tag, int(-n));
+    x->xattr.resize(size_t(n));
+    x->xattr.shrink_to_fit();
+    if (!put(m.newfid, x)) co_return error_reply(tag, EMFILE);
+    co_return reply(Rxattrwalk, tag, [&](WireWriter& w) { w.u64(uint64_t(n)); });
+}
+
+Task<Reply> Session::xattrcreate(uint16_t tag, const Xattrcreate& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object || f->open_fd) co_return error_reply(tag, EBADF);
+    if (share_.readonly) co_return error_reply(tag, EROFS);
+    if (m.size > kXattrMax) co_return error_reply(tag, E2BIG);
+    if (m.name.empty() || m.name.find('\0') != std::string_view::npos) co_return error_reply(tag, EINVAL);
+    if (m.flags & ~uint32_t(XATTR_CREATE | XATTR_REPLACE)) co_return error_reply(tag, EINVAL);
+    // The fid becomes a write-only attribute; clunk sets it.
+    f->kind = Fid::Kind::xattr_write;
+    f->xattr_name = std::string(m.name);
+    f->xattr_size = m.size;
+    f->xattr_flags = m.flags;
+    f->xattr.reserve(size_t(m.size));
+    co_return detail::empty_reply(Rxattrcreate, tag);
+}
+
+}  // namespace ioplane::fs9p

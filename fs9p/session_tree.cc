@@ -1,0 +1,217 @@
+// Handlers that change the tree or an object's metadata: mkdir, symlink,
+// mknod, link, rename, renameat, unlinkat, remove, setattr, and readlink.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+
+#include "host_fs.h"
+#include "ioplane/core/run_in_worker.h"
+#include "session.h"
+#include "session_reply.h"
+
+namespace ioplane::fs9p {
+
+using detail::reply;
+
+namespace {
+
+// The fid of a directory to change, or an errno.
+int check_dir(const FidRef& d, bool readonly) {
+    if (!d || d->kind != Fid::Kind::object) return EBADF;
+    if (!d->is_dir()) return ENOTDIR;
+    return readonly ? EROFS : 0;
+}
+
+}  // namespace
+
+template <class Make>
+Task<Reply> Session::create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::string_view name, uint32_t gid,
+                               Make make) {
+    FidRef d = find(dfid);
+    if (int e = check_dir(d, share_.readonly)) co_return error_reply(tag, e);
+    if (!is_plain_name(name)) co_return error_reply(tag, EINVAL);
+    struct stat st;
+    const int dir = d->path_fd.get();
+    const std::string n(name);
+    const int r = co_await run_in_worker([&, dir, uid = d->uid] {
+        if (int rc = make(dir, n.c_str()); rc < 0) return rc;
+        const int fd = open_child(dir, n);
+        if (fd < 0) return fd;
+        if (::geteuid() == 0) (void)::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        const int rc = stat_fd(fd, st);
+        ::close(fd);
+        return rc;
+    });
+    if (r < 0) co_return error_reply(tag, -r);
+    co_return detail::qid_reply(rtype, tag, qid_of(st));
+}
+
+Task<Reply> Session::mkdir(uint16_t tag, const Mkdir& m) {
+    return create_in(tag, Rmkdir, m.dfid, m.name, m.gid, [mode = m.mode & 07777](int dir, const char* name) {
+        return ::mkdirat(dir, name, mode) == 0 ? 0 : -errno;
+    });
+}
+
+Task<Reply> Session::symlink(uint16_t tag, const Symlink& m) {
+    // The target is only a string to us: it is never followed here.
+    if (m.target.empty() || m.target.size() >= PATH_MAX || m.target.find('\0') != std::string_view::npos)
+        co_return error_reply(tag, EINVAL);
+    // A named local, not a temporary in the co_await (see run_in_worker.h).
+    const std::string target(m.target);
+    auto make = [&target](int dir, const char* name) { return ::symlinkat(target.c_str(), dir, name) == 0 ? 0 : -errno; };
+    co_return co_await create_in(tag, Rsymlink, m.fid, m.name, m.gid, make);
+}
+
+Task<Reply> Session::mknod(uint16_t tag, const Mknod& m) {
+    // Regular files and fifos only: a device node made by a client would
+    // give it the host's devices.
+    const mode_t type = m.mode & S_IFMT;
+    if (type != S_IFREG && type != S_IFIFO) co_return error_reply(tag, EPERM);
+    co_return co_await create_in(tag, Rmknod, m.dfid, m.name, m.gid, [mode = m.mode & (S_IFMT | 07777)](int dir, const char* name) {
+        return ::mknodat(dir, name, mode, 0) == 0 ? 0 : -errno;
+    });
+}
+
+Task<Reply> Session::readlink(uint16_t tag, const Readlink& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    std::string target(PATH_MAX, '\0');
+    const int fd = f->path_fd.get();
+    const ssize_t n = co_await run_in_worker([fd, &target] {
+        const ssize_t got = ::readlinkat(fd, "", target.data(), target.size());
+        return got < 0 ? ssize_t(-errno) : got;
+    });
+    if (n < 0) co_return error_reply(tag, int(-n));
+    target.resize(size_t(n));
+    co_return reply(Rreadlink, tag, [&](WireWriter& w) { w.str(target); });
+}
+
+Task<Reply> Session::link(uint16_t tag, const Link& m) {
+    FidRef d = find(m.dfid);
+    FidRef f = find(m.fid);
+    if (int e = check_dir(d, share_.readonly)) co_return error_reply(tag, e);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (!is_plain_name(m.name)) co_return error_reply(tag, EINVAL);
+    const int dir = d->path_fd.get();
+    const int obj = f->path_fd.get();
+    const std::string name(m.name);
+    const int r = co_await run_in_worker([dir, obj, &name] {
+        // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
+        return ::linkat(AT_FDCWD, proc_path(obj).c_str(), dir, name.c_str(), AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
+    });
+    co_return detail::status_reply(Rlink, tag, r);
+}
+
+Task<Reply> Session::rename(uint16_t tag, const Rename& m) {
+    FidRef f = find(m.fid);
+    FidRef d = find(m.dfid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (int e = check_dir(d, share_.readonly)) co_return error_reply(tag, e);
+    if (!is_plain_name(m.name)) co_return error_reply(tag, EINVAL);
+    if (f->path.empty()) co_return error_reply(tag, EBUSY);  // the root
+    const std::string from = f->path;
+    const std::string to = detail::join_path(d->path, m.name);
+    const int root = share_.root_fd;
+    const int dir = d->path_fd.get();
+    const std::string name(m.name);
+    const int r = co_await run_in_worker([root, dir, &from, &name] {
+        const int old_dir = open_beneath(root, detail::parent_path(from));
+        if (old_dir < 0) return old_dir;
+        const int rc = ::renameat(old_dir, detail::base_name(from).c_str(), dir, name.c_str()) == 0 ? 0 : -errno;
+        ::close(old_dir);
+        return rc;
+    });
+    if (r == 0) rename_paths(from, to);
+    co_return detail::status_reply(Rrename, tag, r);
+}
+
+Task<Reply> Session::renameat(uint16_t tag, const Renameat& m) {
+    FidRef od = find(m.olddirfid);
+    FidRef nd = find(m.newdirfid);
+    if (int e = check_dir(od, share_.readonly)) co_return error_reply(tag, e);
+    if (int e = check_dir(nd, share_.readonly)) co_return error_reply(tag, e);
+    if (!is_plain_name(m.oldname) || !is_plain_name(m.newname)) co_return error_reply(tag, EINVAL);
+    const int from_dir = od->path_fd.get();
+    const int to_dir = nd->path_fd.get();
+    const std::string o(m.oldname), n(m.newname);
+    const int r = co_await run_in_worker([from_dir, to_dir, &o, &n] {
+        return ::renameat(from_dir, o.c_str(), to_dir, n.c_str()) == 0 ? 0 : -errno;
+    });
+    if (r == 0) rename_paths(detail::join_path(od->path, m.oldname), detail::join_path(nd->path, m.newname));
+    co_return detail::status_reply(Rrenameat, tag, r);
+}
+
+Task<Reply> Session::unlinkat(uint16_t tag, const Unlinkat& m) {
+    FidRef d = find(m.dirfid);
+    if (int e = check_dir(d, share_.readonly)) co_return error_reply(tag, e);
+    if (!is_plain_name(m.name)) co_return error_reply(tag, EINVAL);
+    if (m.flags & ~uint32_t(AT_REMOVEDIR)) co_return error_reply(tag, EINVAL);
+    const int dir = d->path_fd.get();
+    const std::string name(m.name);
+    const int r = co_await run_in_worker([dir, &name, flags = int(m.flags)] {
+        return ::unlinkat(dir, name.c_str(), flags) == 0 ? 0 : -errno;
+    });
+    co_return detail::status_reply(Runlinkat, tag, r);
+}
+
+Task<Reply> Session::remove(uint16_t tag, const Remove& m) {
+    auto it = fids_.find(m.fid);
+    if (it == fids_.end()) co_return error_reply(tag, EBADF);
+    FidRef f = std::move(it->second);
+    fids_.erase(it);  // clunked even if the removal fails (remove(5))
+    if (f->kind != Fid::Kind::object) co_return error_reply(tag, EINVAL);
+    if (share_.readonly) co_return error_reply(tag, EROFS);
+    if (f->path.empty()) co_return error_reply(tag, EBUSY);
+    const int root = share_.root_fd;
+    const int r = co_await run_in_worker([root, &f, dir = f->is_dir()] {
+        const std::string& path = f->path;
+        const int parent = open_beneath(root, detail::parent_path(path));
+        if (parent < 0) return parent;
+        const int rc = ::unlinkat(parent, detail::base_name(path).c_str(), dir ? AT_REMOVEDIR : 0) == 0 ? 0 : -errno;
+        ::close(parent);
+        return rc;
+    });
+    co_return detail::status_reply(Rremove, tag, r);
+}
+
+Task<Reply> Session::setattr(uint16_t tag, const Setattr& m) {
+    FidRef f = find(m.fid);
+    if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (share_.readonly) co_return error_reply(tag, EROFS);
+    if ((m.valid & kSetattrSize) && m.size > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
+    const int fd = f->path_fd.get();
+    const int r = co_await run_in_worker([fd, m] {
+        const std::string p = proc_path(fd);
+        if ((m.valid & kSetattrMode) && ::chmod(p.c_str(), m.mode & 07777) != 0) return -errno;
+        if (m.valid & (kSetattrUid | kSetattrGid)) {
+            const uid_t uid = (m.valid & kSetattrUid) ? m.uid : uid_t(-1);
+            const gid_t gid = (m.valid & kSetattrGid) ? m.gid : gid_t(-1);
+            if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return -errno;
+        }
+        if (m.valid & kSetattrSize) {
+            struct stat st;
+            if (int rc = stat_fd(fd, st); rc < 0) return rc;
+            if (!S_ISREG(st.st_mode)) return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+            if (::truncate(p.c_str(), off_t(m.size)) != 0) return -errno;
+        }
+        if (m.valid & (kSetattrAtime | kSetattrMtime)) {
+            // A time without its _SET bit means "now", as utimensat says it.
+            auto pick = [&](uint32_t bit, uint32_t set_bit, uint64_t sec, uint64_t nsec) {
+                timespec t{0, UTIME_OMIT};
+                if (m.valid & bit) t = (m.valid & set_bit) ? timespec{time_t(sec), long(nsec)} : timespec{0, UTIME_NOW};
+                return t;
+            };
+            const timespec times[2] = {pick(kSetattrAtime, kSetattrAtimeSet, m.atime_sec, m.atime_nsec),
+                                       pick(kSetattrMtime, kSetattrMtimeSet, m.mtime_sec, m.mtime_nsec)};
+            if (::utimensat(AT_FDCWD, p.c_str(), times, 0) != 0) return -errno;
+        }
+        return 0;
+    });
+    co_return detail::status_reply(Rsetattr, tag, r);
+}
+
+}  // namespace ioplane::fs9p
