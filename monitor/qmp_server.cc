@@ -61,7 +61,7 @@ void QmpDispatcher::remove_client(QmpClient* client) { std::erase(clients_, clie
 Result<std::unique_ptr<QmpMonitor>> QmpMonitor::start(AioContext& main_ctx, QmpDispatcher& dispatcher,
                                                       MonitorOptions options) {
     std::unique_ptr<QmpMonitor> m(new QmpMonitor(main_ctx, dispatcher, std::move(options)));
-    if (auto r = m->open(); !r) return fail(r.error().code, "monitor '" + m->options_.name + "': " + r.error().message);
+    if (auto r = m->open(); !r) return std::unexpected(r.error());
     return m;
 }
 
@@ -71,14 +71,15 @@ QmpMonitor::QmpMonitor(AioContext& main_ctx, QmpDispatcher& dispatcher, MonitorO
 Result<void> QmpMonitor::open() {
     if (options_.endpoint.kind == MonitorEndpoint::Kind::stdio) {
         if (auto r = add_client(STDIN_FILENO, STDOUT_FILENO, "stdio"); !r)
-            return fail(r.error().code, "stdin and stdout must be pipes, sockets or terminals: " + r.error().message);
+            return fail(r.error().code, "monitor '" + options_.name +
+                                            "': stdin and stdout must be pipes, sockets or terminals: " +
+                                            r.error().message);
         return {};
     }
-    auto fds = listen_on(options_.endpoint.addr);
-    if (!fds) return std::unexpected(fds.error());
-    listen_fds_ = std::move(*fds);
-    for (int fd : listen_fds_)
-        if (auto r = main_ctx_.set_fd_handler(fd, {.on_read = [this, fd] { on_acceptable(fd); }}); !r) return r;
+    auto listener = Listener::start(main_ctx_, options_.endpoint.addr, "monitor '" + options_.name + "'",
+                                    [this](int fd, std::string peer) { on_client(fd, std::move(peer)); });
+    if (!listener) return std::unexpected(listener.error());
+    listener_ = std::move(*listener);
     LOG_INFO("monitor '%s': QMP on %s", options_.name.c_str(), describe(options_.endpoint.addr).c_str());
     if (options_.endpoint.addr.type == ListenAddress::Type::unix_socket)
         LOG_INFO("  try: ioplane-qmp -s %s top", options_.endpoint.addr.path.c_str());
@@ -91,8 +92,7 @@ Result<void> QmpMonitor::open() {
 }
 
 QmpMonitor::~QmpMonitor() {
-    for (int fd : listen_fds_) main_ctx_.remove_fd_handler(fd);
-    stop_listening(options_.endpoint.addr, listen_fds_);
+    listener_.reset();
     for (auto& c : clients_) {
         c->flush_without_waiting();
         c->close();
@@ -100,23 +100,15 @@ QmpMonitor::~QmpMonitor() {
     aio_wait_while(main_ctx_, [this] { return !clients_.empty(); });
 }
 
-void QmpMonitor::on_acceptable(int listen_fd) {
-    for (;;) {
-        std::string peer;
-        int fd = accept_client(listen_fd, peer);
-        if (fd < 0) {
-            if (errno != EAGAIN) LOG_WARN("monitor '%s': accept: %s", options_.name.c_str(), strerror(errno));
-            return;
-        }
-        if (clients_.size() >= options_.max_clients) {
-            LOG_WARN("monitor '%s': refusing client %s: %zu clients connected", options_.name.c_str(), peer.c_str(),
-                     clients_.size());
-            ::close(fd);
-            continue;
-        }
-        if (auto r = add_client(fd, fd, std::move(peer)); !r)
-            LOG_WARN("monitor '%s': %s", options_.name.c_str(), r.error().describe().c_str());
+void QmpMonitor::on_client(int fd, std::string peer) {
+    if (clients_.size() >= options_.max_clients) {
+        LOG_WARN("monitor '%s': refusing client %s: %zu clients connected", options_.name.c_str(), peer.c_str(),
+                 clients_.size());
+        ::close(fd);
+        return;
     }
+    if (auto r = add_client(fd, fd, std::move(peer)); !r)
+        LOG_WARN("monitor '%s': %s", options_.name.c_str(), r.error().describe().c_str());
 }
 
 Result<void> QmpMonitor::add_client(int in_fd, int out_fd, std::string peer) {

@@ -27,6 +27,7 @@
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/co_mutex.h"
 #include "ioplane/core/listen_socket.h"
+#include "ioplane/core/listener.h"
 #include "qmp_message.h"
 
 namespace ioplane::monitor {
@@ -103,13 +104,13 @@ public:
 private:
     QmpMonitor(AioContext& main_ctx, QmpDispatcher& dispatcher, MonitorOptions options);
     Result<void> open();
-    void on_acceptable(int listen_fd);
+    void on_client(int fd, std::string peer);
     Result<void> add_client(int in_fd, int out_fd, std::string peer);
 
     AioContext& main_ctx_;
     QmpDispatcher& dispatcher_;
     const MonitorOptions options_;
-    std::vector<int> listen_fds_;
+    std::unique_ptr<Listener> listener_;
     std::vector<std::unique_ptr<QmpClient>> clients_;
 };
 

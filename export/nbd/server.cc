@@ -1,8 +1,5 @@
 #include "nbd/server.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,60 +13,27 @@
 namespace ioplane::nbd {
 Result<std::unique_ptr<NbdServer>> NbdServer::start(AioContext& main_ctx, NbdServerOptions options) {
     std::unique_ptr<NbdServer> server(new NbdServer(main_ctx, std::move(options)));
-    if (auto r = server->listen(); !r) return std::unexpected(r.error());
+    auto listener = Listener::start(main_ctx, server->options_.addr, "nbd-server",
+                                    [p = server.get()](int fd, std::string peer) { p->on_client(fd, std::move(peer)); });
+    if (!listener) return std::unexpected(listener.error());
+    server->listener_ = std::move(*listener);
     return server;
 }
 
-Result<void> NbdServer::listen() {
-    auto fds = listen_on(options_.addr);
-    if (!fds) return fail(fds.error().code, "nbd-server: " + fds.error().message);
-    listen_fds_ = std::move(*fds);
-    for (int fd : listen_fds_) {
-        if (auto r = main_ctx_.set_fd_handler(fd, {.on_read = [this, fd] { on_acceptable(fd); }}); !r) return r;
-    }
-    return {};
-}
-
 NbdServer::~NbdServer() {
-    for (int fd : listen_fds_) main_ctx_.remove_fd_handler(fd);
-    stop_listening(options_.addr, listen_fds_);
+    listener_.reset();
     disconnect_clients();
 }
 
-void NbdServer::on_acceptable(int listen_fd) {
-    for (;;) {
-        std::string peer;
-        int fd = accept_client(listen_fd, peer);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                // The client stays in the backlog and the listener stays
-                // readable: pause accepting for a moment instead of spinning.
-                LOG_WARN("nbd-server: accept: %s; pausing for 100 ms", strerror(errno));
-                for (int l : listen_fds_) (void)main_ctx_.set_fd_events(l, 0);
-                accept_pause_.arm_in(100'000'000);
-            } else if (errno != EAGAIN) {
-                LOG_WARN("nbd-server: accept: %s", strerror(errno));
-            }
-            return;
-        }
-        if (options_.max_connections > 0 && connections_.size() >= options_.max_connections) {
-            LOG_WARN("nbd-server: refusing client %s: max-connections=%u reached", peer.c_str(),
-                     options_.max_connections);
-            ::close(fd);
-            continue;
-        }
-        if (peer != "unix") {
-            int one = 1;
-            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        auto c = std::make_shared<Connection>(*this, fd, std::move(peer));
-        connections_.push_back(c);
-        c->start(options_.handshake_timeout_ns);
+void NbdServer::on_client(int fd, std::string peer) {
+    if (options_.max_connections > 0 && connections_.size() >= options_.max_connections) {
+        LOG_WARN("nbd-server: refusing client %s: max-connections=%u reached", peer.c_str(), options_.max_connections);
+        ::close(fd);
+        return;
     }
-}
-
-void NbdServer::resume_accepting() {
-    for (int fd : listen_fds_) (void)main_ctx_.set_fd_events(fd, kFdRead);
+    auto c = std::make_shared<Connection>(*this, fd, std::move(peer));
+    connections_.push_back(c);
+    c->start(options_.handshake_timeout_ns);
 }
 
 void NbdServer::connection_closed(const std::shared_ptr<Connection>& c) {

@@ -12,7 +12,7 @@
 
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/listen_socket.h"
-#include "ioplane/core/timer.h"
+#include "ioplane/core/listener.h"
 #include "nbd/nbd_export.h"
 
 namespace ioplane::nbd {
@@ -51,18 +51,14 @@ public:
     size_t connection_count() const { return connections_.size(); }
 
 private:
-    NbdServer(AioContext& main_ctx, NbdServerOptions options)
-        : main_ctx_(main_ctx), options_(std::move(options)), accept_pause_(main_ctx, [this] { resume_accepting(); }) {}
-    void resume_accepting();
-    Result<void> listen();
-    void on_acceptable(int listen_fd);
+    NbdServer(AioContext& main_ctx, NbdServerOptions options) : main_ctx_(main_ctx), options_(std::move(options)) {}
+    void on_client(int fd, std::string peer);
 
     AioContext& main_ctx_;
     const NbdServerOptions options_;
-    std::vector<int> listen_fds_;
+    std::unique_ptr<Listener> listener_;
     std::map<std::string, std::shared_ptr<NbdExport>> exports_;  // by name
     std::vector<std::shared_ptr<Connection>> connections_;
-    Timer accept_pause_;  // re-enables accepting after running out of fds
 };
 
 }  // namespace ioplane::nbd
