@@ -131,6 +131,8 @@ Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
 Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     FidRef from = find(m.fid);
     if (!from || from->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    // walk(5): "fid must not have been opened for I/O".
+    if (from->open_fd || from->opening) co_return error_reply(tag, EBADF);
     if (m.newfid != m.fid && fids_.contains(m.newfid)) co_return error_reply(tag, EBADF);
     if (!m.names.empty() && !from->is_dir()) co_return error_reply(tag, ENOTDIR);
 

@@ -79,6 +79,7 @@ Task<Reply> Session::mknod(uint16_t tag, const Mknod& m) {
 Task<Reply> Session::readlink(uint16_t tag, const Readlink& m) {
     FidRef f = find(m.fid);
     if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
+    if (f->qid.type != kQtSymlink) co_return error_reply(tag, EINVAL);  // as readlink(2)
     std::string target(PATH_MAX, '\0');
     const int fd = f->path_fd.get();
     const ssize_t n = co_await run_in_worker([fd, &target] {
