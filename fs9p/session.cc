@@ -131,8 +131,9 @@ Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
 Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     FidRef from = find(m.fid);
     if (!from || from->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
-    // walk(5): "fid must not have been opened for I/O".
-    if (from->open_fd || from->opening) co_return error_reply(tag, EBADF);
+    // walk(5) says the fid "must not have been opened for I/O", but diod's
+    // clients (diodls -l) walk from the directory they are reading, and
+    // QEMU and diod allow it: so do we (a walk does not touch the open file).
     if (m.newfid != m.fid && fids_.contains(m.newfid)) co_return error_reply(tag, EBADF);
     if (!m.names.empty() && !from->is_dir()) co_return error_reply(tag, ENOTDIR);
 
