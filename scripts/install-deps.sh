@@ -11,7 +11,7 @@ build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev 
 client_packages=(qemu-utils libnbd-bin)
 # Fuzzing (clang-16 + libFuzzer), the real clients the tests drive, and
 # qemu-storage-daemon (qemu-system-common), the peer the QMP tests compare with.
-test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common "${client_packages[@]}")
+test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common qemu-system-x86 cpio xz-utils diod "${client_packages[@]}")
 
 want=("${build_packages[@]}")
 case "${1:-build}" in
