@@ -129,11 +129,7 @@ Task<Reply> Session::read(uint16_t tag, const Read& m) {
         if (n < 0) co_return error_reply(tag, int(-n));
         r.data_len = uint32_t(n);
     }
-    WireWriter w(r.head);
-    w.begin(Rread, tag);
-    w.u32(r.data_len);
-    w.finish(r.data_len);
-    co_return r;
+    co_return detail::data_reply(Rread, tag, std::move(r));
 }
 
 Task<Reply> Session::write(uint16_t tag, const Write& m) {
@@ -209,11 +205,7 @@ Task<Reply> Session::readdir(uint16_t tag, const Readdir& m) {
     });
     if (n < 0) co_return error_reply(tag, -n);
     r.data_len = uint32_t(n);
-    WireWriter w(r.head);
-    w.begin(Rreaddir, tag);
-    w.u32(r.data_len);
-    w.finish(r.data_len);
-    co_return r;
+    co_return detail::data_reply(Rreaddir, tag, std::move(r));
 }
 
 Task<Reply> Session::fsync(uint16_t tag, const Fsync& m) {

@@ -22,6 +22,16 @@ Reply reply(uint8_t type, uint16_t tag, F fill) {
     return r;
 }
 
+// Rread and Rreaddir: `r.data` holds `r.data_len` bytes; writes the header
+// (count[4]) that goes before them.
+inline Reply data_reply(uint8_t type, uint16_t tag, Reply r) {
+    WireWriter w(r.head);
+    w.begin(type, tag);
+    w.u32(r.data_len);
+    w.finish(r.data_len);
+    return r;
+}
+
 inline Reply empty_reply(uint8_t type, uint16_t tag) {
     return reply(type, tag, [](WireWriter&) {});
 }
