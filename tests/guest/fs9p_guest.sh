@@ -16,7 +16,12 @@ GUEST=${2:-$top/build/guest}
 "$top/scripts/guest/make-guest.sh" "$GUEST" >"$TMP/make-guest.log" 2>&1 || { cat "$TMP/make-guest.log"; fail "make-guest.sh"; }
 
 share=$TMP/share
-mkdir -p "$share/many"
+mkdir -p "$share/many" "$TMP/outside"
+secret="host-secret-$RANDOM$RANDOM"
+echo "$secret" >"$TMP/outside/secret"
+ln -s ../outside/secret "$share/rel_escape"      # relative, out of the export
+ln -s "$TMP/outside/secret" "$share/abs_escape"  # absolute host path
+ln -s /etc "$share/etc_link"
 (cd "$share/many" && seq -f 'e%05g' 0 9999 | xargs touch)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start_daemon --object iothread,id=io0 \
@@ -42,6 +47,12 @@ rmdir d/e
 chmod 600 g
 set -- many/*                              # readdir only: ls would stat every entry
 echo "entries: \$#"
+# Links the host made that point out of the export resolve in the guest's
+# namespace (where nothing is there), never on the host.
+for l in rel_escape abs_escape; do
+    if cat \$l 2>/dev/null; then echo "\$l: read"; else echo "\$l: refused"; fi
+done
+[ "\$(readlink etc_link)" = /etc ]
 cd /
 umount /mnt
 echo guest-done
@@ -64,6 +75,9 @@ pass "guest mounted the export and ran its file operations"
 [ "$(stat -c %s "$share/big")" = 300000 ] || fail "big file size"
 pass "the host sees the tree and contents the guest made"
 
+grep -q "$secret" "$TMP/out" && { show; fail "the guest read a file outside the export"; }
+grep -qx "rel_escape: refused" "$TMP/out" && grep -qx "abs_escape: refused" "$TMP/out" || { show; fail "escaping symlinks"; }
+pass "symlinks out of the export do not reach the host's files"
 grep -qx "entries: 10000" "$TMP/out" || { show; fail "readdir of 10,000 entries"; }
 pass "readdir of 10,000 entries"
 daemon_alive || fail "daemon died"
