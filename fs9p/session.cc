@@ -47,13 +47,15 @@ void Session::rename_paths(const std::string& from, const std::string& to) {
 
 Reply Session::version(uint16_t tag, const Version& m) {
     fids_.clear();
-    // Our maximum, or less if the client asks; never below what a walk of
-    // 16 names or a getattr reply needs.
-    msize_ = std::clamp<uint32_t>(m.msize, 4096, share_.max_msize);
+    // Our maximum, or less if the client asks (version(5): never more). A
+    // client that offers less than a getattr reply or a walk of 16 names
+    // needs gets no session.
+    constexpr uint32_t kMinMsize = 512;
+    msize_ = std::max(std::min(m.msize, share_.max_msize), kMinMsize);
     // "9P2000.L.x" is still 9P2000.L (version(5): the dot and what follows
     // may be ignored); anything else gets "unknown" and no session.
     const std::string_view v = m.version.substr(0, m.version.find('.', 7));
-    negotiated_ = v == "9P2000.L";
+    negotiated_ = v == "9P2000.L" && m.msize >= kMinMsize;
     return reply(Rversion, tag, [&](WireWriter& w) {
         w.u32(msize_);
         w.str(negotiated_ ? "9P2000.L" : "unknown");
