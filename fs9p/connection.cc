@@ -57,7 +57,7 @@ Task<void> Connection::run() {
 
 Task<void> Connection::receive_loop() {
     for (;;) {
-        while (in_flight_.size() >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight)
+        while (active_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight)
             co_await slot_free_.wait();
         if (broken_) co_return;
         uint8_t size_field[4];
@@ -114,10 +114,13 @@ Task<void> Connection::receive_loop() {
 
 Task<void> Connection::serve(Request req, IoBuffer msg, uint32_t size) {
     InFlight me;
+    active_++;
     in_flight_[req.tag] = &me;
     Reply r = co_await session_.handle(req);
-    if (!me.dropped) co_await send(r);
+    // The tag is free once its reply is on its way: the client may reuse it
+    // the moment it reads the reply, before this coroutine runs again.
     in_flight_.erase(req.tag);
+    if (!me.dropped) co_await send(r);
     me.done.restart_all();
     msg.reset();
     request_done(size);
@@ -125,6 +128,7 @@ Task<void> Connection::serve(Request req, IoBuffer msg, uint32_t size) {
 
 Task<void> Connection::flush(uint16_t tag, uint16_t oldtag) {
     InFlight me;
+    active_++;
     in_flight_[tag] = &me;
     if (oldtag != tag) {
         if (auto it = in_flight_.find(oldtag); it != in_flight_.end()) {
@@ -133,11 +137,11 @@ Task<void> Connection::flush(uint16_t tag, uint16_t oldtag) {
             co_await old->done.wait();
         }
     }
+    in_flight_.erase(tag);
     if (!me.dropped) {
         Reply r = detail::empty_reply(Rflush, tag);
         co_await send(r);
     }
-    in_flight_.erase(tag);
     me.done.restart_all();
     request_done(0);
 }
@@ -152,13 +156,14 @@ Task<void> Connection::send(Reply& r) {
 }
 
 Task<void> Connection::wait_idle() {
-    while (!in_flight_.empty()) co_await idle_.wait();
+    while (active_ > 0) co_await idle_.wait();
 }
 
 void Connection::request_done(uint32_t size) {
     bytes_in_flight_ -= size;
+    active_--;
     slot_free_.next();
-    if (in_flight_.empty()) idle_.restart_all();
+    if (active_ == 0) idle_.restart_all();
 }
 
 }  // namespace ioplane::fs9p

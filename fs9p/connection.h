@@ -51,7 +51,7 @@ private:
     Task<void> serve(Request req, IoBuffer msg, uint32_t size);
     Task<void> flush(uint16_t tag, uint16_t oldtag);
     Task<void> send(Reply& r);
-    // Waits until every request in flight has ended.
+    // Waits until every active request has ended.
     Task<void> wait_idle();
     void request_done(uint32_t size);
 
@@ -63,8 +63,11 @@ private:
     std::unique_ptr<BufferedReader> recv_;
     std::unique_ptr<BatchedWriter> writer_;
 
-    std::unordered_map<uint16_t, InFlight*> in_flight_;  // by tag
-    uint64_t bytes_in_flight_ = 0;                       // message sizes of requests in flight
+    // Requests whose reply has not been queued yet, by tag (a tag is free
+    // again once its reply is queued).
+    std::unordered_map<uint16_t, InFlight*> in_flight_;
+    unsigned active_ = 0;          // requests (and flushes) whose coroutine has not ended
+    uint64_t bytes_in_flight_ = 0;  // message sizes of the active requests
     CoQueue slot_free_;  // the receive loop waits here when too much is in flight
     CoQueue idle_;       // wait_idle() waits here
     bool broken_ = false;
