@@ -10,7 +10,7 @@
 # workload: ops/s, server CPU time per op, and the ratio ioplane/diod of ops
 # per server CPU-second (above 1: ioplane does more work per CPU-second).
 #
-#   bench/9p_bench.sh                 # full run, ~12 minutes on 2 cores
+#   bench/9p_bench.sh                 # full run, ~15 minutes on 2 cores
 #   bench/9p_bench.sh --quick         # 2 s runs, 1 repetition: checks the script
 #
 # Options:
@@ -395,7 +395,7 @@ run_one() {
 } >"$OUT/machine.txt"
 
 NRUNS=$((${#SERVER_LIST[@]} * ${#WL_LIST[@]} * ${#QD_LIST[@]} * REPS))
-echo "9P benchmark: ${SERVER_LIST[*]}; $NRUNS runs of ${DURATION}s + ${WARMUP}s warmup (~$((NRUNS * (${DURATION%.*} + 3) / 60 + 1)) min); results in $OUT"
+echo "9P benchmark: ${SERVER_LIST[*]}; $NRUNS runs of ${DURATION}s + ${WARMUP}s warmup (~$((NRUNS * (${DURATION%.*} + 4) / 60 + 1)) min); results in $OUT"
 : >"$OUT/runs.jsonl"
 : >"$OUT/runs-discarded.jsonl"
 for rep in $(seq "$REPS"); do
