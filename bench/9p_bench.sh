@@ -179,13 +179,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+. "$ROOT/bench/lib.sh"  # forget_pid, stop_server, proc_ticks, machine_busy, wait_quiet, disturbed
 trap 'exit 130' INT TERM
-
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -225,49 +220,12 @@ start_server() {
     return 1
 }
 
-stop_server() {
-    [ -n "$SPID" ] || return 0
-    kill -TERM "$SPID" 2>/dev/null || true
-    local i
-    for i in $(seq 100); do
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$SPID" 2>/dev/null || true
-    wait "$SPID" 2>/dev/null || true
-    forget_pid "$SPID"
-    SPID=
-}
-
-# proc_ticks PID: utime+stime of a whole process, in clock ticks (0 if gone).
-proc_ticks() {
-    local s
-    s=$(<"/proc/$1/stat") 2>/dev/null || { echo 0; return; }
-    s=${s##*) }
-    set -- $s
-    echo $((${12} + ${13}))
-}
-# machine_busy: busy ticks over all CPUs, from /proc/stat.
-machine_busy() {
-    local user nice sys idle iow irq sirq steal rest
-    read -r _ user nice sys idle iow irq sirq steal rest </proc/stat
-    echo $((user + nice + sys + irq + sirq + steal))
-}
 # children_ticks: sets CT, the CPU time of this shell's waited-for children
 # in ticks. Not in a $(...): a subshell's `times` does not see them.
 CT=0
 children_ticks() {
     times >"$WORK/times"
     CT=$(awk -v hz="$HZ" 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] } printf "%d", s * hz }' "$WORK/times")
-}
-
-wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) a b
-    while [ $SECONDS -lt $deadline ]; do
-        a=$(machine_busy); sleep 1; b=$(machine_busy)
-        [ $(((b - a) * 100 / HZ)) -lt 25 ] && return 0
-    done
-    echo "  (machine still busy)"
 }
 
 # load_args SERVER WORKLOAD QD: the tool's command line (LOAD_ARGS).
@@ -321,9 +279,9 @@ attempt() {
     else
         load_args "$server" "$wl" "$qd"
         children_ticks; c0=$CT
-        m0=$(machine_busy); s0=$(proc_ticks "$SPID"); t0=$(date +%s.%N)
+        m0=$(machine_busy); s0=$(proc_ticks "$SPID" || echo 0); t0=$(date +%s.%N)
         "$LOAD" "${LOAD_ARGS[@]}" >"$OUT/logs/$tag.json" 2>"$OUT/logs/$tag.err" || rc=$?
-        m1=$(machine_busy); s1=$(proc_ticks "$SPID"); t1=$(date +%s.%N)
+        m1=$(machine_busy); s1=$(proc_ticks "$SPID" || echo 0); t1=$(date +%s.%N)
         children_ticks; c1=$CT
         kill -0 "$SPID" 2>/dev/null || { rc=99; err="the server died: $(grep -v '^ *$' "$log" | tail -1)"; }
         stop_server
@@ -349,8 +307,6 @@ print("  %s: %.0f ops/s, p50 %.0f us, p99 %.0f us, server CPU %s us/op, %.2f msg
         echo "  $tag: FAILED (exit status $rc): $err"
     fi
 }
-
-disturbed() { awk -v o="$1" -v d="$DISTURBED" 'BEGIN {exit !(o > d)}'; }
 
 RUN_NO=0
 RETRY_SPENT=0

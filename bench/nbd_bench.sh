@@ -202,13 +202,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+. "$ROOT/bench/lib.sh"  # forget_pid, stop_server, proc_ticks, machine_ticks, wait_quiet, disturbed
 trap 'exit 130' INT TERM
-
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 # Back-end file: random data on tmpfs, made once and reused.
 if [[ " ${BACKEND_LIST[*]} " == *" file "* ]]; then
@@ -272,45 +267,6 @@ start_server() {
     exit 1
 }
 
-stop_server() {
-    kill -TERM "$SPID" 2>/dev/null || true
-    local i
-    for i in $(seq 100); do
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$SPID" 2>/dev/null || true
-    wait "$SPID" 2>/dev/null || true
-    forget_pid "$SPID"
-    SPID=
-}
-
-# proc_ticks PID: utime+stime of the whole process, in clock ticks.
-proc_ticks() {
-    local s
-    s=$(<"/proc/$1/stat") || return 1
-    s=${s##*) }
-    set -- $s
-    echo $((${12} + ${13}))
-}
-# machine_ticks: "busy total" over all CPUs, from /proc/stat.
-machine_ticks() {
-    local user nice sys idle iow irq sirq steal rest
-    read -r _ user nice sys idle iow irq sirq steal rest </proc/stat
-    echo "$((user + nice + sys + irq + sirq + steal)) $((user + nice + sys + idle + iow + irq + sirq + steal))"
-}
-
-# wait_quiet: up to QUIET_WAIT s until the machine is idle (< 0.25 CPU busy) for 1 s.
-wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) a b busy=0
-    while [ $SECONDS -lt $deadline ]; do
-        read -r -a a <<<"$(machine_ticks)"; sleep 1; read -r -a b <<<"$(machine_ticks)"
-        busy=$(((b[0] - a[0]) * 100 / HZ))  # percent of one CPU
-        [ $busy -lt 25 ] && return 0
-    done
-    echo "  (machine still busy: ${busy}% of a CPU from other processes)"
-}
-
 # fio_args WORKLOAD JSON [RUNTIME]: sets FIO_ARGS, fio's command line for a workload.
 # The nbd engine has no direct/buffered I/O: it sends each I/O as one NBD request.
 FIO_ARGS=()
@@ -355,9 +311,6 @@ attempt() {
     echo "  $tag: $line"
     [ "$rc" = 0 ] || echo "  WARNING: $tag: exit status $rc (see $OUT/logs/$tag.*)"
 }
-
-# disturbed CPUS: whether other processes used more than DISTURBED CPUs.
-disturbed() { awk -v o="$1" -v d="$DISTURBED" 'BEGIN {exit !(o > d)}'; }
 
 # run_one BACKEND SERVER WORKLOAD REP: a measurement. A run that other
 # processes disturbed (they used more than DISTURBED CPUs during it) is run
