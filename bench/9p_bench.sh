@@ -179,7 +179,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-. "$ROOT/bench/lib.sh"  # forget_pid, stop_server, proc_ticks, machine_busy, wait_quiet, disturbed
+. "$ROOT/bench/lib.sh"  # process, CPU and retry helpers
 trap 'exit 130' INT TERM
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -309,30 +309,12 @@ print("  %s: %.0f ops/s, p50 %.0f us, p99 %.0f us, server CPU %s us/op, %.2f msg
 }
 
 RUN_NO=0
-RETRY_SPENT=0
 run_one() {
-    local server=$1 wl=$2 qd=$3 rep=$4 a tag best_line='' best_other='' retry_start
+    local server=$1 wl=$2 qd=$3 rep=$4
     RUN_NO=$((RUN_NO + 1))
     echo "[$RUN_NO/$NRUNS, $((SECONDS / 60))m$((SECONDS % 60))s] $server $wl concurrency $qd rep $rep"
-    for a in $(seq 0 "$RETRIES"); do
-        if [ "$a" != 0 ]; then
-            [ "$RETRY_SPENT" -lt "$RETRY_BUDGET" ] || { echo "  (retry budget spent: keeping it)"; break; }
-            retry_start=$SECONDS
-            wait_quiet
-        fi
-        tag=$server.$wl.qd$qd.$rep
-        [ "$a" = 0 ] || tag=$tag.retry$a
-        attempt "$server" "$wl" "$qd" "$rep" "$tag"
-        if [ -z "$best_line" ] || awk -v n="$ATTEMPT_OTHER" -v b="$best_other" 'BEGIN {exit !(n < b)}'; then
-            [ -z "$best_line" ] || echo "$best_line" >>"$OUT/runs-discarded.jsonl"
-            best_line=$ATTEMPT_LINE best_other=$ATTEMPT_OTHER
-        else
-            echo "$ATTEMPT_LINE" >>"$OUT/runs-discarded.jsonl"
-        fi
-        [ "$a" = 0 ] || RETRY_SPENT=$((RETRY_SPENT + SECONDS - retry_start))
-        disturbed "$ATTEMPT_OTHER" || break
-    done
-    echo "$best_line" >>"$OUT/runs.jsonl"
+    keep_least_disturbed "$server.$wl.qd$qd.$rep" "$OUT/runs.jsonl" "$OUT/runs-discarded.jsonl" \
+        attempt "$server" "$wl" "$qd" "$rep"
 }
 
 {

@@ -1,8 +1,8 @@
 # Helpers the benchmark scripts share (source it): the background processes
 # they start, the CPU time a server uses, and whether the machine is quiet.
 # The caller defines PIDS (array of the processes it started), SPID (the
-# running server), HZ (clock ticks per second), QUIET_WAIT (seconds) and
-# DISTURBED (CPUs).
+# running server), HZ (clock ticks per second), QUIET_WAIT (seconds),
+# DISTURBED (CPUs), RETRIES and RETRY_BUDGET (seconds).
 
 # forget_pid PID: it has been waited for; cleanup need not kill it.
 forget_pid() {
@@ -63,3 +63,35 @@ wait_quiet() {
 
 # disturbed CPUS: whether other processes used more than DISTURBED CPUs.
 disturbed() { awk -v o="$1" -v d="$DISTURBED" 'BEGIN {exit !(o > d)}'; }
+
+# keep_least_disturbed TAG RUNS DISCARDED CMD...: one measurement, `CMD... TAG`,
+# which sets ATTEMPT_LINE (the record) and ATTEMPT_OTHER (the CPUs other
+# processes used meanwhile). An attempt that other processes disturbed is run
+# again (TAG.retryN), up to RETRIES times and RETRY_BUDGET seconds in all,
+# after waiting for the machine to go quiet; the least disturbed attempt is
+# appended to RUNS (the choice looks only at the machine's other load, never
+# at the result), the others to DISCARDED.
+RETRY_SPENT=0
+keep_least_disturbed() {
+    local base=$1 runs=$2 discarded=$3 a tag best_line='' best_other='' retry_start=0
+    shift 3
+    for a in $(seq 0 "$RETRIES"); do
+        tag=$base
+        if [ "$a" != 0 ]; then
+            [ "$RETRY_SPENT" -lt "$RETRY_BUDGET" ] || { echo "  (retry budget spent: keeping it)"; break; }
+            retry_start=$SECONDS
+            wait_quiet
+            tag=$base.retry$a
+        fi
+        "$@" "$tag"
+        if [ -z "$best_line" ] || awk -v n="$ATTEMPT_OTHER" -v b="$best_other" 'BEGIN {exit !(n < b)}'; then
+            [ -z "$best_line" ] || echo "$best_line" >>"$discarded"
+            best_line=$ATTEMPT_LINE best_other=$ATTEMPT_OTHER
+        else
+            echo "$ATTEMPT_LINE" >>"$discarded"
+        fi
+        [ "$a" = 0 ] || RETRY_SPENT=$((RETRY_SPENT + SECONDS - retry_start))
+        disturbed "$ATTEMPT_OTHER" || break
+    done
+    echo "$best_line" >>"$runs"
+}

@@ -202,7 +202,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-. "$ROOT/bench/lib.sh"  # forget_pid, stop_server, proc_ticks, machine_ticks, wait_quiet, disturbed
+. "$ROOT/bench/lib.sh"  # process, CPU and retry helpers
 trap 'exit 130' INT TERM
 
 # Back-end file: random data on tmpfs, made once and reused.
@@ -312,36 +312,15 @@ attempt() {
     [ "$rc" = 0 ] || echo "  WARNING: $tag: exit status $rc (see $OUT/logs/$tag.*)"
 }
 
-# run_one BACKEND SERVER WORKLOAD REP: a measurement. A run that other
-# processes disturbed (they used more than DISTURBED CPUs during it) is run
-# again, up to RETRIES times, after waiting for the machine to go quiet; the
-# least disturbed attempt is kept (the choice looks only at the machine's
-# other load, never at the result). Discarded attempts go to runs-discarded.tsv.
+# run_one BACKEND SERVER WORKLOAD REP: a measurement, retried while disturbed
+# (keep_least_disturbed in lib.sh).
 RUN_NO=0
-RETRY_SPENT=0
 run_one() {
-    local backend=$1 server=$2 wl=$3 rep=$4 a tag best_line='' best_other='' retry_start=0
+    local backend=$1 server=$2 wl=$3 rep=$4
     RUN_NO=$((RUN_NO + 1))
     echo "[$RUN_NO/$NRUNS, $((SECONDS / 60))m$((SECONDS % 60))s]"
-    for a in $(seq 0 "$RETRIES"); do
-        if [ "$a" != 0 ]; then
-            [ "$RETRY_SPENT" -lt "$RETRY_BUDGET" ] || { echo "  (retry budget spent: keeping it)"; break; }
-            retry_start=$SECONDS
-            wait_quiet
-        fi
-        tag=$backend.$server.$wl.$rep
-        [ "$a" = 0 ] || tag=$tag.retry$a
-        attempt "$backend" "$server" "$wl" "$rep" "$tag"
-        if [ -z "$best_line" ] || awk -v n="$ATTEMPT_OTHER" -v b="$best_other" 'BEGIN {exit !(n < b)}'; then
-            [ -z "$best_line" ] || echo "$best_line" >>"$OUT/runs-discarded.tsv"
-            best_line=$ATTEMPT_LINE best_other=$ATTEMPT_OTHER
-        else
-            echo "$ATTEMPT_LINE" >>"$OUT/runs-discarded.tsv"
-        fi
-        [ "$a" = 0 ] || RETRY_SPENT=$((RETRY_SPENT + SECONDS - retry_start))
-        disturbed "$ATTEMPT_OTHER" || break
-    done
-    echo "$best_line" >>"$OUT/runs.tsv"
+    keep_least_disturbed "$backend.$server.$wl.$rep" "$OUT/runs.tsv" "$OUT/runs-discarded.tsv" \
+        attempt "$backend" "$server" "$wl" "$rep"
 }
 
 # ---------------------------------------------------------------- the matrix
