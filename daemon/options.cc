@@ -431,10 +431,12 @@ private:
         if (!exp->fs9p && !nodes_.contains(exp->node_name)) {
             return invalid("node " + in_quotes(exp->node_name) + " not found (define it with an earlier --blockdev)");
         }
-        if (exp->iothread && !iothreads_.contains(*exp->iothread)) {
-            return invalid("iothread " + in_quotes(*exp->iothread) +
-                           " not found (define it with an earlier --object iothread)");
-        }
+        std::vector<std::string> iothreads = exp->vhost_user_blk ? exp->vhost_user_blk->queue_iothreads
+                                                                 : std::vector<std::string>{};
+        if (exp->iothread) iothreads.push_back(*exp->iothread);
+        for (const std::string& id : iothreads)
+            if (!iothreads_.contains(id))
+                return invalid("iothread " + in_quotes(id) + " not found (define it with an earlier --object iothread)");
         if (exp->nbd) {
             if (!config_.nbd_server) return invalid("NBD server not running (give --nbd-server before --export)");
             if (!nbd_names_.insert(exp->nbd->name).second) {
@@ -604,6 +606,59 @@ Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
     return out;
 }
 
+// `iothread`: one name, or (vhost-user-blk only) a list, one per queue group.
+Result<void> read_export_iothread(OptionReader& r, ExportOptions& out, std::vector<std::string>& list) {
+    const nlohmann::json* raw = out.type == "vhost-user-blk" && r.has("iothread") ? r.get_raw("iothread") : nullptr;
+    if (!raw || !raw->is_array()) {
+        if (raw) {
+            if (!raw->is_string()) return invalid("parameter 'iothread': expected a string or a list of strings");
+            out.iothread = raw->get<std::string>();
+            return {};
+        }
+        auto iothread = r.get_string("iothread");
+        if (!iothread) return std::unexpected(iothread.error());
+        out.iothread = std::move(*iothread);
+        return {};
+    }
+    if (raw->empty()) return invalid("parameter 'iothread': an empty list");
+    for (const auto& v : *raw) {
+        if (!v.is_string()) return invalid("parameter 'iothread': expected a list of strings");
+        list.push_back(v.get<std::string>());
+    }
+    out.iothread = list.front();
+    return {};
+}
+
+// type=vhost-user-blk: addr (unix), num-queues, logical-block-size.
+Result<ExportOptions> parse_vhost_user_blk_export(OptionReader& r, ExportOptions out, std::vector<std::string> list) {
+    VhostUserBlkOptions v;
+    v.queue_iothreads = std::move(list);
+    auto addr = r.get_object("addr");
+    if (!addr) return std::unexpected(addr.error());
+    if (!*addr) return invalid("missing 'addr'");
+    auto a = read_socket_address(**addr);
+    if (!a) return std::unexpected(a.error());
+    if (a->type != SocketAddress::Type::unix_socket) return invalid("parameter 'addr.type': vhost-user-blk needs 'unix'");
+    v.addr = std::move(*a);
+    auto queues = r.get_uint64("num-queues");
+    if (!queues) return std::unexpected(queues.error());
+    if (*queues) {
+        if (**queues == 0 || **queues > 256) return invalid("parameter 'num-queues': must be between 1 and 256");
+        v.num_queues = uint16_t(**queues);
+    }
+    auto lbs = r.get_size("logical-block-size");
+    if (!lbs) return std::unexpected(lbs.error());
+    if (*lbs) {
+        const uint64_t b = **lbs;
+        if (b < 512 || b > 32768 || (b & (b - 1)))
+            return invalid("parameter 'logical-block-size': must be a power of 2 between 512 and 32768");
+        v.logical_block_size = uint32_t(b);
+    }
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    out.vhost_user_blk = std::move(v);
+    return out;
+}
+
 }  // namespace
 
 Result<ExportOptions> parse_export(const OptionTree& tree) {
@@ -624,15 +679,15 @@ Result<ExportOptions> parse_export(const OptionTree& tree) {
     auto node_name = r.require_string("node-name");
     if (!node_name) return std::unexpected(node_name.error());
     out.node_name = std::move(*node_name);
-    auto iothread = r.get_string("iothread");
-    if (!iothread) return std::unexpected(iothread.error());
-    out.iothread = std::move(*iothread);
+    std::vector<std::string> iothread_list;
+    if (auto t = read_export_iothread(r, out, iothread_list); !t) return std::unexpected(t.error());
     if (auto b = read_bool(r, "writable", out.writable); !b) return std::unexpected(b.error());
     if (auto b = read_bool(r, "fixed-iothread", out.fixed_iothread); !b) return std::unexpected(b.error());
     bool writethrough = false;
     if (auto b = read_bool(r, "writethrough", writethrough); !b) return std::unexpected(b.error());
     if (writethrough) return unsupported("parameter 'writethrough' is not supported");
 
+    if (out.type == "vhost-user-blk") return parse_vhost_user_blk_export(r, std::move(out), std::move(iothread_list));
     if (out.type != "nbd") {
         out.type_options = OptionTree{r.unused(), tree.syntax};
         return out;

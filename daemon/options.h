@@ -80,6 +80,16 @@ struct Fs9pExportOptions {
     bool readonly = false;
 };
 
+// The vhost-user-blk-specific part of an export.
+struct VhostUserBlkOptions {
+    SocketAddress addr;  // unix only
+    uint16_t num_queues = 1;
+    uint32_t logical_block_size = 512;
+    // iothread.0=A,iothread.1=B (not in qemu-storage-daemon 7.2): queue i
+    // runs in the i mod n-th; the node moves to the first (also `iothread`).
+    std::vector<std::string> queue_iothreads;
+};
+
 // --export.
 struct ExportOptions {
     std::string type;  // "nbd", "vhost-user-blk", "fuse" or "9p"
@@ -90,9 +100,10 @@ struct ExportOptions {
     bool fixed_iothread = false;
     std::optional<NbdExportOptions> nbd;    // set iff type == "nbd"
     std::optional<Fs9pExportOptions> fs9p;  // set iff type == "9p"
+    std::optional<VhostUserBlkOptions> vhost_user_blk;  // set iff type == "vhost-user-blk"
     // The keys other than the common ones above, for the export type to read
     // and check; always empty for type=nbd and type=9p, whose keys are all
-    // checked here.
+    // checked here (so for every type but fuse).
     OptionTree type_options;
 };
 

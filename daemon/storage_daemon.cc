@@ -114,25 +114,18 @@ Result<void> StorageDaemon::stop_nbd_server() {
 }
 
 Result<void> StorageDaemon::add_export(const ExportOptions& e) {
-    if (e.type != "nbd" && e.type != "9p")
+    if (e.type == "fuse")
         return fail(ENOTSUP, "export '" + e.id + "': type '" + e.type + "' is not supported yet");
     for (const Export& x : exports_)
         if (x.options.id == e.id) return fail(EEXIST, "Block export id '" + e.id + "' is already in use");
     if (e.fs9p) return add_9p_export(e);
+    if (e.vhost_user_blk) return add_vhost_user_blk_export(e);
     if (!nbd_server_) return fail(EINVAL, "export '" + e.id + "': NBD server not running");
     auto node = graph_.find(e.node_name);
     if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
     const std::string name = e.nbd && !e.nbd->name.empty() ? e.nbd->name : e.node_name;
     if (nbd_server_->find_export(name)) return fail(EEXIST, "export '" + e.id + "': an NBD export named '" + name + "' exists already");
-    if (e.iothread) {
-        auto it = iothreads_.find(*e.iothread);
-        if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
-        if (&node->ctx() != &it->second->ctx()) {
-            if (node->has_parents()) return fail(EBUSY, "export '" + e.id + "': node '" + e.node_name + "' is not a root node");
-            if (auto r = block::change_aio_context(*node, it->second->ctx()); !r)
-                return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
-        }
-    }
+    if (auto r = move_to_export_iothread(e, *node); !r) return r;
     nbd::NbdExportOptions o;
     o.id = e.id;
     o.writable = e.writable;
@@ -146,6 +139,39 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
              exp->read_only() ? " (read-only)" : "");
     LOG_INFO("  try: nbdinfo '%s'", uri.c_str());
     LOG_INFO("  try: qemu-io -f raw '%s' -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k'", uri.c_str());
+    return {};
+}
+
+Result<void> StorageDaemon::move_to_export_iothread(const ExportOptions& e, block::BlockNode& node) {
+    if (!e.iothread) return {};
+    auto it = iothreads_.find(*e.iothread);
+    if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
+    if (&node.ctx() == &it->second->ctx()) return {};
+    if (node.has_parents()) return fail(EBUSY, "export '" + e.id + "': node '" + e.node_name + "' is not a root node");
+    if (auto r = block::change_aio_context(node, it->second->ctx()); !r)
+        return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
+    return {};
+}
+
+Result<void> StorageDaemon::add_vhost_user_blk_export(const ExportOptions& e) {
+    auto node = graph_.find(e.node_name);
+    if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
+    const VhostUserBlkOptions& v = *e.vhost_user_blk;
+    vhost_user::VhostUserBlkExportOptions o{.id = e.id, .addr = v.addr, .writable = e.writable,
+                                            .num_queues = v.num_queues, .logical_block_size = v.logical_block_size};
+    for (const std::string& id : v.queue_iothreads) {
+        auto it = iothreads_.find(id);
+        if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + id + "'");
+        o.queue_contexts.push_back(&it->second->ctx());
+    }
+    if (auto r = vhost_user::check_vhost_user_blk_options(o); !r)
+        return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
+    if (auto r = move_to_export_iothread(e, *node); !r) return r;
+    auto exp = vhost_user::VhostUserBlkExport::start(main_loop_.ctx(), std::move(o), node);
+    if (!exp) return std::unexpected(exp.error());
+    LOG_INFO("export '%s': node '%s' served as vhost-user-blk on %s%s", e.id.c_str(), e.node_name.c_str(),
+             describe(v.addr).c_str(), e.writable ? "" : " (read-only)");
+    exports_.push_back({e, nullptr, nullptr, std::move(*exp)});
     return {};
 }
 
@@ -179,6 +205,7 @@ void StorageDaemon::remove_export_at(size_t index) {
     exports_.erase(exports_.begin() + ptrdiff_t(index));
     if (e.nbd) nbd_server_->remove_export(e.nbd.get());  // waits until its clients are gone
     e.fs9p.reset();                                       // so does this
+    e.vhost_user_blk.reset();                             // and this (its requests complete)
     LOG_INFO("export '%s' removed", e.options.id.c_str());
     dispatcher_.emit_event_after_response("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
 }

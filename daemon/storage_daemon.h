@@ -20,6 +20,7 @@
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
 #include "fs9p_export.h"
+#include "vhost_user_blk_export.h"
 #include "nbd/server.h"
 #include "qmp_server.h"
 
@@ -56,12 +57,15 @@ public:
     // exports use is refused, as QEMU refuses a node with a BlockBackend.
     Result<void> set_iothread(const std::string& node_name, const std::optional<std::string>& iothread, bool force);
 
-    // One of nbd and fs9p is set, by options.type.
+    // One of nbd, fs9p and vhost_user_blk is set, by options.type.
     struct Export {
         ExportOptions options;
         std::shared_ptr<nbd::NbdExport> nbd;
         std::shared_ptr<fs9p::Fs9pExport> fs9p;
-        size_t connection_count() const { return nbd ? nbd->connection_count() : fs9p->connection_count(); }
+        std::shared_ptr<vhost_user::VhostUserBlkExport> vhost_user_blk;
+        size_t connection_count() const {
+            return nbd ? nbd->connection_count() : fs9p ? fs9p->connection_count() : vhost_user_blk->connection_count();
+        }
     };
     const std::vector<Export>& exports() const { return exports_; }
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
@@ -71,6 +75,9 @@ public:
 private:
     Result<void> add_monitor(const MonitorOptions& monitor, const std::vector<ChardevOptions>& chardevs);
     Result<void> add_9p_export(const ExportOptions& options);
+    Result<void> add_vhost_user_blk_export(const ExportOptions& options);
+    // Moves `node` to the export's iothread, if it names one.
+    Result<void> move_to_export_iothread(const ExportOptions& e, block::BlockNode& node);
     void remove_export_at(size_t index);
     bool flush_all_nodes();
 

@@ -43,7 +43,7 @@ void QmpDispatcher::emit_event_after_response(std::string name, json data) {
 Task<QmpResult> QmpDispatcher::co_dispatch(const QmpRequest& request) {
     auto it = commands_.find(request.execute);
     if (it == commands_.end()) co_return std::unexpected(command_not_found(request.execute));
-    auto turn = co_await turn_.scoped_lock();
+    auto turn = co_await configuration_turn().scoped_lock();
     try {
         co_return it->second(request.arguments);
     } catch (const json::exception& e) {

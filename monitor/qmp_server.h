@@ -25,9 +25,9 @@
 #include <vector>
 
 #include "ioplane/core/aio_context.h"
-#include "ioplane/core/co_mutex.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
+#include "ioplane/core/task.h"
 #include "qmp_message.h"
 
 namespace ioplane::monitor {
@@ -55,7 +55,8 @@ public:
     // after the response).
     void emit_event_after_response(std::string name, nlohmann::json data);
 
-    // Runs one command: waits for its turn, then runs it.
+    // Runs one command: waits for the configuration turn (main_loop.h), then
+    // runs it.
     Task<QmpResult> co_dispatch(const QmpRequest& request);
 
     // Called by clients as they come and go.
@@ -64,7 +65,6 @@ public:
 
 private:
     std::map<std::string, QmpCommand> commands_;
-    CoMutex turn_;
     std::vector<QmpClient*> clients_;
 };
 

@@ -53,6 +53,11 @@ void MainLoop::request_stop() {
     ctx_->notify();
 }
 
+CoMutex& configuration_turn() {
+    static CoMutex turn;
+    return turn;
+}
+
 AioContext* main_context() { return g_main_ctx.load(std::memory_order_acquire); }
 
 bool in_main_thread() {

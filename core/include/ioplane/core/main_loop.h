@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/co_mutex.h"
 
 namespace ioplane {
 
@@ -39,6 +40,13 @@ private:
 AioContext* main_context();
 // Any thread. True in the thread that runs the main loop.
 bool in_main_thread();
+
+// Main thread (coroutines). Configuration work that waits by running nested
+// main-loop iterations (a QMP command, a vhost-user control message) takes
+// this turn first, so that one never runs inside another's wait: a command
+// draining a node must not have a vhost-user GET_VRING_BASE, which waits for
+// requests the drain has parked, run in its nested loop.
+CoMutex& configuration_turn();
 
 // The big lock. Any thread may take it (tests, a future monitor thread); the
 // main loop holds it except while it sleeps.

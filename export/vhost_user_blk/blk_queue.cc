@@ -1,0 +1,175 @@
+#include "blk_queue.h"
+
+#include <unistd.h>
+
+#include <cassert>
+
+#include "ioplane/core/aio_wait.h"
+#include "ioplane/core/coroutine.h"
+#include "ioplane/core/log.h"
+#include "ioplane/core/main_loop.h"
+
+namespace ioplane::vhost_user {
+
+// A request's buffers, reused by the next request with the same head.
+struct BlkQueue::Slot {
+    DescriptorChain chain;
+};
+
+namespace {
+
+void signal_eventfd(int fd) {
+    if (fd < 0) return;
+    const uint64_t one = 1;
+    // Non-blocking; EAGAIN means the counter is already set, which is all a
+    // notification needs.
+    (void)!write(fd, &one, sizeof one);
+}
+
+}  // namespace
+
+BlkQueue::BlkQueue(uint32_t index, block::BlockBackend& blk, const BlkDeviceConfig& config, AioContext& ctx,
+                   std::string log_name)
+    : index_(index),
+      blk_(blk),
+      config_(config),
+      log_name_(std::move(log_name)),
+      ctx_(&ctx),
+      kick_({.process = [this] { process(); },
+             .has_work = [this] { return has_work(); },
+             .set_notifications = [this](bool on) { set_kick_notifications(on); }}) {}
+
+BlkQueue::~BlkQueue() { assert(!running() && in_flight_.load() == 0); }
+
+bool BlkQueue::startable() const {
+    return !broken_ && setup_.enabled && setup_.kick_given && setup_.addr && setup_.num != 0;
+}
+
+Result<void> BlkQueue::start(std::shared_ptr<const GuestMemory> mem, QueueFeatures features) {
+    assert_in_main_thread();
+    assert(startable() && !running());
+    if (!ring_) {
+        auto ring = SplitRing::create(*mem, setup_.num, *setup_.addr, setup_.base, features.event_idx, features.indirect);
+        if (!ring) return fail(ring.error().code, log_name_ + ": " + ring.error().message);
+        ring_.emplace(std::move(*ring));
+        mem_ = std::move(mem);
+        features_ = features;
+        slots_.clear();
+        for (uint32_t i = 0; i < setup_.num; i++) slots_.push_back(std::make_unique<Slot>());
+        publish_bh_ = context().new_bh([this] { publish_used(); });
+    }
+    Result<void> r;
+    run_in_context_sync(context(), [&] { r = kick_.start(context(), setup_.kick.get()); });
+    if (!r) return fail(r.error().code, log_name_ + ": " + r.error().message);
+    return {};
+}
+
+uint16_t BlkQueue::stop(bool wait_for_requests) {
+    assert_in_main_thread();
+    if (running()) run_in_context_sync(context(), [this] { kick_.stop(); });
+    if (!ring_) return setup_.base;
+    if (!wait_for_requests) return ring_->last_avail_idx();
+    aio_wait_while(context(), [this] { return in_flight_.load(std::memory_order_acquire) > 0; });
+    run_in_context_sync(context(), [this] {
+        publish_used();
+        publish_bh_.reset();
+    });
+    setup_.base = ring_->last_avail_idx();
+    broken_.store(false, std::memory_order_relaxed);  // a new ring gets a new chance
+    ring_.reset();
+    slots_.clear();
+    mem_.reset();
+    return setup_.base;
+}
+
+void BlkQueue::set_call_fd(UniqueFd fd) {
+    assert_in_main_thread();
+    const int new_fd = fd.get();
+    // Swapped in the queue's context, so that a notification in progress
+    // uses a still-open fd.
+    run_in_context_sync(context(), [&] { call_fd_.store(new_fd, std::memory_order_relaxed); });
+    setup_.call = std::move(fd);  // closes the old one
+}
+
+void BlkQueue::set_err_fd(UniqueFd fd) {
+    assert_in_main_thread();
+    run_in_context_sync(context(), [&] { std::swap(setup_.err, fd); });
+}
+
+void BlkQueue::move_to(AioContext& ctx) {
+    assert_in_main_thread();
+    AioContext& old = context();
+    if (&old == &ctx) return;
+    const bool was_running = running();
+    run_in_context_sync(old, [this] {
+        kick_.stop();
+        if (ring_) publish_used();
+        publish_bh_.reset();
+    });
+    ctx_.store(&ctx, std::memory_order_release);
+    if (ring_) publish_bh_ = ctx.new_bh([this] { publish_used(); });
+    if (!was_running) return;
+    Result<void> r;
+    run_in_context_sync(ctx, [&] { r = kick_.start(ctx, setup_.kick.get()); });
+    // Watching an fd fails only without memory or fds; the queue then stays
+    // stopped, and the guest's next requests wait.
+    if (!r) LOG_ERROR("%s: not restarted after a move: %s", log_name_.c_str(), r.error().describe().c_str());
+}
+
+bool BlkQueue::has_work() { return !broken_ && ring_->has_available(); }
+
+void BlkQueue::set_kick_notifications(bool on) {
+    polling_ = !on;
+    if (!broken_) ring_->set_kick_notifications(on);
+}
+
+void BlkQueue::process() {
+    if (broken_) return;
+    for (;;) {
+        ring_->set_kick_notifications(false);
+        for (;;) {
+            std::string why;
+            auto popped = ring_->pop(scratch_, why);
+            if (popped == SplitRing::Pop::empty) break;
+            if (popped == SplitRing::Pop::broken) return mark_broken(why);
+            Slot& slot = *slots_[scratch_.head];
+            std::swap(slot.chain, scratch_);
+            if (!blk_chain_is_well_formed(slot.chain)) return mark_broken("request without a header or a status byte");
+            in_flight_.fetch_add(1, std::memory_order_relaxed);
+            spawn_now(run_request(slot));
+        }
+        if (polling_) return;  // the loop's poll handler looks again
+        ring_->set_kick_notifications(true);
+        if (!ring_->has_available()) return;
+    }
+}
+
+Task<void> BlkQueue::run_request(Slot& slot) {
+    co_await blk_.co_begin_request();  // continues in the node's context
+    const BlkOutcome o = co_await execute_blk_request(blk_, config_, features_.writethrough, slot.chain);
+    // The ring belongs to the queue's thread, which may differ from the
+    // node's (a queue on its own IOThread).
+    AioContext& home = context();
+    if (AioContext::current() != &home) co_await schedule_on(home);
+    complete(slot, o.written);
+    blk_.end_request();
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) aio_wait_kick();
+}
+
+void BlkQueue::complete(Slot& slot, uint32_t written) {
+    ring_->push(slot.chain.head, written);
+    publish_bh_->schedule();
+}
+
+void BlkQueue::publish_used() {
+    if (ring_->publish_used()) signal_eventfd(call_fd_.load(std::memory_order_relaxed));
+}
+
+void BlkQueue::mark_broken(const std::string& why) {
+    broken_ = true;
+    LOG_ERROR("%s: the driver broke the ring (%s): the queue stops until the device is reset", log_name_.c_str(),
+              why.c_str());
+    signal_eventfd(setup_.err.get());
+}
+
+}  // namespace ioplane::vhost_user

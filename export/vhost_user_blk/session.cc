@@ -1,0 +1,320 @@
+#include "session.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "ioplane/core/log.h"
+#include "ioplane/core/main_loop.h"
+
+namespace ioplane::vhost_user {
+
+namespace {
+
+constexpr uint64_t kProtocolFeatures = kPfMq | kPfReplyAck | kPfConfig | kPfResetDevice;
+constexpr size_t kConfigSpace = 256;  // what GET_CONFIG may address
+
+// A kick, call or error fd must be an eventfd: the queue's thread reads or
+// writes 8 bytes on it and must never block (a pipe or socket could). It is
+// made non-blocking for the same reason.
+Result<void> check_eventfd(const UniqueFd& fd, const char* what) {
+    char link[64] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd.get());
+    const ssize_t n = readlink(path.c_str(), link, sizeof link - 1);
+    if (n < 0 || std::string_view(link, size_t(n)) != "anon_inode:[eventfd]")
+        return fail(EPROTO, std::string(what) + " fd is not an eventfd");
+    const int flags = fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) return fail_errno(std::string(what) + " fd");
+    return {};
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Session>> Session::create(AioContext& main_ctx, Device device, UniqueFd fd) {
+    auto afd = AsyncFd::create(main_ctx, fd.get());
+    if (!afd) return std::unexpected(afd.error());
+    return std::shared_ptr<Session>(new Session(std::move(device), std::move(fd), std::move(*afd)));
+}
+
+Session::Session(Device device, UniqueFd fd, std::unique_ptr<AsyncFd> afd)
+    : device_(std::move(device)), fd_(std::move(fd)), afd_(std::move(afd)) {
+    for (uint32_t i = 0; i < device_.config.num_queues; i++) {
+        AioContext& ctx = *device_.queue_contexts[i];
+        queues_.push_back(std::make_unique<BlkQueue>(i, device_.blk, device_.config, ctx,
+                                                     device_.name + " queue " + std::to_string(i)));
+    }
+}
+
+Session::~Session() {
+    close();
+    afd_.reset();  // before fd_ closes
+}
+
+Task<void> Session::run(std::function<void()> on_end) {
+    while (!closed_) {
+        auto m = co_await receive_message(*afd_);
+        auto turn = co_await configuration_turn().scoped_lock();
+        if (closed_) break;  // closed by the export while this waited
+        if (!m) {
+            if (m.error().code == ECONNRESET)
+                LOG_INFO("%s: front end disconnected", device_.name.c_str());
+            else
+                LOG_ERROR("%s: %s; disconnecting the front end", device_.name.c_str(), m.error().describe().c_str());
+            break;
+        }
+        const uint32_t request = m->header.request;
+        const bool need_reply = m->header.flags & kFlagNeedReply;
+        auto reply = handle(*m);
+        if (!reply) {
+            LOG_ERROR("%s: %s: %s; disconnecting the front end", device_.name.c_str(), request_name(request),
+                      reply.error().describe().c_str());
+            if (need_reply) {  // tell it why the connection ends, if it listens
+                auto nack = encode_reply_u64(request, 1);
+                (void)co_await send_reply(*afd_, nack);
+            }
+            break;
+        }
+        if (reply->empty() && need_reply) *reply = encode_reply_u64(request, 0);
+        if (reply->empty()) continue;
+        if (auto r = co_await send_reply(*afd_, *reply); !r) {
+            LOG_ERROR("%s: sending a reply: %s", device_.name.c_str(), r.error().describe().c_str());
+            break;
+        }
+    }
+    if (!closed_) {
+        auto turn = co_await configuration_turn().scoped_lock();
+        if (!closed_) {
+            close();
+            on_end();
+        }
+    }
+}
+
+void Session::close() {
+    if (closed_) return;
+    closed_ = true;
+    stop_all_queues();
+    queues_.clear();
+    memory_.reset();
+    afd_->wake_all_closed();
+    shutdown(fd_.get(), SHUT_RDWR);  // the front end sees the end at once
+}
+
+void Session::move_queues(AioContext& ctx) {
+    for (auto& q : queues_) q->move_to(ctx);
+}
+
+void Session::stop_all_queues() {
+    for (auto& q : queues_) q->stop(true);
+}
+
+void Session::reset_device() {
+    stop_all_queues();
+    for (uint32_t i = 0; i < queues_.size(); i++) {
+        AioContext& ctx = queues_[i]->context();
+        queues_[i] = std::make_unique<BlkQueue>(i, device_.blk, device_.config, ctx,
+                                                device_.name + " queue " + std::to_string(i));
+    }
+    features_ = 0;
+    protocol_features_ = 0;
+}
+
+QueueFeatures Session::queue_features() const {
+    return {.event_idx = (features_ & kFRingEventIdx) != 0,
+            .indirect = (features_ & kFRingIndirectDesc) != 0,
+            .writethrough = !(features_ & kBlkFFlush)};
+}
+
+Result<BlkQueue*> Session::queue(uint32_t index) {
+    if (index >= queues_.size())
+        return fail(EPROTO, "queue " + std::to_string(index) + " does not exist (" + std::to_string(queues_.size()) +
+                                " queues)");
+    return queues_[index].get();
+}
+
+Result<void> Session::maybe_start(BlkQueue& q) {
+    if (q.running() || !q.startable() || !memory_) return {};
+    return q.start(memory_, queue_features());
+}
+
+Result<void> Session::set_features(uint64_t features) {
+    const uint64_t offered = device_features(device_.config);
+    if (features & ~offered) return fail(EPROTO, "features the device did not offer");
+    features_ = features;
+    // Without protocol features there is no SET_VRING_ENABLE: rings are enabled.
+    if (!(features & kFProtocolFeatures)) {
+        for (auto& q : queues_) {
+            q->setup().enabled = true;
+            if (auto r = maybe_start(*q); !r) return r;
+        }
+    }
+    return {};
+}
+
+Result<void> Session::set_mem_table(Message& m) {
+    auto regions = decode_mem_table(m.payload, m.fds.size());
+    if (!regions) return std::unexpected(regions.error());
+    auto mem = GuestMemory::map(*regions, m.fds);
+    if (!mem) return std::unexpected(mem.error());
+    // Running rings point into the old table: stop them (their requests
+    // complete first), then start them again over the new one.
+    std::vector<BlkQueue*> restart;
+    for (auto& q : queues_) {
+        if (q->running()) restart.push_back(q.get());
+        q->stop(true);
+    }
+    memory_ = std::move(*mem);
+    for (BlkQueue* q : restart)
+        if (auto r = maybe_start(*q); !r) return r;
+    return {};
+}
+
+std::vector<uint8_t> Session::get_config(const ConfigAccess& access) const {
+    const uint32_t request = uint32_t(Request::get_config);
+    if (access.offset > kConfigSpace || access.size > kConfigSpace - access.offset)
+        return encode_reply(request, {});  // an empty payload is the error reply
+    std::array<uint8_t, kConfigSpace> space{};
+    const auto config = encode_config(device_.config);
+    std::copy(config.begin(), config.end(), space.begin());
+    return encode_reply_config(request, access, std::span(space).subspan(access.offset, access.size));
+}
+
+Result<std::vector<uint8_t>> Session::handle(Message& m) {
+    const uint32_t request = m.header.request;
+    auto no_fds = [&]() -> Result<void> {
+        if (!m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
+        return {};
+    };
+    switch (static_cast<Request>(request)) {
+    case Request::get_features:
+        if (auto r = no_fds(); !r) return std::unexpected(r.error());
+        return encode_reply_u64(request, device_features(device_.config));
+    case Request::set_features: {
+        auto f = decode_u64(m.payload);
+        if (!f) return std::unexpected(f.error());
+        if (auto r = set_features(*f); !r) return std::unexpected(r.error());
+        return std::vector<uint8_t>{};
+    }
+    case Request::get_protocol_features:
+        return encode_reply_u64(request, kProtocolFeatures);
+    case Request::set_protocol_features: {
+        auto f = decode_u64(m.payload);
+        if (!f) return std::unexpected(f.error());
+        if (*f & ~kProtocolFeatures) return fail(EPROTO, "protocol features the device did not offer");
+        protocol_features_ = *f;
+        return std::vector<uint8_t>{};
+    }
+    case Request::set_owner:
+        return std::vector<uint8_t>{};
+    case Request::reset_owner:  // deprecated; the spec suggests disabling the rings
+    case Request::reset_device:
+        reset_device();
+        return std::vector<uint8_t>{};
+    case Request::get_queue_num:
+        return encode_reply_u64(request, device_.config.num_queues);
+    case Request::set_mem_table:
+        if (auto r = set_mem_table(m); !r) return std::unexpected(r.error());
+        return std::vector<uint8_t>{};
+    case Request::get_config: {
+        auto a = decode_config(m.payload);
+        if (!a) return std::unexpected(a.error());
+        return get_config(*a);
+    }
+    case Request::set_config: {
+        auto a = decode_config(m.payload);
+        if (!a) return std::unexpected(a.error());
+        // Only `writeback` is writable in virtio-blk, and only with
+        // CONFIG_WCE, which is not offered: the cache mode stays writeback.
+        LOG_WARN("%s: SET_CONFIG of %u bytes at %u ignored (read-only)", device_.name.c_str(), a->size, a->offset);
+        return (m.header.flags & kFlagNeedReply) ? encode_reply_u64(request, 1) : std::vector<uint8_t>{};
+    }
+    case Request::set_vring_num:
+    case Request::set_vring_addr:
+    case Request::set_vring_base:
+    case Request::get_vring_base:
+    case Request::set_vring_kick:
+    case Request::set_vring_call:
+    case Request::set_vring_err:
+    case Request::set_vring_enable:
+        return handle_queue_message(m);
+    default:
+        break;
+    }
+    // Not offered, so a front end that negotiated properly does not send it.
+    LOG_WARN("%s: %s (%u) not supported", device_.name.c_str(), request_name(request), request);
+    return (m.header.flags & kFlagNeedReply) ? encode_reply_u64(request, 1) : std::vector<uint8_t>{};
+}
+
+Result<std::vector<uint8_t>> Session::handle_queue_message(Message& m) {
+    const auto request = static_cast<Request>(m.header.request);
+    const std::vector<uint8_t> none;
+    if (request == Request::set_vring_kick || request == Request::set_vring_call || request == Request::set_vring_err) {
+        auto v = decode_vring_fd(m.payload, m.fds.size());
+        if (!v) return std::unexpected(v.error());
+        auto q = queue(v->index);
+        if (!q) return std::unexpected(q.error());
+        UniqueFd fd = v->no_fd ? UniqueFd() : std::move(m.fds[0]);
+        const char* what = request == Request::set_vring_kick ? "kick" : request == Request::set_vring_call ? "call" : "error";
+        if (fd)
+            if (auto r = check_eventfd(fd, what); !r) return std::unexpected(r.error());
+        if (request == Request::set_vring_call) {
+            (*q)->set_call_fd(std::move(fd));
+        } else if (request == Request::set_vring_err) {
+            (*q)->set_err_fd(std::move(fd));
+        } else {
+            (*q)->stop(false);  // the notifier borrows the old fd
+            (*q)->setup().kick = std::move(fd);
+            (*q)->setup().kick_given = true;
+            if (auto r = maybe_start(**q); !r) return std::unexpected(r.error());
+        }
+        return none;
+    }
+    if (request == Request::set_vring_addr) {
+        auto a = decode_vring_addr(m.payload);
+        if (!a) return std::unexpected(a.error());
+        auto q = queue(a->index);
+        if (!q) return std::unexpected(q.error());
+        (*q)->stop(true);
+        (*q)->setup().addr = *a;
+        return none;
+    }
+    auto s = decode_vring_state(m.payload);
+    if (!s) return std::unexpected(s.error());
+    auto q = queue(s->index);
+    if (!q) return std::unexpected(q.error());
+    if (!m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
+    QueueSetup& setup = (*q)->setup();
+    switch (request) {
+    case Request::set_vring_num:
+        if (s->num == 0 || s->num > kMaxQueueSize || (s->num & (s->num - 1)))
+            return fail(EPROTO, "queue size " + std::to_string(s->num) + " (a power of 2 up to 32768 expected)");
+        (*q)->stop(true);
+        setup.num = s->num;
+        return none;
+    case Request::set_vring_base:
+        if (s->num > 0xffff) return fail(EPROTO, "vring base " + std::to_string(s->num) + " above 65535");
+        (*q)->stop(true);
+        setup.base = uint16_t(s->num);
+        return none;
+    case Request::get_vring_base: {
+        const uint16_t base = (*q)->stop(true);
+        // The ring is stopped; the front end starts it again with a new kick fd.
+        setup.kick_given = false;
+        setup.kick.reset();
+        return encode_reply_vring_state(m.header.request, {s->index, base});
+    }
+    case Request::set_vring_enable:
+        if (s->num > 1) return fail(EPROTO, "SET_VRING_ENABLE with " + std::to_string(s->num));
+        setup.enabled = s->num == 1;
+        if (!setup.enabled) (*q)->stop(false);
+        if (auto r = maybe_start(**q); !r) return std::unexpected(r.error());
+        return none;
+    default:
+        return fail(EPROTO, "not a queue message");
+    }
+}
+
+}  // namespace ioplane::vhost_user
