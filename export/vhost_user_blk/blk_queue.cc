@@ -57,6 +57,9 @@ Result<void> BlkQueue::start(std::shared_ptr<const GuestMemory> mem, QueueFeatur
         slots_.clear();
         for (uint32_t i = 0; i < setup_.num; i++) slots_.push_back(std::make_unique<Slot>());
         publish_bh_ = context().new_bh([this] { publish_used(); });
+        requests_ = 0;
+        LOG_INFO("%s: started in '%s' (size %u, avail index %u)", log_name_.c_str(), context().name().c_str(),
+                 setup_.num, setup_.base);
     }
     Result<void> r;
     run_in_context_sync(context(), [&] { r = kick_.start(context(), setup_.kick.get()); });
@@ -75,6 +78,8 @@ uint16_t BlkQueue::stop(bool wait_for_requests) {
         publish_bh_.reset();
     });
     setup_.base = ring_->last_avail_idx();
+    LOG_INFO("%s: stopped at avail index %u after %llu requests", log_name_.c_str(), setup_.base,
+             (unsigned long long)requests_);
     broken_.store(false, std::memory_order_relaxed);  // a new ring gets a new chance
     ring_.reset();
     slots_.clear();
@@ -136,6 +141,7 @@ void BlkQueue::process() {
             std::swap(slot.chain, scratch_);
             if (!blk_chain_is_well_formed(slot.chain)) return mark_broken("request without a header or a status byte");
             in_flight_.fetch_add(1, std::memory_order_relaxed);
+            requests_++;
             spawn_now(run_request(slot));
         }
         if (polling_) return;  // the loop's poll handler looks again

@@ -112,6 +112,7 @@ private:
     bool polling_ = false;          // the loop busy-polls: kicks stay off
     std::atomic<bool> broken_{false};  // set in the queue's context, cleared by stop(true)
     std::atomic<size_t> in_flight_{0};
+    uint64_t requests_ = 0;  // popped since the ring was built (queue's context; logged at stop)
 };
 
 }  // namespace ioplane::vhost_user

@@ -23,8 +23,13 @@ def newc_entry(name, data, mode):
     return entry + b"\0" * (-len(entry) % 4)
 
 
-def script_cpio(script):
-    return newc_entry("test.sh", script, 0o100755) + newc_entry("TRAILER!!!", b"", 0)
+def script_cpio(script, files):
+    """/test.sh, and each host file in `files` as /BASENAME (executable)."""
+    out = newc_entry("test.sh", script, 0o100755)
+    for path in files:
+        with open(path, "rb") as f:
+            out += newc_entry(os.path.basename(path), f.read(), 0o100755)
+    return out + newc_entry("TRAILER!!!", b"", 0)
 
 
 def main():
@@ -36,6 +41,9 @@ def main():
     ap.add_argument("--memfd", action="store_true", help="shared memfd guest RAM (for vhost-user devices)")
     ap.add_argument("--net", action="store_true", help="virtio-net on QEMU user networking; the host is 10.0.2.2")
     ap.add_argument("--log", help="also write the guest console here")
+    ap.add_argument("--file", action="append", default=[], help="host file to put in the guest's / (repeatable)")
+    ap.add_argument("--allow-reboot", action="store_true",
+                    help="a reboot in the guest restarts it (and runs the script again) instead of ending QEMU")
     ap.add_argument("qemu_args", nargs=argparse.REMAINDER, help="-- then extra QEMU arguments")
     args = ap.parse_args()
     extra = args.qemu_args[1:] if args.qemu_args[:1] == ["--"] else args.qemu_args
@@ -49,7 +57,7 @@ def main():
         script = f.read()
     # Linux unpacks concatenated archives, but an uncompressed one must start
     # 4-byte aligned (zero padding is skipped).
-    initrd_data = base + b"\0" * (-len(base) % 4) + script_cpio(script)
+    initrd_data = base + b"\0" * (-len(base) % 4) + script_cpio(script, args.file)
 
     with tempfile.TemporaryDirectory(prefix="ioplane-guest-") as tmp:
         initrd = os.path.join(tmp, "initrd")
@@ -65,9 +73,11 @@ def main():
         # stdio, and SeaBIOS's serial console (which -nographic turns on) does
         # not send its terminal-reset escapes.
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-display", "none", "-serial", "stdio",
-               "-no-reboot", "-nic", "none",
+               "-nic", "none",
                "-m", str(args.memory), "-kernel", kernel, "-initrd", initrd,
                "-append", "console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests mitigations=off"]
+        if not args.allow_reboot:
+            cmd += ["-no-reboot"]
         if args.memfd:
             cmd += ["-object", f"memory-backend-memfd,id=mem,size={args.memory}M,share=on",
                     "-numa", "node,memdev=mem"]
