@@ -83,7 +83,7 @@ TEST(CommandLine, ManualQmpMonitor) {
     EXPECT_FALSE(c.monitors[0].pretty);
 }
 
-TEST(CommandLine, ManualVhostUserBlkKeepsTypeOptions) {
+TEST(CommandLine, ManualVhostUserBlk) {
     auto c = ok({"--blockdev", "driver=file,node-name=file,filename=disk.qcow2", "--blockdev",
                  "driver=qcow2,node-name=qcow2,file=file", "--export",
                  "type=vhost-user-blk,id=export,addr.type=unix,addr.path=vhost-user-blk.sock,node-name=qcow2"});
@@ -93,9 +93,42 @@ TEST(CommandLine, ManualVhostUserBlkKeepsTypeOptions) {
     EXPECT_EQ(c.exports[0].type, "vhost-user-blk");
     EXPECT_EQ(c.exports[0].node_name, "qcow2");
     EXPECT_FALSE(c.exports[0].nbd.has_value());
-    EXPECT_EQ(c.exports[0].type_options.root,
-              json({{"addr", {{"type", "unix"}, {"path", "vhost-user-blk.sock"}}}}));
-    EXPECT_EQ(c.exports[0].type_options.syntax, OptionSyntax::keyval);
+    ASSERT_TRUE(c.exports[0].vhost_user_blk.has_value());
+    const VhostUserBlkOptions& v = *c.exports[0].vhost_user_blk;
+    EXPECT_EQ(v.addr.path, "vhost-user-blk.sock");
+    EXPECT_EQ(v.num_queues, 1u);
+    EXPECT_EQ(v.logical_block_size, 512u);
+    EXPECT_TRUE(v.queue_iothreads.empty());
+}
+
+TEST(CommandLine, VhostUserBlkQueuesOnSeveralIOThreads) {
+    auto c = ok({"--object", "iothread,id=io0", "--object", "iothread,id=io1", "--blockdev",
+                 "driver=null-co,node-name=n", "--export",
+                 "type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=s,num-queues=4,"
+                 "logical-block-size=4096,iothread.0=io0,iothread.1=io1"});
+    const VhostUserBlkOptions& v = *c.exports[0].vhost_user_blk;
+    EXPECT_EQ(v.num_queues, 4u);
+    EXPECT_EQ(v.logical_block_size, 4096u);
+    EXPECT_EQ(v.queue_iothreads, (std::vector<std::string>{"io0", "io1"}));
+    EXPECT_EQ(c.exports[0].iothread, "io0");  // the node goes to the first
+}
+
+TEST(CommandLine, VhostUserBlkBadOptions) {
+    auto with = [](const char* extra) {
+        static std::string arg;
+        arg = std::string("type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=s,") + extra;
+        return error({"--object", "iothread,id=io0", "--blockdev", "driver=null-co,node-name=n", "--export",
+                      arg.c_str()});
+    };
+    EXPECT_NE(with("num-queues=0").find("num-queues"), std::string::npos);
+    EXPECT_NE(with("num-queues=257").find("num-queues"), std::string::npos);
+    EXPECT_NE(with("logical-block-size=1000").find("logical-block-size"), std::string::npos);
+    EXPECT_NE(with("iothread.0=io0,iothread.1=nope").find("nope"), std::string::npos);
+    EXPECT_NE(with("bogus=1").find("bogus"), std::string::npos);
+    EXPECT_NE(error({"--blockdev", "driver=null-co,node-name=n", "--export",
+                     "type=vhost-user-blk,id=e,node-name=n,addr.type=inet,addr.host=h,addr.port=1"})
+                  .find("unix"),
+              std::string::npos);
 }
 
 TEST(CommandLine, ManualFuseExport) {
