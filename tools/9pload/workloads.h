@@ -14,11 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "histogram.h"
+#include "latency_histogram.h"
 #include "options.h"
 #include "session.h"
 
 namespace ioplane::load9p {
+
+using Histogram = tools::LatencyHistogram;
 
 struct Slot {
     uint16_t tag = 0;

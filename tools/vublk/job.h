@@ -17,11 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "latency_histogram.h"
+#include "latency_histogram.h"  // tools/common
 #include "options.h"
 #include "queue_runner.h"
 
 namespace ioplane::vublk {
+
+using tools::LatencyHistogram;
 
 struct JobConfig {
     Rw rw = Rw::kRandRead;

@@ -14,7 +14,7 @@
 
 #include "codec.h"
 #include "connection.h"
-#include "histogram.h"
+#include "workloads.h"  // Histogram
 #include "options.h"
 
 namespace ioplane::load9p {

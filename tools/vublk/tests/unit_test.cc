@@ -468,7 +468,7 @@ TEST(LatencyHistogram, BucketsAreMonotonicAndClose) {
         const double mid = double(LatencyHistogram::middle(i));
         EXPECT_LT(std::abs(mid - double(v)) / double(v), 1.0 / 32) << v;
     }
-    EXPECT_LT(LatencyHistogram::index(UINT64_MAX), size_t(60 << 5));
+    EXPECT_LT(LatencyHistogram::index(UINT64_MAX), size_t(64 - LatencyHistogram::kSubBits + 1) << LatencyHistogram::kSubBits);
 }
 
 TEST(LatencyHistogram, MergedPercentilesCoverBoth) {
