@@ -18,8 +18,10 @@ constexpr uint16_t kAvailNoInterrupt = 1;
 // Ring fields the driver reads or writes concurrently.
 uint16_t load_acquire(const uint16_t* p) { return std::atomic_ref(*const_cast<uint16_t*>(p)).load(std::memory_order_acquire); }
 uint16_t load_relaxed(const uint16_t* p) { return std::atomic_ref(*const_cast<uint16_t*>(p)).load(std::memory_order_relaxed); }
-void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref(*p).store(v, std::memory_order_relaxed); }
-void store_release(uint16_t* p, uint16_t v) { std::atomic_ref(*p).store(v, std::memory_order_release); }
+// A seq_cst store is also the full barrier between it and the loads that
+// follow (x86: xchg). ThreadSanitizer does not model atomic_thread_fence.
+void store_seq_cst(uint16_t* p, uint16_t v) { std::atomic_ref(*p).store(v, std::memory_order_seq_cst); }
+uint16_t load_seq_cst(const uint16_t* p) { return std::atomic_ref(*const_cast<uint16_t*>(p)).load(std::memory_order_seq_cst); }
 
 // The spec's vring_need_event(): did [old, new) pass the driver's event index?
 bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
@@ -51,13 +53,18 @@ Result<SplitRing> SplitRing::create(const GuestMemory& mem, uint32_t num, const 
     ring.avail_ = static_cast<uint16_t*>(mem.uaddr_to_host(addr.avail, avail_size));
     ring.used_ = static_cast<uint16_t*>(mem.uaddr_to_host(addr.used, used_size));
     if (!ring.desc_ || !ring.avail_ || !ring.used_) return fail(EPROTO, "ring address outside guest memory");
+    // The front end chooses its regions' user addresses and file offsets: an
+    // aligned user address can still land on a misaligned pointer here, where
+    // the avail and used rings are accessed atomically.
+    if (reinterpret_cast<uintptr_t>(ring.avail_) % 2 || reinterpret_cast<uintptr_t>(ring.used_) % 4)
+        return fail(EPROTO, "ring misaligned in the mapping of its memory region");
     ring.last_avail_ = last_avail;
     ring.used_idx_ = load_acquire(&ring.used_[1]);
     ring.published_used_ = ring.used_idx_;
     return ring;
 }
 
-bool SplitRing::has_available() const { return load_acquire(&avail_[1]) != last_avail_; }
+bool SplitRing::has_available() const { return load_seq_cst(&avail_[1]) != last_avail_; }
 
 SplitRing::Pop SplitRing::pop(DescriptorChain& chain, std::string& why) {
     const uint16_t avail_idx = load_acquire(&avail_[1]);
@@ -92,7 +99,9 @@ SplitRing::Pop SplitRing::pop(DescriptorChain& chain, std::string& why) {
             return Pop::broken;
         }
         if (d.flags & kDescIndirect) {
-            if (!indirect_ || in_indirect || visited != 1 || (d.flags & kDescNext)) {
+            // It may follow direct descriptors (the spec's device requirement)
+            // but must end the chain and not be inside a table itself.
+            if (!indirect_ || in_indirect || (d.flags & kDescNext)) {
                 why = "indirect descriptor not allowed here";
                 return Pop::broken;
             }
@@ -157,21 +166,20 @@ bool SplitRing::publish_used() {
     if (used_idx_ == published_used_) return false;
     const uint16_t old = published_used_;
     published_used_ = used_idx_;
-    store_release(&used_[1], used_idx_);
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // used->idx before reading used_event / flags
-    if (event_idx_) return need_event(load_relaxed(&avail_[2 + num_]), used_idx_, old);
-    return !(load_relaxed(&avail_[0]) & kAvailNoInterrupt);
+    store_seq_cst(&used_[1], used_idx_);  // release, and ordered before the loads below
+    if (event_idx_) return need_event(load_seq_cst(&avail_[2 + num_]), used_idx_, old);
+    return !(load_seq_cst(&avail_[0]) & kAvailNoInterrupt);
 }
 
 void SplitRing::set_kick_notifications(bool on) {
     if (event_idx_) {
         // Off: avail_event stays behind, so the driver's next additions pass
         // it at most once more; on: ask for a kick at the next addition.
-        if (on) store_relaxed(&used_[2 + 4 * num_], last_avail_);
+        // (seq_cst: ordered before the caller's re-read of avail->idx)
+        if (on) store_seq_cst(&used_[2 + 4 * num_], last_avail_);
     } else {
-        store_relaxed(&used_[0], on ? 0 : kUsedNoNotify);
+        store_seq_cst(&used_[0], on ? 0 : kUsedNoNotify);
     }
-    if (on) std::atomic_thread_fence(std::memory_order_seq_cst);  // before the caller re-reads avail->idx
 }
 
 }  // namespace ioplane::vhost_user

@@ -13,10 +13,10 @@
 //
 // Memory ordering with the driver: avail->idx is read with acquire before
 // the ring entries and descriptors it publishes; used elements are written
-// before used->idx is stored with release; a full fence separates publishing
-// used->idx (or re-enabling notifications) from reading the driver's
-// used_event / flags (or re-reading avail->idx), as the spec's notification
-// suppression requires.
+// before used->idx is stored; publishing used->idx (or re-enabling
+// notifications) is a seq_cst store, a full barrier before reading the
+// driver's used_event / flags (or re-reading avail->idx), as the spec's
+// notification suppression requires.
 //
 // Thread contract: home context of the queue that owns it (one thread at a
 // time); create() from any thread.

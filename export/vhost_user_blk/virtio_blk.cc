@@ -156,14 +156,16 @@ Task<BlkOutcome> execute_blk_request(block::BlockBackend& blk, const BlkDeviceCo
     switch (h.type) {
     case kBlkTIn:
         if (in_bytes > kBlkMaxDataBytes || !data_range(config, h.sector, in_bytes, offset)) {
-            o.status = kBlkSIoErr;
-        } else if (in_bytes > 0) {
-            auto r = co_await blk.co_preadv(offset, in_bytes, chain.in);
-            o.status = r ? kBlkSOk : kBlkSIoErr;
+            o.status = kBlkSIoErr;  // nothing but the status byte written
+        } else {
+            if (in_bytes > 0) {
+                auto r = co_await blk.co_preadv(offset, in_bytes, chain.in);
+                o.status = r ? kBlkSOk : kBlkSIoErr;
+            }
+            // Also after a failed read: the length says what may have been
+            // written, and the status that the guest must not rely on it.
+            o.written = uint32_t(in_bytes + 1);  // in_bytes <= kBlkMaxDataBytes
         }
-        // The data counts as written even on error: the guest may not rely
-        // on its content then, and the length says what we may have touched.
-        o.written = uint32_t(std::min<uint64_t>(in_bytes + 1, UINT32_MAX));
         break;
     case kBlkTOut:
         if (config.read_only || out_bytes > kBlkMaxDataBytes || !data_range(config, h.sector, out_bytes, offset)) {
