@@ -17,7 +17,7 @@
 #include "channel.h"
 #include "device_limits.h"
 #include "guest_memory.h"
-#include "latency_histogram.h"
+#include "job.h"  // LatencyHistogram
 #include "options.h"
 #include "pattern.h"
 #include "plan.h"
