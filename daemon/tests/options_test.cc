@@ -423,14 +423,19 @@ TEST(Export, Types) {
     EXPECT_EQ(error({NBD_SETUP, "--export", "type=iscsi,id=e0,node-name=disk"}),
               "--export 'type=iscsi,id=e0,node-name=disk': parameter 'type': expected 'nbd', 'vhost-user-blk', 'fuse' "
               "or '9p', got 'iscsi'");
-    // Non-NBD types keep their own keys, in the syntax they were written in.
+    // JSON syntax works for the vhost-user-blk keys too.
     auto c = ok({NBD_SETUP, "--export",
                  R"({"type":"vhost-user-blk","id":"v0","node-name":"disk","logical-block-size":4096,)"
                  R"("addr":{"type":"unix","path":"vhost.sock"}})"});
     ASSERT_EQ(c.exports.size(), 1u);
-    EXPECT_EQ(c.exports[0].type_options.syntax, OptionSyntax::json);
-    OptionReader r(c.exports[0].type_options);
-    EXPECT_EQ(r.get_size("logical-block-size").value(), 4096u);
+    ASSERT_TRUE(c.exports[0].vhost_user_blk.has_value());
+    EXPECT_EQ(c.exports[0].vhost_user_blk->logical_block_size, 4096u);
+    EXPECT_EQ(c.exports[0].vhost_user_blk->addr.path, "vhost.sock");
+    // fuse keeps its own keys, in the syntax they were written in.
+    auto f = ok({NBD_SETUP, "--export", R"({"type":"fuse","id":"f0","node-name":"disk","mountpoint":"/mnt/x"})"});
+    EXPECT_EQ(f.exports[0].type_options.syntax, OptionSyntax::json);
+    OptionReader r(f.exports[0].type_options);
+    EXPECT_EQ(r.get_string("mountpoint").value(), "/mnt/x");
 }
 
 TEST(Export, References) {
