@@ -56,33 +56,40 @@ Session::~Session() {
 Task<void> Session::run(std::function<void()> on_end) {
     while (!closed_) {
         auto m = co_await receive_message(*afd_);
-        auto turn = co_await configuration_turn().scoped_lock();
-        if (closed_) break;  // closed by the export while this waited
-        if (!m) {
-            if (m.error().code == ECONNRESET)
-                LOG_INFO("%s: front end disconnected", device_.name.c_str());
-            else
-                LOG_ERROR("%s: %s; disconnecting the front end", device_.name.c_str(), m.error().describe().c_str());
-            break;
-        }
-        const uint32_t request = m->header.request;
-        const bool need_reply = m->header.flags & kFlagNeedReply;
-        auto reply = handle(*m);
-        if (!reply) {
-            LOG_ERROR("%s: %s: %s; disconnecting the front end", device_.name.c_str(), request_name(request),
-                      reply.error().describe().c_str());
-            if (need_reply) {  // tell it why the connection ends, if it listens
-                auto nack = encode_reply_u64(request, 1);
-                (void)co_await send_reply(*afd_, nack);
+        std::vector<uint8_t> reply;
+        bool end = false;
+        {
+            auto turn = co_await configuration_turn().scoped_lock();
+            if (closed_) break;  // closed by the export while this waited
+            if (!m) {
+                if (m.error().code == ECONNRESET)
+                    LOG_INFO("%s: front end disconnected", device_.name.c_str());
+                else
+                    LOG_ERROR("%s: %s; disconnecting the front end", device_.name.c_str(), m.error().describe().c_str());
+                break;
             }
-            break;
+            const uint32_t request = m->header.request;
+            const bool need_reply = m->header.flags & kFlagNeedReply;
+            auto handled = handle(*m);
+            if (handled) {
+                reply = std::move(*handled);
+                if (reply.empty() && need_reply) reply = encode_reply_u64(request, 0);
+            } else {
+                LOG_ERROR("%s: %s: %s; disconnecting the front end", device_.name.c_str(), request_name(request),
+                          handled.error().describe().c_str());
+                if (need_reply) reply = encode_reply_u64(request, 1);  // tells it why, if it listens
+                end = true;
+            }
         }
-        if (reply->empty() && need_reply) *reply = encode_reply_u64(request, 0);
-        if (reply->empty()) continue;
-        if (auto r = co_await send_reply(*afd_, *reply); !r) {
-            LOG_ERROR("%s: sending a reply: %s", device_.name.c_str(), r.error().describe().c_str());
-            break;
+        // Sent without the turn: a front end that does not read its replies
+        // stalls only itself, never the monitor or the other exports.
+        if (!reply.empty()) {
+            if (auto r = co_await send_reply(*afd_, reply); !r && !end) {
+                LOG_ERROR("%s: sending a reply: %s", device_.name.c_str(), r.error().describe().c_str());
+                end = true;
+            }
         }
+        if (end) break;
     }
     if (!closed_) {
         auto turn = co_await configuration_turn().scoped_lock();
@@ -184,13 +191,12 @@ std::vector<uint8_t> Session::get_config(const ConfigAccess& access) const {
 
 Result<std::vector<uint8_t>> Session::handle(Message& m) {
     const uint32_t request = m.header.request;
-    auto no_fds = [&]() -> Result<void> {
-        if (!m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
-        return {};
-    };
-    switch (static_cast<Request>(request)) {
+    const auto type = static_cast<Request>(request);
+    const bool takes_fds = type == Request::set_mem_table || type == Request::set_vring_kick ||
+                           type == Request::set_vring_call || type == Request::set_vring_err;
+    if (!takes_fds && !m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
+    switch (type) {
     case Request::get_features:
-        if (auto r = no_fds(); !r) return std::unexpected(r.error());
         return encode_reply_u64(request, device_features(device_.config));
     case Request::set_features: {
         auto f = decode_u64(m.payload);
@@ -285,7 +291,6 @@ Result<std::vector<uint8_t>> Session::handle_queue_message(Message& m) {
     if (!s) return std::unexpected(s.error());
     auto q = queue(s->index);
     if (!q) return std::unexpected(q.error());
-    if (!m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
     QueueSetup& setup = (*q)->setup();
     switch (request) {
     case Request::set_vring_num:
