@@ -45,6 +45,8 @@ Task<Result<Message>> receive_message(AsyncFd& afd) {
     size_t got = 0;
     while (got < kHeaderSize) {
         auto n = receive_with_fds(afd.fd(), header + got, kHeaderSize - got, m.fds);
+        if (m.fds.size() > kMaxFds)  // fds may come with each piece of a header split up
+            co_return fail(EPROTO, "more than " + std::to_string(kMaxFds) + " file descriptors with one message");
         if (n) {
             got += *n;
             continue;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "ioplane/core/coroutine.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
 
@@ -29,6 +30,25 @@ Result<void> check_eventfd(const UniqueFd& fd, const char* what) {
     const int flags = fcntl(fd.get(), F_GETFL);
     if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) return fail_errno(std::string(what) + " fd");
     return {};
+}
+
+bool has_own_reply(Request r) {
+    return r == Request::get_features || r == Request::get_protocol_features || r == Request::get_vring_base ||
+           r == Request::get_queue_num || r == Request::get_config || r == Request::get_max_mem_slots;
+}
+
+Request type_of(uint32_t request) { return static_cast<Request>(request); }
+
+// The requests Session::handle() acts on; the others are not offered.
+bool handled(Request r) {
+    switch (r) {
+    case Request::set_log_base:
+    case Request::set_log_fd:
+    case Request::get_max_mem_slots:
+        return false;
+    default:
+        return request_name(uint32_t(r)) != std::string_view("unknown request");
+    }
 }
 
 }  // namespace
@@ -54,7 +74,13 @@ Session::~Session() {
 }
 
 Task<void> Session::run(std::function<void()> on_end) {
-    while (!closed_) {
+    for (uint64_t n = 1; !closed_; n++) {
+        // A message already buffered completes receive_message() without
+        // suspending, and g++ 12 does not make Task's symmetric transfer a
+        // tail call under ASan or at -O0: every such message would nest a
+        // frame, and a burst of thousands overflows the stack. Resuming
+        // from the loop now and then unwinds it.
+        if (n % 256 == 0) co_await schedule_on(*afd_->context());
         auto m = co_await receive_message(*afd_);
         std::vector<uint8_t> reply;
         bool end = false;
@@ -77,7 +103,10 @@ Task<void> Session::run(std::function<void()> on_end) {
             } else {
                 LOG_ERROR("%s: %s: %s; disconnecting the front end", device_.name.c_str(), request_name(request),
                           handled.error().describe().c_str());
-                if (need_reply) reply = encode_reply_u64(request, 1);  // tells it why, if it listens
+                // A nack tells it why, if it listens; a request with a reply
+                // of its own (a GET_*) gets none, as a u64 would be read as
+                // that reply.
+                if (need_reply && !has_own_reply(type_of(request))) reply = encode_reply_u64(request, 1);
                 end = true;
             }
         }
@@ -194,7 +223,8 @@ Result<std::vector<uint8_t>> Session::handle(Message& m) {
     const auto type = static_cast<Request>(request);
     const bool takes_fds = type == Request::set_mem_table || type == Request::set_vring_kick ||
                            type == Request::set_vring_call || type == Request::set_vring_err;
-    if (!takes_fds && !m.fds.empty()) return fail(EPROTO, "unexpected file descriptors");
+    // (Requests not handled below are nacked whatever they carry.)
+    if (!takes_fds && !m.fds.empty() && handled(type)) return fail(EPROTO, "unexpected file descriptors");
     switch (type) {
     case Request::get_features:
         return encode_reply_u64(request, device_features(device_.config));

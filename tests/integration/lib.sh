@@ -4,7 +4,9 @@
 TMP=$(mktemp -d /tmp/ioplane-it-XXXXXX)
 DAEMON_PID=
 cleanup() {
-    [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
+    # (Not `[ ... ] && kill`: under set -e a daemon that already died would
+    # end the trap before the rm.)
+    if [ -n "$DAEMON_PID" ]; then kill -9 "$DAEMON_PID" 2>/dev/null || true; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
