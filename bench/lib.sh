@@ -1,7 +1,7 @@
 # Helpers the benchmark scripts share (source it): the background processes
 # they start, the CPU time a server uses, and whether the machine is quiet.
 # The caller defines PIDS (array of the processes it started), SPID (the
-# running server), HZ (clock ticks per second), QUIET_WAIT (seconds),
+# running server), WORK (a scratch directory), HZ (clock ticks per second), QUIET_WAIT (seconds),
 # DISTURBED (CPUs), RETRIES and RETRY_BUDGET (seconds).
 
 # forget_pid PID: it has been waited for; cleanup need not kill it.
@@ -24,6 +24,14 @@ stop_server() {
     wait "$SPID" 2>/dev/null || true
     forget_pid "$SPID"
     SPID=
+}
+
+# children_ticks: sets CT, the CPU time of this shell's waited-for children
+# in ticks. Not in a $(...): a subshell's `times` does not see them.
+CT=0
+children_ticks() {
+    times >"$WORK/times"
+    CT=$(awk -v hz="$HZ" 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] } printf "%d", s * hz }' "$WORK/times")
 }
 
 # proc_ticks PID: utime+stime of the whole process, in clock ticks; fails

@@ -223,13 +223,6 @@ start_server() {
     return 1
 }
 
-# children_ticks: sets CT, the CPU time of this shell's waited-for children
-# in ticks. Not in a $(...): a subshell's `times` does not see them.
-CT=0
-children_ticks() {
-    times >"$WORK/times"
-    CT=$(awk -v hz="$HZ" 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] } printf "%d", s * hz }' "$WORK/times")
-}
 
 # vublk_args RW QD NQ: the front end's command line (VUBLK_ARGS).
 VUBLK_ARGS=()
