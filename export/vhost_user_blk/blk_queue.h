@@ -1,8 +1,8 @@
 // BlkQueue: one virtqueue of the vhost-user-blk device, run in its IOThread
 // (the dataplane). A kick (or the poll handler) pops descriptor chains; each
 // becomes a coroutine that does its I/O through the export's BlockBackend
-// and completes in the queue's context: status byte, used element, and one
-// call notification per loop iteration for all requests completed in it.
+// and completes in the queue's context: status byte, used element published
+// at once, and a call notification if the driver asked for one.
 //
 // The front end's setup (SET_VRING_*) is kept in QueueSetup by the session
 // in the main thread. start() builds the ring from it and starts the kick
@@ -91,7 +91,6 @@ private:
     void set_kick_notifications(bool on);
     Task<void> run_request(Slot& slot);
     void complete(Slot& slot, uint32_t written);
-    void publish_used();
     void mark_broken(const std::string& why);
     Result<void> start_notifier();
 
@@ -107,7 +106,6 @@ private:
     std::vector<std::unique_ptr<Slot>> slots_;  // by head index
     DescriptorChain scratch_;                   // what pop() fills, then swapped into its slot
     KickNotifier kick_;
-    BhPtr publish_bh_;  // publishes completions and calls, once per iteration
     std::atomic<int> call_fd_{-1};  // setup_.call's fd, read in the queue's context
     bool polling_ = false;          // the loop busy-polls: kicks stay off
     std::atomic<bool> broken_{false};  // set in the queue's context, cleared by stop(true)
