@@ -17,6 +17,7 @@
 #include "drivers.h"
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/log.h"
+#include "ioplane/core/page_cache.h"
 #include "ioplane/core/run_in_worker.h"
 #include "uring.h"
 
@@ -64,7 +65,8 @@ public:
     FileDriver(std::string filename, int fd, uint64_t size, uint32_t align, bool block_device, bool direct,
                std::unique_ptr<UringQueue> uring, AioContext& ctx)
         : filename_(std::move(filename)), fd_(fd), size_(size), align_(align), block_device_(block_device),
-          direct_(direct), try_cached_reads_(!direct), uring_(std::move(uring)), ctx_(&ctx) {}
+          direct_(direct), cache_reads_(direct ? PageCacheMode::none : page_cache_mode(fd)), cache_writes_(cache_reads_),
+          uring_(std::move(uring)), ctx_(&ctx) {}
     ~FileDriver() override {
         // Nodes are destroyed while their context still runs.
         if (uring_) run_in_context_sync(*ctx_, [this] { uring_->detach(); });
@@ -79,7 +81,7 @@ public:
     }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
-        if (read_from_page_cache(offset, bytes, iov)) co_return Result<void>{};
+        if (transfer_in_place(cache_reads_, false, offset, bytes, iov)) co_return Result<void>{};
         if (uring_ && uring_->attached() && iov.size() <= IOV_MAX) {
             int res = co_await uring_->op([&](io_uring_sqe* sqe) {
                 io_uring_prep_readv(sqe, fd_, iov.data(), unsigned(iov.size()), offset);
@@ -92,22 +94,26 @@ public:
         co_return from_ret(ret, "file '" + filename_ + "': read");
     }
 
-    // Buffered reads of data in the page cache (always so on tmpfs) are a
-    // memcpy: done here, with RWF_NOWAIT, they cost one syscall instead of a
-    // trip through io_uring's worker threads or the thread pool, which is
-    // where such reads end up when the kernel cannot complete them inline.
-    // Anything not cached, partly cached or large goes the asynchronous way
-    // (a large copy here would hold up the loop's other work).
-    bool read_from_page_cache(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
-        constexpr uint64_t kMaxInlineRead = 256 * 1024;
-        if (!try_cached_reads_ || bytes > kMaxInlineRead || iov.size() > IOV_MAX) return false;
-        const ssize_t n = ::preadv2(fd_, iov.data(), int(iov.size()), off_t(offset), RWF_NOWAIT);
-        if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) try_cached_reads_ = false;  // not for this file
+    // Buffered I/O of pages in memory is a memcpy: done here it costs a
+    // system call or two instead of a trip through io_uring's worker threads
+    // or the thread pool, which is where the kernel sends such calls when
+    // it cannot complete them inline (always so on tmpfs: no RWF_NOWAIT).
+    // See page_cache.h for how each filesystem is asked. Anything not in
+    // memory, partly done or large goes the asynchronous way (a large copy
+    // here would hold up the loop's other work).
+    bool transfer_in_place(PageCacheMode& mode, bool write, uint64_t offset, uint64_t bytes,
+                           std::span<const iovec> iov) {
+        constexpr uint64_t kMaxInline = 256 * 1024;
+        if (mode == PageCacheMode::none || bytes > kMaxInline) return false;
+        const ssize_t n = transfer_from_memory(mode, fd_, write, iov, offset, bytes);
+        if (n == -EOPNOTSUPP || n == -EINVAL) mode = PageCacheMode::none;  // not for this file
         return n >= 0 && uint64_t(n) == bytes;
     }
 
     Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags) override {
         const int rw_flags = (flags & kWriteFua) ? RWF_DSYNC : 0;
+        if (!(flags & kWriteFua) && transfer_in_place(cache_writes_, true, offset, bytes, iov))
+            co_return Result<void>{};
         if (uring_ && uring_->attached() && iov.size() <= IOV_MAX) {
             int res = co_await uring_->op([&](io_uring_sqe* sqe) {
                 io_uring_prep_writev2(sqe, fd_, iov.data(), unsigned(iov.size()), offset, rw_flags);
@@ -216,7 +222,8 @@ private:
     const uint32_t align_;
     const bool block_device_;
     const bool direct_;  // O_DIRECT
-    bool try_cached_reads_;  // buffered I/O, and RWF_NOWAIT works on this file
+    PageCacheMode cache_reads_;   // how pages in memory are served in place (none: O_DIRECT,
+    PageCacheMode cache_writes_;  // or the kernel refused RWF_NOWAIT for this direction)
     const std::unique_ptr<UringQueue> uring_;  // null: aio=threads
     AioContext* ctx_;                          // the node's context (main thread changes it, drained)
 };
