@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ioplane/core/page_cache.h"
 #include "ioplane/core/unique_fd.h"
 #include "wire.h"
 
@@ -27,10 +28,17 @@ struct Fid {
     std::string path;  // relative to the export root ("" is the root): for ".." and removal
     Qid qid;
     uint32_t uid = 0;  // n_uname of the attach this fid descends from
+    bool inline_stat = false;  // fstat runs in the connection's thread (ShareConfig::inline_calls)
 
     // After Tlopen/Tlcreate.
     UniqueFd open_fd;
     bool opening = false;  // a Tlopen is in a worker: a second one is refused
+    // How pages of open_fd in memory are read and written in the
+    // connection's thread (ShareConfig::page_cache; none with O_DIRECT or
+    // O_SYNC, whose calls wait for the device anyway), each direction until
+    // the kernel refuses RWF_NOWAIT for it.
+    PageCacheMode page_cache_reads = PageCacheMode::none;
+    PageCacheMode page_cache_writes = PageCacheMode::none;
     std::mutex dir_mu;
 
     // Xattr fids: the value (or name list) read by Txattrwalk, or what the

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "connection.h"
+#include "host_fs.h"
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/log.h"
 
@@ -25,6 +26,12 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
     exp->share_.path = exp->options_.path;
     exp->share_.root_fd = root;
     exp->share_.readonly = exp->options_.readonly;
+    struct stat root_st;
+    if (::fstat(root, &root_st) == 0 && keeps_inodes_in_memory(root)) {
+        exp->share_.inline_calls = true;
+        exp->share_.root_dev = root_st.st_dev;
+        exp->share_.page_cache = page_cache_mode(root);
+    }
     auto listener = Listener::start(main_ctx, exp->options_.addr, who, [p = exp.get()](int fd, std::string peer) {
         auto c = std::make_shared<Connection>(*p, fd, std::move(peer));
         p->connections_.push_back(c);

@@ -1,8 +1,10 @@
 #include "host_fs.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -53,6 +55,35 @@ int open_beneath(int rootfd, const std::string& relpath) {
 std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 int stat_fd(int fd, struct stat& st) { return ::fstat(fd, &st) == 0 ? 0 : -errno; }
+
+bool keeps_inodes_in_memory(int fd) {
+    struct statfs sf;
+    if (::fstatfs(fd, &sf) != 0) return false;
+    switch (static_cast<unsigned long>(sf.f_type)) {
+    case TMPFS_MAGIC:
+    case RAMFS_MAGIC:
+    case EXT4_SUPER_MAGIC:  // also ext2 and ext3
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC: return true;
+    default: return false;
+    }
+}
+
+ssize_t read_at(int fd, void* buf, size_t count, off_t off) {
+    ssize_t n;
+    do {
+        n = ::pread(fd, buf, count, off);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
+ssize_t write_at(int fd, const void* buf, size_t count, off_t off) {
+    ssize_t n;
+    do {
+        n = ::pwrite(fd, buf, count, off);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
 
 int reopen(int opath_fd, int flags) {
     struct stat st;

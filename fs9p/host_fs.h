@@ -22,6 +22,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <string>
@@ -54,5 +55,15 @@ std::string proc_path(int fd);
 
 // fstat, or -errno.
 int stat_fd(int fd, struct stat& st);
+
+// Whether the filesystem of `fd` never waits for a device or a network to
+// fstat an object held open (its inode stays in memory while an fd pins
+// it): tmpfs, ramfs and the local disk filesystems. Unknown ones (network,
+// FUSE, overlays of them) answer false.
+bool keeps_inodes_in_memory(int fd);
+
+// One pread/pwrite, retried on EINTR; bytes transferred (maybe short) or -errno.
+ssize_t read_at(int fd, void* buf, size_t count, off_t off);
+ssize_t write_at(int fd, const void* buf, size_t count, off_t off);
 
 }  // namespace ioplane::fs9p

@@ -124,6 +124,7 @@ Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
     auto f = std::make_shared<Fid>();
     f->path_fd.reset(fd);
     f->qid = qid_of(st);
+    f->inline_stat = stat_inline(st);
     f->uid = m.n_uname == kNoFid ? uint32_t(::geteuid()) : m.n_uname;
     if (!put(m.fid, f)) co_return error_reply(tag, EMFILE);
     co_return detail::qid_reply(Rattach, tag, f->qid);
@@ -141,6 +142,7 @@ Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     struct Step {
         std::vector<Qid> qids;  // one per name reached
         int fd = -1;            // O_PATH fd of the last name reached
+        dev_t dev = 0;          // and its filesystem
         std::string path;
         int err = 0;            // why the walk stopped early
     };
@@ -150,52 +152,61 @@ Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     // 12 relocates such a result bitwise, which breaks a std::string in it.)
     Step step;
     step.path = from->path;
-    co_await run_in_worker([&m, root, start, &s = step] {
-        // Each name from the previous one's fd, so that nothing is resolved
-        // twice and a component swapped meanwhile is caught by openat2.
-        int cur = ::fcntl(start, F_DUPFD_CLOEXEC, 0);
-        bool cur_is_dir = true;
-        if (cur < 0) s.err = errno;
-        for (size_t i = 0; cur >= 0 && i < m.names.size(); i++) {
-            std::string next_path;
-            int next;
-            if (!cur_is_dir) {
-                next = -ENOTDIR;
-            } else if (m.names[i] == ".") {  // itself, as QEMU and diod have it (diodls -l walks it)
-                next_path = s.path;
-                next = ::fcntl(cur, F_DUPFD_CLOEXEC, 0);
-                if (next < 0) next = -errno;
-            } else if (m.names[i] == "..") {  // lexically, stopping at the root
-                next_path = detail::parent_path(s.path);
-                next = open_beneath(root, next_path);
-            } else {
-                next_path = detail::join_path(s.path, m.names[i]);
-                next = open_child(cur, m.names[i]);
-                if (next == -EINVAL) next = -ENOENT;  // a name with '/': no such entry
-            }
-            struct stat st;
-            if (next >= 0) {
-                if (int r = stat_fd(next, st); r < 0) {
-                    ::close(next);
-                    next = r;
+    // Each name from the previous one's fd, so that nothing is resolved twice
+    // and a component swapped meanwhile is caught by openat2. The walk
+    // starts from a copy of the fd, made here: dup never waits, and a clone
+    // (a walk of no names, half of what a client's open or create sends)
+    // then needs no worker at all.
+    const int first = ::fcntl(start, F_DUPFD_CLOEXEC, 0);
+    if (first < 0) co_return error_reply(tag, errno);
+    if (m.names.empty()) {
+        step.fd = first;
+    } else {
+        co_await run_in_worker([&m, root, first, &s = step] {
+            int cur = first;
+            bool cur_is_dir = true;
+            for (size_t i = 0; cur >= 0 && i < m.names.size(); i++) {
+                std::string next_path;
+                int next;
+                if (!cur_is_dir) {
+                    next = -ENOTDIR;
+                } else if (m.names[i] == ".") {  // itself, as QEMU and diod have it (diodls -l walks it)
+                    next_path = s.path;
+                    next = ::fcntl(cur, F_DUPFD_CLOEXEC, 0);
+                    if (next < 0) next = -errno;
+                } else if (m.names[i] == "..") {  // lexically, stopping at the root
+                    next_path = detail::parent_path(s.path);
+                    next = open_beneath(root, next_path);
+                } else {
+                    next_path = detail::join_path(s.path, m.names[i]);
+                    next = open_child(cur, m.names[i]);
+                    if (next == -EINVAL) next = -ENOENT;  // a name with '/': no such entry
                 }
+                struct stat st;
+                if (next >= 0) {
+                    if (int r = stat_fd(next, st); r < 0) {
+                        ::close(next);
+                        next = r;
+                    }
+                }
+                if (next < 0) {
+                    s.err = -next;
+                    break;
+                }
+                ::close(cur);
+                cur = next;
+                cur_is_dir = S_ISDIR(st.st_mode);
+                s.dev = st.st_dev;
+                s.qids.push_back(qid_of(st));
+                s.path = std::move(next_path);
             }
-            if (next < 0) {
-                s.err = -next;
-                break;
+            if (s.err != 0 && cur >= 0) {
+                ::close(cur);
+                cur = -1;
             }
-            ::close(cur);
-            cur = next;
-            cur_is_dir = S_ISDIR(st.st_mode);
-            s.qids.push_back(qid_of(st));
-            s.path = std::move(next_path);
-        }
-        if (s.err != 0 && cur >= 0) {
-            ::close(cur);
-            cur = -1;
-        }
-        s.fd = cur;
-    });
+            s.fd = cur;
+        });
+    }
     if (step.err != 0) {
         // A partial walk answers with the qids it reached (and creates no
         // newfid); failing on the first name is an error.
@@ -209,6 +220,7 @@ Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     f->path_fd.reset(step.fd);
     f->path = std::move(step.path);
     f->qid = step.qids.empty() ? from->qid : step.qids.back();
+    f->inline_stat = step.qids.empty() ? from->inline_stat : share_.inline_calls && step.dev == share_.root_dev;
     f->uid = from->uid;
     if (!put(m.newfid, f)) co_return error_reply(tag, EMFILE);
     co_return reply(Rwalk, tag, [&](WireWriter& w) {
@@ -241,7 +253,13 @@ Task<Reply> Session::getattr(uint16_t tag, const Getattr& m) {
     if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
     struct stat st;
     const int fd = f->path_fd.get();
-    const int r = co_await run_in_worker([fd, &st] { return stat_fd(fd, st); });
+    int r;
+    // Inline, where fstat cannot wait (ShareConfig::inline_calls): a worker
+    // hop would cost two thread wake-ups for a call of a microsecond.
+    if (f->inline_stat)
+        r = stat_fd(fd, st);
+    else
+        r = co_await run_in_worker([fd, &st] { return stat_fd(fd, st); });
     if (r < 0) co_return error_reply(tag, -r);
     co_return reply(Rgetattr, tag, [&](WireWriter& w) {
         w.u64(kGetattrBasic);

@@ -2,13 +2,18 @@
 // table) and the handlers of every message, as QEMU's VirtFS does them: each
 // request is a coroutine in the connection's context, and each blocking
 // system call hops to a worker of that context's thread pool
-// (run_in_worker) and back. Nothing here knows about sockets; the
+// (run_in_worker) and back. Calls that cannot wait run inline instead, as
+// a hop costs two thread wake-ups: dup of a held fd (a walk's start),
+// fstat of an object on a filesystem that keeps inodes in memory, and
+// reads and writes of cached pages with RWF_NOWAIT (what is not cached
+// still goes to a worker). Nothing here knows about sockets; the
 // connection feeds decoded requests in and sends the replies out.
 //
 // Thread contract: the connection's context, for every member; requests may
 // run concurrently (interleaved at their worker hops).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -19,6 +24,7 @@
 
 #include "fid.h"
 #include "ioplane/core/io_buffer.h"
+#include "ioplane/core/page_cache.h"
 #include "ioplane/core/task.h"
 #include "messages.h"
 
@@ -30,6 +36,14 @@ struct ShareConfig {
     std::string path;      // the directory (an accepted aname too)
     int root_fd = -1;      // O_PATH fd of the directory, owned by the export
     bool readonly = false;
+    // Objects on the root's own filesystem (st_dev), if it keeps inodes in
+    // memory (keeps_inodes_in_memory), are stat'ed in the connection's
+    // thread, and their pages in memory are read and written there too
+    // (page_cache: the root filesystem's mode). A submount of another kind
+    // goes through workers.
+    bool inline_calls = false;
+    dev_t root_dev = 0;
+    PageCacheMode page_cache = PageCacheMode::none;
     uint32_t max_msize = 4u << 20;
     size_t max_fids = 16384;
 };
@@ -101,6 +115,14 @@ private:
     // Renames in this session change the paths other fids hold.
     void rename_paths(const std::string& from, const std::string& to);
     uint32_t iounit() const { return msize_ - uint32_t(kIoHeaderSize); }
+    // Whether fstat of this object may run inline (ShareConfig::inline_calls).
+    bool stat_inline(const struct stat& st) const { return share_.inline_calls && st.st_dev == share_.root_dev; }
+    // Reads into / writes from `buf` at `off` on f's open fd: pages in
+    // memory inline (transfer_from_memory), the rest in a worker. Bytes or
+    // -errno.
+    Task<ssize_t> transfer(Fid& f, bool write, void* buf, uint32_t count, off_t off);
+    // After an open with `open_flags`: how f's pages in memory are served.
+    void set_page_cache(Fid& f, uint32_t open_flags) const;
 
     const ShareConfig& share_;
     uint32_t msize_ = 8192;

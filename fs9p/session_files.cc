@@ -50,6 +50,7 @@ Task<Reply> Session::lopen(uint16_t tag, const Lopen& m) {
     f->opening = false;
     if (fd < 0) co_return error_reply(tag, -fd);
     f->open_fd.reset(fd);
+    if (f->inline_stat && !f->is_dir()) set_page_cache(*f, m.flags);
     co_return open_reply(Rlopen, tag, f->qid, iounit());
 }
 
@@ -97,9 +98,45 @@ Task<Reply> Session::lcreate(uint16_t tag, const Lcreate& m) {
     // The fid now stands for the new, open file.
     f->path_fd.reset(c.path_fd);
     f->open_fd.reset(c.fd);
+    f->inline_stat = stat_inline(c.st);
+    if (f->inline_stat) set_page_cache(*f, m.flags);
     f->path = detail::join_path(f->path, m.name);
     f->qid = qid_of(c.st);
     co_return open_reply(Rlcreate, tag, f->qid, iounit());
+}
+
+void Session::set_page_cache(Fid& f, uint32_t open_flags) const {
+    const bool waits_for_device = open_flags & (O_DIRECT | O_SYNC | O_DSYNC);
+    f.page_cache_reads = f.page_cache_writes = waits_for_device ? PageCacheMode::none : share_.page_cache;
+}
+
+// Pages in memory are a memcpy: done here they cost a system call, where a
+// worker hop costs two thread wake-ups (the 9P benchmark's concurrency-1
+// rows). What is not in memory (all, or the rest of a short transfer) goes
+// to a worker, as does anything large (the copy would hold up the
+// connection's other requests).
+Task<ssize_t> Session::transfer(Fid& f, bool write, void* buf, uint32_t count, off_t off) {
+    constexpr uint32_t kMaxInline = 256 * 1024;
+    const int fd = f.open_fd.get();
+    PageCacheMode& mode = write ? f.page_cache_writes : f.page_cache_reads;
+    ssize_t done = -EAGAIN;
+    if (count <= kMaxInline) {
+        const iovec v{buf, count};
+        done = transfer_from_memory(mode, fd, write, {&v, 1}, uint64_t(off), count);
+    }
+    if (done == -EOPNOTSUPP) {  // no RWF_NOWAIT for this file and direction
+        mode = PageCacheMode::none;
+        done = -EAGAIN;
+    }
+    // Complete, at the end of the file, or an error that waiting would not cure.
+    if (done != -EAGAIN && (done <= 0 || size_t(done) == count)) co_return done;
+    const size_t head = done > 0 ? size_t(done) : 0;
+    const ssize_t rest = co_await run_in_worker([fd, write, p = static_cast<char*>(buf) + head, n = count - head,
+                                                 at = off + off_t(head)] {
+        return write ? write_at(fd, p, n, at) : read_at(fd, p, n, at);
+    });
+    if (rest < 0) co_return head > 0 ? ssize_t(head) : rest;
+    co_return ssize_t(head) + rest;
 }
 
 Task<Reply> Session::read(uint16_t tag, const Read& m) {
@@ -118,14 +155,7 @@ Task<Reply> Session::read(uint16_t tag, const Read& m) {
         if (m.offset > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
         r.data = IoBuffer::allocate(count);
         if (!r.data) co_return error_reply(tag, ENOMEM);
-        const int fd = f->open_fd.get();
-        const ssize_t n = co_await run_in_worker([fd, buf = r.data.get(), count, off = off_t(m.offset)] {
-            ssize_t got;
-            do {
-                got = ::pread(fd, buf, count, off);
-            } while (got < 0 && errno == EINTR);
-            return got < 0 ? ssize_t(-errno) : got;
-        });
+        const ssize_t n = co_await transfer(*f, false, r.data.get(), count, off_t(m.offset));
         if (n < 0) co_return error_reply(tag, int(-n));
         r.data_len = uint32_t(n);
     }
@@ -144,14 +174,8 @@ Task<Reply> Session::write(uint16_t tag, const Write& m) {
         if (f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
         if (share_.readonly) co_return error_reply(tag, EROFS);
         if (m.offset > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
-        const int fd = f->open_fd.get();
-        const ssize_t n = co_await run_in_worker([fd, data = m.data, off = off_t(m.offset)] {
-            ssize_t put;
-            do {
-                put = ::pwrite(fd, data.data(), data.size(), off);
-            } while (put < 0 && errno == EINTR);
-            return put < 0 ? ssize_t(-errno) : put;
-        });
+        const ssize_t n =
+            co_await transfer(*f, true, const_cast<uint8_t*>(m.data.data()), count, off_t(m.offset));
         if (n < 0) co_return error_reply(tag, int(-n));
         co_return reply(Rwrite, tag, [&](WireWriter& w) { w.u32(uint32_t(n)); });
     }

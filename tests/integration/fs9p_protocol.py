@@ -1061,6 +1061,56 @@ def t_big_file(env):
     check((d / "host.bin").read_bytes() == big2[:1000000] + patch + big2[1000000 + len(patch):], "patched host file differs")
 
 
+@case("io_paths")
+def t_io_paths(env):
+    """Reads and writes through each of ioplane's paths give the bytes on disk: cached pages (served inline), pages dropped from the cache, a range half cached, requests over 256 KiB, O_SYNC."""
+    d = env.casedir("iopaths")
+    data = os.urandom(3 << 20)
+    path = d / "f"
+    path.write_bytes(data)
+    def drop_cache(start=0, length=0):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    def cache(start, length):
+        with open(path, "rb") as f:
+            f.seek(start)
+            f.read(length)
+    c = env.connect(msize=1 << 20)
+    chunk = c.msize - p9.IOHDRSZ
+    g = open_path(c, ["iopaths", "f"], p9.O_RDWR)
+    check(c.read_all(g, 0, 4096) == data, "cached file read in 4 KiB pieces differs")
+    drop_cache()
+    check(c.read_all(g, 0, 65536) == data, "uncached file read in 64 KiB pieces differs")
+    drop_cache()
+    cache(0, 32768)
+    got = c.read_all(g, 0, 65536)
+    check(got == data, "a file with only its first 32 KiB cached: read back differs")
+    check(c.read_all(g, 0, chunk) == data, "read in %d-byte pieces (over 256 KiB) differs" % chunk)
+    check(c.read(g, len(data) - 100, 4096) == data[-100:], "a read across the end of the file")
+    check(c.read(g, len(data), 4096) == b"", "a read at the end of the file is not empty")
+    drop_cache()
+    patch = os.urandom(200000)
+    n = c.write_all(g, 12345, patch, 4096)
+    check(n == len(patch), "uncached file: wrote %d of %d" % (n, len(patch)))
+    data = data[:12345] + patch + data[12345 + len(patch):]
+    big = os.urandom(chunk)
+    check(c.write(g, 1 << 20, big) == len(big), "a %d-byte write was short" % len(big))
+    data = data[:1 << 20] + big + data[(1 << 20) + len(big):]
+    c.clunk(g)
+    check(path.read_bytes() == data, "host content differs after cached, uncached and large writes")
+    s = open_path(c, ["iopaths", "f"], p9.O_RDWR | p9.O_SYNC)
+    tail = os.urandom(5000)
+    check(c.write(s, len(data), tail) == len(tail), "O_SYNC append was short")
+    data += tail
+    check(c.read_all(s, 0, 65536) == data, "O_SYNC fid read back differs")
+    c.clunk(s)
+    check(path.read_bytes() == data, "host content differs after the O_SYNC write")
+
+
 @case("io_limits")
 def t_io_limits(env):
     """Sizes at the msize boundary: a Twrite of exactly msize bytes, Tread/Treaddir counts of msize-11 and 10*msize get replies that fit msize."""
