@@ -107,7 +107,7 @@ TEST_F(BlockTest, FileWritesReadBackAndReachTheFile) {
     ::close(fd);
 }
 
-// Buffered reads of cached data are served inline (RWF_NOWAIT); a read that
+// Buffered reads of data in memory are served in place (core page_cache); a read that
 // runs past the end of a file shrunk behind our back is short there and must
 // fall back to the path that zero-fills, in every I/O mode.
 TEST_F(BlockTest, FileReadsPastAShrunkEndReadZeroesInEveryMode) {
