@@ -5,7 +5,8 @@
 // Thread contract: fields are read and written in the connection's context;
 // a worker gets the fds it needs by value (plus a reference that keeps them
 // open) and touches nothing else, except `dir_mu`, which serializes
-// readdir's lseek+getdents pairs on `open_fd` across workers.
+// readdir's lseek+getdents pairs on `open_fd` across workers (and the
+// connection's thread, where readdir runs inline).
 #pragma once
 
 #include <cstdint>

@@ -31,6 +31,7 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
         exp->share_.inline_calls = true;
         exp->share_.root_dev = root_st.st_dev;
         exp->share_.page_cache = page_cache_mode(root);
+        exp->share_.tree_in_memory = exp->share_.page_cache == PageCacheMode::memory;
     }
     auto listener = Listener::start(main_ctx, exp->options_.addr, who, [p = exp.get()](int fd, std::string peer) {
         auto c = std::make_shared<Connection>(*p, fd, std::move(peer));

@@ -130,6 +130,68 @@ Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
     co_return detail::qid_reply(Rattach, tag, f->qid);
 }
 
+namespace {
+
+// Where a walk has got to.
+struct WalkState {
+    std::vector<Qid> qids;  // one per name reached
+    int fd = -1;            // O_PATH fd of the last object reached (owned)
+    bool is_dir = true;
+    dev_t dev = 0;          // and its filesystem
+    std::string path;
+    int err = 0;            // why the walk stopped early
+};
+
+// Walks the names from s.qids.size() on, each from the previous one's fd,
+// so that nothing is resolved twice and a component swapped meanwhile is
+// caught by openat2. With `stay_on` (the part of a walk run inline), stops
+// before a name that would look beyond that filesystem: a name under an
+// object on another one, and ".." (resolved from the root, by path). On an
+// error, s.fd is closed.
+void walk_names(WalkState& s, const std::vector<std::string_view>& names, int root, const dev_t* stay_on) {
+    while (s.err == 0 && s.qids.size() < names.size()) {
+        const std::string_view name = names[s.qids.size()];
+        if (stay_on && (s.dev != *stay_on || name == "..")) return;
+        std::string next_path;
+        int next;
+        if (!s.is_dir) {
+            next = -ENOTDIR;
+        } else if (name == ".") {  // itself, as QEMU and diod have it (diodls -l walks it)
+            next_path = s.path;
+            next = ::fcntl(s.fd, F_DUPFD_CLOEXEC, 0);
+            if (next < 0) next = -errno;
+        } else if (name == "..") {  // lexically, stopping at the root
+            next_path = detail::parent_path(s.path);
+            next = open_beneath(root, next_path);
+        } else {
+            next_path = detail::join_path(s.path, name);
+            next = open_child(s.fd, name);
+            if (next == -EINVAL) next = -ENOENT;  // a name with '/': no such entry
+        }
+        struct stat st;
+        if (next >= 0) {
+            if (int r = stat_fd(next, st); r < 0) {
+                ::close(next);
+                next = r;
+            }
+        }
+        if (next < 0) {
+            s.err = -next;
+            ::close(s.fd);
+            s.fd = -1;
+            return;
+        }
+        ::close(s.fd);
+        s.fd = next;
+        s.is_dir = S_ISDIR(st.st_mode);
+        s.dev = st.st_dev;
+        s.qids.push_back(qid_of(st));
+        s.path = std::move(next_path);
+    }
+}
+
+}  // namespace
+
 Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     FidRef from = find(m.fid);
     if (!from || from->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
@@ -139,93 +201,43 @@ Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     if (m.newfid != m.fid && fids_.contains(m.newfid)) co_return error_reply(tag, EBADF);
     if (!m.names.empty() && !from->is_dir()) co_return error_reply(tag, ENOTDIR);
 
-    struct Step {
-        std::vector<Qid> qids;  // one per name reached
-        int fd = -1;            // O_PATH fd of the last name reached
-        dev_t dev = 0;          // and its filesystem
-        std::string path;
-        int err = 0;            // why the walk stopped early
-    };
+    // The walk starts from a copy of the fd, made here: dup never waits,
+    // and a clone (a walk of no names, half of what a client's open or
+    // create sends) then needs no worker at all. On a filesystem in memory
+    // the names are looked up here too; what is left (names beyond it)
+    // goes to a worker. (The state is not returned by value through
+    // co_await: GCC 12 relocates such a result bitwise, which breaks a
+    // std::string in it.)
+    WalkState s;
+    s.path = from->path;
+    s.fd = ::fcntl(from->path_fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (s.fd < 0) co_return error_reply(tag, errno);
     const int root = share_.root_fd;
-    const int start = from->path_fd.get();
-    // Filled in by the worker. (Not returned by value through co_await: GCC
-    // 12 relocates such a result bitwise, which breaks a std::string in it.)
-    Step step;
-    step.path = from->path;
-    // Each name from the previous one's fd, so that nothing is resolved twice
-    // and a component swapped meanwhile is caught by openat2. The walk
-    // starts from a copy of the fd, made here: dup never waits, and a clone
-    // (a walk of no names, half of what a client's open or create sends)
-    // then needs no worker at all.
-    const int first = ::fcntl(start, F_DUPFD_CLOEXEC, 0);
-    if (first < 0) co_return error_reply(tag, errno);
-    if (m.names.empty()) {
-        step.fd = first;
-    } else {
-        co_await run_in_worker([&m, root, first, &s = step] {
-            int cur = first;
-            bool cur_is_dir = true;
-            for (size_t i = 0; cur >= 0 && i < m.names.size(); i++) {
-                std::string next_path;
-                int next;
-                if (!cur_is_dir) {
-                    next = -ENOTDIR;
-                } else if (m.names[i] == ".") {  // itself, as QEMU and diod have it (diodls -l walks it)
-                    next_path = s.path;
-                    next = ::fcntl(cur, F_DUPFD_CLOEXEC, 0);
-                    if (next < 0) next = -errno;
-                } else if (m.names[i] == "..") {  // lexically, stopping at the root
-                    next_path = detail::parent_path(s.path);
-                    next = open_beneath(root, next_path);
-                } else {
-                    next_path = detail::join_path(s.path, m.names[i]);
-                    next = open_child(cur, m.names[i]);
-                    if (next == -EINVAL) next = -ENOENT;  // a name with '/': no such entry
-                }
-                struct stat st;
-                if (next >= 0) {
-                    if (int r = stat_fd(next, st); r < 0) {
-                        ::close(next);
-                        next = r;
-                    }
-                }
-                if (next < 0) {
-                    s.err = -next;
-                    break;
-                }
-                ::close(cur);
-                cur = next;
-                cur_is_dir = S_ISDIR(st.st_mode);
-                s.dev = st.st_dev;
-                s.qids.push_back(qid_of(st));
-                s.path = std::move(next_path);
-            }
-            if (s.err != 0 && cur >= 0) {
-                ::close(cur);
-                cur = -1;
-            }
-            s.fd = cur;
-        });
+    if (tree_inline(*from)) {
+        s.dev = share_.root_dev;
+        walk_names(s, m.names, root, &share_.root_dev);
     }
-    if (step.err != 0) {
+    if (s.err == 0 && s.qids.size() < m.names.size())
+        co_await run_in_worker([&m, root, &s] { walk_names(s, m.names, root, nullptr); });
+    if (s.err != 0) {
         // A partial walk answers with the qids it reached (and creates no
         // newfid); failing on the first name is an error.
-        if (step.qids.empty()) co_return error_reply(tag, step.err);
+        if (s.qids.empty()) co_return error_reply(tag, s.err);
         co_return reply(Rwalk, tag, [&](WireWriter& w) {
-            w.u16(uint16_t(step.qids.size()));
-            for (auto& q : step.qids) w.qid(q);
+            w.u16(uint16_t(s.qids.size()));
+            for (auto& q : s.qids) w.qid(q);
         });
     }
     auto f = std::make_shared<Fid>();
-    f->path_fd.reset(step.fd);
-    f->path = std::move(step.path);
-    f->qid = step.qids.empty() ? from->qid : step.qids.back();
-    f->inline_stat = step.qids.empty() ? from->inline_stat : share_.inline_calls && step.dev == share_.root_dev;
+    f->path_fd.reset(s.fd);
+    f->path = std::move(s.path);
+    f->qid = s.qids.empty() ? from->qid : s.qids.back();
+    f->inline_stat = s.qids.empty() ? from->inline_stat : share_.inline_calls && s.dev == share_.root_dev;
     f->uid = from->uid;
     if (!put(m.newfid, f)) co_return error_reply(tag, EMFILE);
     co_return reply(Rwalk, tag, [&](WireWriter& w) {
-        w.u16(uint16_t(step.qids.size()));
-        for (auto& q : step.qids) w.qid(q);
+        w.u16(uint16_t(s.qids.size()));
+        for (auto& q : s.qids) w.qid(q);
     });
 }
 
@@ -253,13 +265,9 @@ Task<Reply> Session::getattr(uint16_t tag, const Getattr& m) {
     if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
     struct stat st;
     const int fd = f->path_fd.get();
-    int r;
     // Inline, where fstat cannot wait (ShareConfig::inline_calls): a worker
     // hop would cost two thread wake-ups for a call of a microsecond.
-    if (f->inline_stat)
-        r = stat_fd(fd, st);
-    else
-        r = co_await run_in_worker([fd, &st] { return stat_fd(fd, st); });
+    const int r = co_await run_here_or_in_worker(f->inline_stat, [fd, &st] { return stat_fd(fd, st); });
     if (r < 0) co_return error_reply(tag, -r);
     co_return reply(Rgetattr, tag, [&](WireWriter& w) {
         w.u64(kGetattrBasic);
@@ -285,7 +293,7 @@ Task<Reply> Session::statfs(uint16_t tag, const Statfs& m) {
     if (!f || f->kind != Fid::Kind::object) co_return error_reply(tag, EBADF);
     struct statfs sf;
     const int fd = f->path_fd.get();
-    const int r = co_await run_in_worker([fd, &sf] { return ::fstatfs(fd, &sf) == 0 ? 0 : -errno; });
+    const int r = co_await run_here_or_in_worker(tree_inline(*f), [fd, &sf] { return ::fstatfs(fd, &sf) == 0 ? 0 : -errno; });
     if (r < 0) co_return error_reply(tag, -r);
     co_return reply(Rstatfs, tag, [&](WireWriter& w) {
         w.u32(uint32_t(sf.f_type));

@@ -4,10 +4,12 @@
 // system call hops to a worker of that context's thread pool
 // (run_in_worker) and back. Calls that cannot wait run inline instead, as
 // a hop costs two thread wake-ups: dup of a held fd (a walk's start),
-// fstat of an object on a filesystem that keeps inodes in memory, and
-// reads and writes of cached pages with RWF_NOWAIT (what is not cached
-// still goes to a worker). Nothing here knows about sockets; the
-// connection feeds decoded requests in and sends the replies out.
+// fstat of an object on a filesystem that keeps inodes in memory, reads
+// and writes of pages in memory (what is not in memory still goes to a
+// worker), and, on a filesystem that lives in memory (tmpfs), the calls
+// that look up, open, create, list and remove names. Nothing here knows
+// about sockets; the connection feeds decoded requests in and sends the
+// replies out.
 //
 // Thread contract: the connection's context, for every member; requests may
 // run concurrently (interleaved at their worker hops).
@@ -44,6 +46,12 @@ struct ShareConfig {
     bool inline_calls = false;
     dev_t root_dev = 0;
     PageCacheMode page_cache = PageCacheMode::none;
+    // The root filesystem lives in memory (tmpfs, ramfs: page_cache is
+    // `memory`), so on it a lookup, open, create, unlink, rename or
+    // getdents waits for no device either: those run in the connection's
+    // thread too (tree_inline). They may wait for a directory's lock held
+    // by another such call, only as long as that call.
+    bool tree_in_memory = false;
     uint32_t max_msize = 4u << 20;
     size_t max_fids = 16384;
 };
@@ -117,6 +125,9 @@ private:
     uint32_t iounit() const { return msize_ - uint32_t(kIoHeaderSize); }
     // Whether fstat of this object may run inline (ShareConfig::inline_calls).
     bool stat_inline(const struct stat& st) const { return share_.inline_calls && st.st_dev == share_.root_dev; }
+    // Whether calls on f's names (lookups in it, open, create, unlink,
+    // getdents, metadata) may run inline (ShareConfig::tree_in_memory).
+    bool tree_inline(const Fid& f) const { return share_.tree_in_memory && f.inline_stat; }
     // Reads into / writes from `buf` at `off` on f's open fd: pages in
     // memory inline (transfer_from_memory), the rest in a worker. Bytes or
     // -errno.

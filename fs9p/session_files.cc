@@ -46,7 +46,9 @@ Task<Reply> Session::lopen(uint16_t tag, const Lopen& m) {
     if (share_.readonly && wants_write(m.flags)) co_return error_reply(tag, EROFS);
     f->opening = true;
     const int path_fd = f->path_fd.get();
-    const int fd = co_await run_in_worker([path_fd, flags = int(m.flags)] { return reopen(path_fd, flags); });
+    const int fd = co_await run_here_or_in_worker(tree_inline(*f), [path_fd, flags = int(m.flags)] {
+        return reopen(path_fd, flags);
+    });
     f->opening = false;
     if (fd < 0) co_return error_reply(tag, -fd);
     f->open_fd.reset(fd);
@@ -68,7 +70,7 @@ Task<Reply> Session::lcreate(uint16_t tag, const Lcreate& m) {
     const int dir = f->path_fd.get();
     const uint32_t uid = f->uid;
     const std::string name(m.name);
-    Created c = co_await run_in_worker([dir, &name, flags = int(m.flags), mode = m.mode & 07777, uid, gid = m.gid] {
+    Created c = co_await run_here_or_in_worker(tree_inline(*f), [dir, &name, flags = int(m.flags), mode = m.mode & 07777, uid, gid = m.gid] {
         Created c;
         // A plain name in a directory we hold: O_NOFOLLOW is enough to never
         // create or open through a symlink; O_NONBLOCK that a fifo found
@@ -190,10 +192,10 @@ Task<Reply> Session::readdir(uint16_t tag, const Readdir& m) {
     Reply r;
     r.data = IoBuffer::allocate(count);
     if (!r.data) co_return error_reply(tag, ENOMEM);
-    // One worker hop for the whole batch: seek to the client's offset, then
+    // One worker hop (or none, in memory) for the whole batch: seek to the client's offset, then
     // getdents64 until the reply is full. Each dirent's d_off is the offset
     // of the entry after it, exactly what 9P's readdir offset means.
-    const int n = co_await run_in_worker([&f, count, offset = m.offset, out = r.data.get()] {
+    const int n = co_await run_here_or_in_worker(tree_inline(*f), [&f, count, offset = m.offset, out = r.data.get()] {
         std::lock_guard lk(f->dir_mu);
         const int fd = f->open_fd.get();
         if (::lseek(fd, off_t(offset), SEEK_SET) < 0) return -errno;
@@ -236,7 +238,8 @@ Task<Reply> Session::fsync(uint16_t tag, const Fsync& m) {
     FidRef f = find(m.fid);
     if (!f || f->kind != Fid::Kind::object || !f->open_fd) co_return error_reply(tag, EBADF);
     const int fd = f->open_fd.get();
-    const int r = co_await run_in_worker([fd, data = m.datasync != 0] {
+    // On a filesystem in memory there is nothing to wait for.
+    const int r = co_await run_here_or_in_worker(tree_inline(*f), [fd, data = m.datasync != 0] {
         return (data ? ::fdatasync(fd) : ::fsync(fd)) == 0 ? 0 : -errno;
     });
     co_return detail::status_reply(Rfsync, tag, r);

@@ -37,7 +37,7 @@ Task<Reply> Session::create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::
     struct stat st;
     const int dir = d->path_fd.get();
     const std::string n(name);
-    const int r = co_await run_in_worker([&, dir, uid = d->uid] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*d), [&, dir, uid = d->uid] {
         if (int rc = make(dir, n.c_str()); rc < 0) return rc;
         const int fd = open_child(dir, n);
         if (fd < 0) return fd;
@@ -82,7 +82,7 @@ Task<Reply> Session::readlink(uint16_t tag, const Readlink& m) {
     if (f->qid.type != kQtSymlink) co_return error_reply(tag, EINVAL);  // as readlink(2)
     std::string target(PATH_MAX, '\0');
     const int fd = f->path_fd.get();
-    const ssize_t n = co_await run_in_worker([fd, &target] {
+    const ssize_t n = co_await run_here_or_in_worker(tree_inline(*f), [fd, &target] {
         const ssize_t got = ::readlinkat(fd, "", target.data(), target.size());
         return got < 0 ? ssize_t(-errno) : got;
     });
@@ -100,7 +100,7 @@ Task<Reply> Session::link(uint16_t tag, const Link& m) {
     const int dir = d->path_fd.get();
     const int obj = f->path_fd.get();
     const std::string name(m.name);
-    const int r = co_await run_in_worker([dir, obj, &name] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*d) && tree_inline(*f), [dir, obj, &name] {
         // Through /proc: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
         return ::linkat(AT_FDCWD, proc_path(obj).c_str(), dir, name.c_str(), AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
     });
@@ -139,7 +139,7 @@ Task<Reply> Session::renameat(uint16_t tag, const Renameat& m) {
     const int from_dir = od->path_fd.get();
     const int to_dir = nd->path_fd.get();
     const std::string o(m.oldname), n(m.newname);
-    const int r = co_await run_in_worker([from_dir, to_dir, &o, &n] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*od) && tree_inline(*nd), [from_dir, to_dir, &o, &n] {
         return ::renameat(from_dir, o.c_str(), to_dir, n.c_str()) == 0 ? 0 : -errno;
     });
     if (r == 0) rename_paths(detail::join_path(od->path, m.oldname), detail::join_path(nd->path, m.newname));
@@ -153,7 +153,7 @@ Task<Reply> Session::unlinkat(uint16_t tag, const Unlinkat& m) {
     if (m.flags & ~uint32_t(AT_REMOVEDIR)) co_return error_reply(tag, EINVAL);
     const int dir = d->path_fd.get();
     const std::string name(m.name);
-    const int r = co_await run_in_worker([dir, &name, flags = int(m.flags)] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*d), [dir, &name, flags = int(m.flags)] {
         return ::unlinkat(dir, name.c_str(), flags) == 0 ? 0 : -errno;
     });
     co_return detail::status_reply(Runlinkat, tag, r);
@@ -185,7 +185,7 @@ Task<Reply> Session::setattr(uint16_t tag, const Setattr& m) {
     if (share_.readonly) co_return error_reply(tag, EROFS);
     if ((m.valid & kSetattrSize) && m.size > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
     const int fd = f->path_fd.get();
-    const int r = co_await run_in_worker([fd, m] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*f), [fd, m] {
         const std::string p = proc_path(fd);
         if ((m.valid & kSetattrMode) && ::chmod(p.c_str(), m.mode & 07777) != 0) return -errno;
         if (m.valid & (kSetattrUid | kSetattrGid)) {

@@ -191,6 +191,28 @@ TEST(RunInWorker, PropagatesExceptionsAndVoid) {
                  std::runtime_error);
 }
 
+// run_here_or_in_worker: `here` runs the call in the coroutine's own thread
+// (a worker would be another thread), and results, void and exceptions come
+// back the same way either way.
+TEST(RunInWorker, HereRunsInTheCallersThreadOtherwiseOnAWorker) {
+    auto ctx = make_context("t");
+    for (bool here : {true, false}) {
+        auto on_home = block_on(*ctx, [](bool h) -> Task<bool> {
+            const auto home = std::this_thread::get_id();
+            co_return co_await run_here_or_in_worker(h, [home] { return std::this_thread::get_id() == home; });
+        }(here));
+        EXPECT_EQ(on_home, here);
+        int side_effect = 0;
+        block_on(*ctx, [](bool h, int& s) -> Task<void> { co_await run_here_or_in_worker(h, [&s] { s = 7; }); }(
+                           here, side_effect));
+        EXPECT_EQ(side_effect, 7);
+        EXPECT_THROW(block_on(*ctx, [](bool h) -> Task<void> {
+                         co_await run_here_or_in_worker(h, []() -> int { throw std::runtime_error("call failed"); });
+                     }(here)),
+                     std::runtime_error);
+    }
+}
+
 // What the work uses and what it returns are owned exactly once: the
 // coroutine's shared_ptr is released once, and a returned string (short,
 // so stored inside the object) arrives intact. (Capturing the shared_ptr by

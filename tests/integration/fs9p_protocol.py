@@ -351,7 +351,7 @@ class Env:
         self.args = args
         self.kind = args.kind
         self.timeout = args.timeout
-        self.tmp = Path(tempfile.mkdtemp(prefix="fs9p-proto-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix="fs9p-proto-", dir=args.base))
         self.export = self.tmp / "export"
         self.outside = self.tmp / "outside"
         self.export.mkdir()
@@ -2180,6 +2180,19 @@ def t_sigterm(env):
 
 # --- main -------------------------------------------------------------------------
 
+def filesystem_type(path):
+    """The type of the filesystem mounted at or above `path`, from /proc/self/mounts."""
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            mnt = fields[1].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, fields[2]
+    return fstype
+
+
 def main():
     ap = argparse.ArgumentParser(description="9P2000.L protocol tests against ioplane's fs9p export or diod.")
     ap.add_argument("kind", choices=["ioplane", "diod"], nargs="?")
@@ -2190,7 +2203,15 @@ def main():
     ap.add_argument("--aname")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--base", help="make the exported tree under this directory (default: the system's temporary "
+                    "directory); with --base-must-be tmpfs, skip when it is not on that filesystem")
+    ap.add_argument("--base-must-be", metavar="FSTYPE")
     args = ap.parse_args()
+    if args.base_must_be:
+        fstype = filesystem_type(args.base or tempfile.gettempdir())
+        if fstype != args.base_must_be:
+            print("skip: %s is on %s, not %s (the case this run exists for)" % (args.base, fstype, args.base_must_be))
+            return 77
     if args.list:
         for name, _, doc in CASES:
             print("%-22s %s" % (name, doc))

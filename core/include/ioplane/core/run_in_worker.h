@@ -16,6 +16,11 @@
 // plain values. The test RunInWorker.CapturesAndResultsAreOwnedOnce guards
 // the results side.
 //
+// `co_await run_here_or_in_worker(here, fn)` is the same, except that when
+// `here` is true fn runs at once in the coroutine's own thread and nothing
+// suspends: for callers that know this call cannot wait (a worker hop costs
+// two thread wake-ups), choosing per call.
+//
 // Thread contract: coroutine running in an AioContext.
 #pragma once
 
@@ -40,9 +45,12 @@ class RunInWorker final : public WorkItem {
     using Stored = std::conditional_t<std::is_void_v<R>, bool, R>;
 
 public:
-    explicit RunInWorker(F fn) : fn_(std::move(fn)), pool_(current_context_or_die().thread_pool()) {}
+    RunInWorker(F fn, bool here) : fn_(std::move(fn)), pool_(current_context_or_die().thread_pool()), here_(here) {}
 
-    bool await_ready() const noexcept { return false; }
+    bool await_ready() {
+        if (here_) work();
+        return here_;
+    }
     void await_suspend(std::coroutine_handle<> h) {
         h_ = h;
         pool_.submit(*this);
@@ -70,6 +78,7 @@ private:
 
     F fn_;
     ThreadPool& pool_;
+    const bool here_;
     std::coroutine_handle<> h_;
     std::optional<Stored> result_;
     std::exception_ptr exception_;
@@ -77,7 +86,12 @@ private:
 
 template <class F>
 RunInWorker<F> run_in_worker(F fn) {
-    return RunInWorker<F>(std::move(fn));
+    return RunInWorker<F>(std::move(fn), false);
+}
+
+template <class F>
+RunInWorker<F> run_here_or_in_worker(bool here, F fn) {
+    return RunInWorker<F>(std::move(fn), here);
 }
 
 }  // namespace ioplane
