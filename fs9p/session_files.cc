@@ -26,6 +26,12 @@ namespace {
 constexpr int kWriteFlags = O_WRONLY | O_RDWR | O_TRUNC | O_APPEND;
 constexpr size_t kXattrMax = 64 * 1024;  // XATTR_SIZE_MAX and XATTR_LIST_MAX
 
+// Writes the `n` low bytes of v, little-endian as 9P has them; returns the end.
+uint8_t* put_le(uint8_t* p, uint64_t v, int n) {
+    for (int i = 0; i < n; i++) *p++ = uint8_t(v >> (8 * i));
+    return p;
+}
+
 bool wants_write(uint32_t flags) {
     return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND));
 }
@@ -201,7 +207,6 @@ Task<Reply> Session::readdir(uint16_t tag, const Readdir& m) {
         if (::lseek(fd, off_t(offset), SEEK_SET) < 0) return -errno;
         alignas(8) char buf[32 * 1024];
         uint32_t used = 0;
-        std::vector<uint8_t> entry;
         for (;;) {
             const long got = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
             if (got < 0) return used > 0 ? int(used) : -errno;
@@ -215,17 +220,16 @@ Task<Reply> Session::readdir(uint16_t tag, const Readdir& m) {
                     // Full: the next call starts at this entry.
                     return used > 0 ? int(used) : -EINVAL;  // count too small for one entry
                 }
-                entry.clear();
-                WireWriter w(entry);
-                Qid q;
-                q.type = d->d_type == DT_DIR ? kQtDir : d->d_type == DT_LNK ? kQtSymlink : kQtFile;
-                q.path = d->d_ino;
-                w.qid(q);
-                w.u64(uint64_t(d->d_off));
-                w.u8(d->d_type);
-                w.str(std::string_view(d->d_name, len));
-                std::memcpy(out + used, entry.data(), entry.size());
-                used += uint32_t(entry.size());
+                // qid[13] offset[8] type[1] name[s], straight into the reply.
+                uint8_t* p = reinterpret_cast<uint8_t*>(out) + used;
+                *p++ = d->d_type == DT_DIR ? kQtDir : d->d_type == DT_LNK ? kQtSymlink : kQtFile;
+                p = put_le(p, 0, 4);  // qid.version
+                p = put_le(p, d->d_ino, 8);
+                p = put_le(p, uint64_t(d->d_off), 8);
+                *p++ = d->d_type;
+                p = put_le(p, len, 2);
+                std::memcpy(p, d->d_name, len);
+                used += uint32_t(need);
             }
         }
     });
