@@ -20,7 +20,11 @@
 #   --workloads LIST      comma-separated (default all: getattr,read4k,read1m,
 #                         write4k,write1m,create-unlink,readdir,open)
 #   --concurrency LIST    comma-separated outstanding requests (default 1,16)
-#   --servers LIST        ioplane,diod (default both)
+#   --servers LIST        ioplane,diod,ref (default all three). ref is
+#                         bench/9p_reference_responder: canned replies, no file
+#                         system, a thread per connection doing one read() and
+#                         one write() per batch: the machine's floor for the
+#                         same client. It skips readdir (it lists nothing).
 #   --msize BYTES         msize proposed to both servers (default 65536: diod
 #                         1.0.24 caps msize there, so with the default both
 #                         servers see the same messages; a 1 MiB op is then 17
@@ -30,6 +34,7 @@
 #   --diod-threads N      diod's worker threads (default: diod's own, 16)
 #   --daemon PATH         ioplane-storage-daemon (default build/release/daemon/...)
 #   --load PATH           ioplane-9pload (default build/release/tools/9pload/...)
+#   --ref PATH            9p_reference_responder (default build/release/bench/...)
 #   --dir DIR             the directory both servers export (default: a new one
 #                         under /dev/shm, or a tmpfs mounted for the run if
 #                         /dev/shm is not tmpfs); removed afterwards
@@ -59,13 +64,14 @@ QUICK=0
 BUILD=1
 WORKLOADS=getattr,read4k,read1m,write4k,write1m,create-unlink,readdir,open
 CONCURRENCY=1,16
-SERVERS=ioplane,diod
+SERVERS=ioplane,diod,ref
 MSIZE=65536
 FILE_SIZE=64M
 ENTRIES=1000
 DIOD_THREADS=
 DAEMON=$ROOT/build/release/daemon/ioplane-storage-daemon
 LOAD=$ROOT/build/release/tools/9pload/ioplane-9pload
+REF=$ROOT/build/release/bench/9p_reference_responder
 EXPORT_DIR=
 OUT=
 RETRIES=1
@@ -91,6 +97,7 @@ while [ $# -gt 0 ]; do
     --diod-threads) DIOD_THREADS=$2; shift ;;
     --daemon) DAEMON=$2; shift ;;
     --load) LOAD=$2; shift ;;
+    --ref) REF=$2; shift ;;
     --dir) EXPORT_DIR=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
@@ -116,7 +123,7 @@ for w in "${WL_LIST[@]}"; do
 done
 for q in "${QD_LIST[@]}"; do [[ $q =~ ^[1-9][0-9]*$ ]] || { echo "bad concurrency $q" >&2; exit 2; }; done
 for s in "${SERVER_LIST[@]}"; do
-    case $s in ioplane | diod) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
+    case $s in ioplane | diod | ref) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -147,6 +154,10 @@ LOAD=$WORK/bin/$(basename "$LOAD")
 if [ -x "$DAEMON" ]; then
     cp "$DAEMON" "$WORK/bin/"
     DAEMON=$WORK/bin/$(basename "$DAEMON")
+fi
+if [ -x "$REF" ]; then
+    cp "$REF" "$WORK/bin/"
+    REF=$WORK/bin/$(basename "$REF")
 fi
 HZ=$(getconf CLK_TCK)
 
@@ -196,6 +207,9 @@ start_server() {
         local threads=()
         [ -z "$DIOD_THREADS" ] || threads=(-t "$DIOD_THREADS")
         "$DIOD" -f -n -c /dev/null "${threads[@]}" -l "127.0.0.1:$PORT" -e "$EXPORT_DIR" >"$log" 2>&1 &
+        ;;
+    ref)
+        "$REF" "$PORT" >"$log" 2>&1 &
         ;;
     ioplane)
         "$DAEMON" --export "type=9p,id=s0,path=$EXPORT_DIR,addr.type=inet,addr.host=127.0.0.1,addr.port=$PORT" \
@@ -253,6 +267,16 @@ if [ "$want_ioplane" = 1 ]; then
         for s in "${SERVER_LIST[@]}"; do [ "$s" = ioplane ] || keep+=("$s"); done
         SERVER_LIST=("${keep[@]}")
     fi
+fi
+REF_NOTE=
+for s in "${SERVER_LIST[@]}"; do
+    [ "$s" != ref ] || [ -x "$REF" ] || REF_NOTE="no 9p_reference_responder at $REF"
+done
+if [ -n "$REF_NOTE" ]; then
+    echo "$REF_NOTE: running without the reference"
+    keep=()
+    for s in "${SERVER_LIST[@]}"; do [ "$s" = ref ] || keep+=("$s"); done
+    SERVER_LIST=("${keep[@]}")
 fi
 [ ${#SERVER_LIST[@]} -gt 0 ] || { echo "no server to run" >&2; exit 1; }
 
@@ -325,7 +349,12 @@ run_one() {
     [ -z "$IOPLANE_NOTE" ] || echo "ioplane 9P export not available: $IOPLANE_NOTE"
 } >"$OUT/machine.txt"
 
-NRUNS=$((${#SERVER_LIST[@]} * ${#WL_LIST[@]} * ${#QD_LIST[@]} * REPS))
+NRUNS=0
+for s in "${SERVER_LIST[@]}"; do
+    for wl in "${WL_LIST[@]}"; do
+        [ "$s" = ref ] && [ "$wl" = readdir ] || NRUNS=$((NRUNS + ${#QD_LIST[@]} * REPS))
+    done
+done
 echo "9P benchmark: ${SERVER_LIST[*]}; $NRUNS runs of ${DURATION}s + ${WARMUP}s warmup (~$((NRUNS * (${DURATION%.*} + 4) / 60 + 1)) min); results in $OUT"
 : >"$OUT/runs.jsonl"
 : >"$OUT/runs-discarded.jsonl"
@@ -335,6 +364,8 @@ for rep in $(seq "$REPS"); do
             # Rotate the server order each repetition so no server always runs first.
             n=${#SERVER_LIST[@]}
             for i in $(seq 0 $((n - 1))); do
+                # The reference lists nothing: its readdir is not the same work.
+                [ "${SERVER_LIST[$(((i + rep - 1) % n))]}" != ref ] || [ "$wl" != readdir ] || continue
                 run_one "${SERVER_LIST[$(((i + rep - 1) % n))]}" "$wl" "$qd" "$rep"
             done
         done
@@ -381,11 +412,11 @@ def stats(server, k):
         "max_other_cpus": max(r["other_cpus"] for r in rs),
     }
 
-servers = [s for s in ("diod", "ioplane") if any(g[0] == s for g in groups)]
+servers = [s for s in ("diod", "ioplane", "ref") if any(g[0] == s for g in groups)]
 def f(v, fmt):
     return "–" if v is None else fmt % v
 
-print("# 9P2000.L benchmark: ioplane vs diod\n")
+print("# 9P2000.L benchmark: ioplane vs diod (ref: the machine's floor)\n")
 print("```\n" + machine.rstrip() + "\n```\n")
 if ioplane_note:
     print("**ioplane's 9P export was not available (%s): diod only.**\n" % ioplane_note)
@@ -394,6 +425,8 @@ for s in servers:
     head += [s + " ops/s", s + " CPU µs/op", s + " p50 µs", s + " p99 µs", s + " msgs/op"]
 if "ioplane" in servers and "diod" in servers:
     head.append("ioplane/diod ops per CPU-s")
+if "ref" in servers and "diod" in servers:
+    head.append("ref/diod ops per CPU-s (the best any server could reach)")
 head.append("other CPUs (max)")
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
@@ -405,7 +438,7 @@ for k in keys:
     for s in servers:
         x = st[s]
         if x is None:
-            row += ["failed", "", "", "", ""]
+            row += ["–" if s == "ref" else "failed", "", "", "", ""]
             continue
         row += [f(x["ops_per_s"], "%.0f"), f(x["server_cpu_us_per_op"], "%.1f"), f(x["lat_p50_us"], "%.0f"),
                 f(x["lat_p99_us"], "%.0f"), f(x["msgs_per_op"], "%.2f")]
@@ -416,9 +449,16 @@ for k in keys:
         if a and b and a["ops_per_server_cpu_s"] and b["ops_per_server_cpu_s"]:
             ratio = a["ops_per_server_cpu_s"] / b["ops_per_server_cpu_s"]
         row.append(f(ratio, "%.2f"))
+    floor = None
+    if "ref" in servers and "diod" in servers:
+        a, b = st["ref"], st["diod"]
+        if a and b and a["ops_per_server_cpu_s"] and b["ops_per_server_cpu_s"]:
+            floor = a["ops_per_server_cpu_s"] / b["ops_per_server_cpu_s"]
+        row.append(f(floor, "%.2f"))
     row.append("%.2f%s" % (other, " (disturbed)" if other > disturbed else ""))
     print("| " + " | ".join(row) + " |")
-    summary.append({"workload": k[0], "concurrency": k[1], "servers": st, "ioplane_over_diod_ops_per_cpu_s": ratio})
+    summary.append({"workload": k[0], "concurrency": k[1], "servers": st, "ioplane_over_diod_ops_per_cpu_s": ratio,
+                    "ref_over_diod_ops_per_cpu_s": floor})
 print()
 print("Medians over the repetitions. CPU µs/op: the server's utime+stime (all threads) over the measured")
 print("window divided by the ops completed in it. ops per CPU-s = ops / server CPU seconds; the ratio")
@@ -426,6 +466,10 @@ print("is ioplane's over diod's (above 1: ioplane spends less CPU per op). msgs/
 print("(a 1 MiB op is split at the negotiated msize; create-unlink is 5 where the server lacks Tunlinkat")
 print("and the client falls back to Twalk + Tremove, as diod 1.0.24 needs). other CPUs: what other")
 print("processes used during the run, beyond server and client (above %.2f: disturbed)." % disturbed)
+if "ref" in servers:
+    print("ref: bench/9p_reference_responder, canned replies with no file system behind them (one read()")
+    print("and one write() per batch, a thread per connection): what the kernel and the client cost. ref/diod")
+    print("is the ratio a server that did no work at all would reach; readdir is not run against it.")
 if failures:
     print("\n## Failed runs\n")
     for r in failures:
