@@ -245,6 +245,13 @@ load_args() {
 
 # ---------------------------------------------------------------- is ioplane's 9P export there?
 
+# drop_server NAME: run without that server.
+drop_server() {
+    local keep=() s
+    for s in "${SERVER_LIST[@]}"; do [ "$s" = "$1" ] || keep+=("$s"); done
+    SERVER_LIST=("${keep[@]}")
+}
+
 IOPLANE_NOTE=
 want_ioplane=0
 for s in "${SERVER_LIST[@]}"; do [ "$s" = ioplane ] && want_ioplane=1; done
@@ -262,10 +269,8 @@ if [ "$want_ioplane" = 1 ]; then
         stop_server
     fi
     if [ -n "$IOPLANE_NOTE" ]; then
-        echo "ioplane's 9P export is not available ($IOPLANE_NOTE): running diod only"
-        keep=()
-        for s in "${SERVER_LIST[@]}"; do [ "$s" = ioplane ] || keep+=("$s"); done
-        SERVER_LIST=("${keep[@]}")
+        echo "ioplane's 9P export is not available ($IOPLANE_NOTE): running without it"
+        drop_server ioplane
     fi
 fi
 REF_NOTE=
@@ -274,9 +279,7 @@ for s in "${SERVER_LIST[@]}"; do
 done
 if [ -n "$REF_NOTE" ]; then
     echo "$REF_NOTE: running without the reference"
-    keep=()
-    for s in "${SERVER_LIST[@]}"; do [ "$s" = ref ] || keep+=("$s"); done
-    SERVER_LIST=("${keep[@]}")
+    drop_server ref
 fi
 [ ${#SERVER_LIST[@]} -gt 0 ] || { echo "no server to run" >&2; exit 1; }
 
@@ -430,6 +433,13 @@ if "ref" in servers and "diod" in servers:
 head.append("other CPUs (max)")
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
+# SERVER's operations per server CPU-second over diod's, or None.
+def per_cpu_ratio(st, server):
+    a, b = st.get(server), st.get("diod")
+    if a and b and a["ops_per_server_cpu_s"] and b["ops_per_server_cpu_s"]:
+        return a["ops_per_server_cpu_s"] / b["ops_per_server_cpu_s"]
+    return None
+
 summary = []
 for k in keys:
     row = [k[0], str(k[1])]
@@ -443,18 +453,11 @@ for k in keys:
         row += [f(x["ops_per_s"], "%.0f"), f(x["server_cpu_us_per_op"], "%.1f"), f(x["lat_p50_us"], "%.0f"),
                 f(x["lat_p99_us"], "%.0f"), f(x["msgs_per_op"], "%.2f")]
         other = max(other, x["max_other_cpus"])
-    ratio = None
-    if "ioplane" in servers and "diod" in servers:
-        a, b = st["ioplane"], st["diod"]
-        if a and b and a["ops_per_server_cpu_s"] and b["ops_per_server_cpu_s"]:
-            ratio = a["ops_per_server_cpu_s"] / b["ops_per_server_cpu_s"]
-        row.append(f(ratio, "%.2f"))
-    floor = None
-    if "ref" in servers and "diod" in servers:
-        a, b = st["ref"], st["diod"]
-        if a and b and a["ops_per_server_cpu_s"] and b["ops_per_server_cpu_s"]:
-            floor = a["ops_per_server_cpu_s"] / b["ops_per_server_cpu_s"]
-        row.append(f(floor, "%.2f"))
+    ratio = per_cpu_ratio(st, "ioplane")
+    floor = per_cpu_ratio(st, "ref")
+    for server, value in (("ioplane", ratio), ("ref", floor)):
+        if server in servers and "diod" in servers:
+            row.append(f(value, "%.2f"))
     row.append("%.2f%s" % (other, " (disturbed)" if other > disturbed else ""))
     print("| " + " | ".join(row) + " |")
     summary.append({"workload": k[0], "concurrency": k[1], "servers": st, "ioplane_over_diod_ops_per_cpu_s": ratio,
