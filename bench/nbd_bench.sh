@@ -16,7 +16,7 @@
 #   --ramp S          fio ramp_time before measuring (default 1)
 #   --reps N          repetitions of each pair (default 3; --quick: 1)
 #   --backends LIST   comma-separated: null,file (default both)
-#   --workloads LIST  comma-separated names (below), or "all" (default: all but rw4k-qd64)
+#   --workloads LIST  comma-separated names (below), or "all" (default: all, the issue's list)
 #   --servers LIST    comma-separated: ioplane,ioplane-poll,ioplane-main,qsd,nbdkit,ref
 #                     (default all)
 #   --poll-max-ns N   poll-max-ns of the ioplane variant's IOThread (default 0:
@@ -36,7 +36,7 @@
 #                     (default 300), so a busy machine cannot stretch the run
 #
 # Workloads (4k unless said): rr4k-qd1, rr4k-qd16, rr4k-qd64 (randread);
-# rw4k-qd16, rw4k-qd64 (randwrite); sr64k-qd16 (64k sequential read);
+# rw4k-qd1, rw4k-qd16, rw4k-qd64 (randwrite); sr64k-qd16 (64k sequential read);
 # rr4k-qd16x2 (randread QD16 on each of two connections: fio numjobs=2).
 #
 # Servers:
@@ -45,10 +45,10 @@
 #                 latency: on a client-bound workload a polling server is
 #                 100% busy, so its CPU per I/O is 1/IOPS whatever it does.
 #   ioplane-poll  the same with adaptive polling up to POLL_LONG, long enough
-#                 to span a QD1 round trip on this VM (null back end, rr4k-qd1
+#                 to span a QD1 round trip on this VM (null back end, rr4k-qd1, rw4k-qd1
 #                 and rr4k-qd16 only)
 #   ioplane-main  export in the main loop: the same command line as qsd's
-#                 (null back end, rr4k-qd1 and rr4k-qd16 only)
+#                 (null back end, rr4k-qd1, rw4k-qd1 and rr4k-qd16 only)
 #   qsd           qemu-storage-daemon, export in its main loop: Debian's 7.2
 #                 build aborts on the first client disconnect when the export
 #                 is in an iothread (see docs/BENCHMARKS.md)
@@ -119,12 +119,13 @@ ALL_WORKLOADS=(
     rr4k-qd1:randread:4k:1:1
     rr4k-qd16:randread:4k:16:1
     rr4k-qd64:randread:4k:64:1
+    rw4k-qd1:randwrite:4k:1:1
     rw4k-qd16:randwrite:4k:16:1
     rw4k-qd64:randwrite:4k:64:1
     sr64k-qd16:read:64k:16:1
     rr4k-qd16x2:randread:4k:16:2
 )
-[ -n "$WORKLOADS" ] || WORKLOADS=rr4k-qd1,rr4k-qd16,rr4k-qd64,rw4k-qd16,sr64k-qd16,rr4k-qd16x2
+[ -n "$WORKLOADS" ] || WORKLOADS=all
 [ "$WORKLOADS" = all ] && WORKLOADS=$(printf '%s\n' "${ALL_WORKLOADS[@]}" | cut -d: -f1 | paste -sd,)
 declare -A WL
 for w in "${ALL_WORKLOADS[@]}"; do WL[${w%%:*}]=$w; done
@@ -143,7 +144,7 @@ done
 included() {
     case $2 in
     ref) [ "$1" = null ] || return 1 ;;
-    ioplane-main | ioplane-poll) [ "$1" = null ] && { [ "$3" = rr4k-qd1 ] || [ "$3" = rr4k-qd16 ]; } || return 1 ;;
+    ioplane-main | ioplane-poll) [ "$1" = null ] && { [ "$3" = rr4k-qd1 ] || [ "$3" = rw4k-qd1 ] || [ "$3" = rr4k-qd16 ]; } || return 1 ;;
     esac
     # QD64 writes only on the null back end (time budget).
     [ "$3" = rw4k-qd64 ] && [ "$1" != null ] && return 1

@@ -25,7 +25,7 @@ LABELS = {
     "ref": "reference responder",
 }
 COLORS = {"ioplane": "#1f77b4", "ioplane-poll": "#6baed6", "ioplane-main": "#c6dbef", "qsd": "#d62728", "nbdkit": "#2ca02c", "ref": "#7f7f7f"}
-WORKLOADS = ["rr4k-qd1", "rr4k-qd16", "rr4k-qd64", "rw4k-qd16", "rw4k-qd64", "sr64k-qd16", "rr4k-qd16x2"]
+WORKLOADS = ["rr4k-qd1", "rr4k-qd16", "rr4k-qd64", "rw4k-qd1", "rw4k-qd16", "rw4k-qd64", "sr64k-qd16", "rr4k-qd16x2"]
 BACKENDS = ["null", "file"]
 
 
