@@ -245,13 +245,6 @@ load_args() {
 
 # ---------------------------------------------------------------- is ioplane's 9P export there?
 
-# drop_server NAME: run without that server.
-drop_server() {
-    local keep=() s
-    for s in "${SERVER_LIST[@]}"; do [ "$s" = "$1" ] || keep+=("$s"); done
-    SERVER_LIST=("${keep[@]}")
-}
-
 IOPLANE_NOTE=
 want_ioplane=0
 for s in "${SERVER_LIST[@]}"; do [ "$s" = ioplane ] && want_ioplane=1; done

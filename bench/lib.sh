@@ -1,8 +1,15 @@
 # Helpers the benchmark scripts share (source it): the background processes
 # they start, the CPU time a server uses, and whether the machine is quiet.
-# The caller defines PIDS (array of the processes it started), SPID (the
+# The caller defines PIDS (array of the processes it started), SERVER_LIST, SPID (the
 # running server), WORK (a scratch directory), HZ (clock ticks per second), QUIET_WAIT (seconds),
 # DISTURBED (CPUs), RETRIES and RETRY_BUDGET (seconds).
+
+# drop_server NAME: run without that server (the caller's SERVER_LIST).
+drop_server() {
+    local keep=() s
+    for s in "${SERVER_LIST[@]}"; do [ "$s" = "$1" ] || keep+=("$s"); done
+    SERVER_LIST=("${keep[@]}")
+}
 
 # forget_pid PID: it has been waited for; cleanup need not kill it.
 forget_pid() {

@@ -11,7 +11,9 @@
 # /proc/PID/stat, all threads) sampled at the edges of the measured window
 # (after the ramp). The report gives medians: IOPS, server CPU µs per I/O,
 # and the ratio ioplane/qsd of I/Os per server CPU-second (above 1: ioplane
-# does more work per CPU-second).
+# does more work per CPU-second). With the reference back end (ref) the
+# report also gives ref/qsd: the ratio a server that does no work at all
+# would reach on this machine with the same front end.
 #
 #   bench/vublk_bench.sh                  # full run, ~20 minutes on 2 cores
 #   bench/vublk_bench.sh --quick          # 2 s runs, 1 repetition: checks the script
@@ -28,13 +30,22 @@
 #   --wait MODE           the front end's completion wait: event (sleep on the
 #                         call eventfd, as a guest driver with interrupts) or
 #                         poll (default event)
-#   --servers LIST        ioplane,qsd (default both)
+#   --servers LIST        ioplane,qsd,ref (default ioplane,qsd, plus ref when
+#                         its binary exists). ref is bench/vublk_reference_backend:
+#                         requests completed on the spot with no back end, a
+#                         thread per queue doing one blocking read() of the kick
+#                         eventfd and at most one call-eventfd write per batch:
+#                         the machine's floor for the same front end and a
+#                         server that sleeps between kicks (one that busy-polls
+#                         can beat it at low QD). It runs the null back end
+#                         only (it has no file back end).
 #   --ioplane-iothread-per-queue
 #                         give ioplane a second IOThread and the export
 #                         iothread.0=io0,iothread.1=io1 (one per queue; qsd 7.2
 #                         has no such option and keeps iothread=io0)
 #   --daemon PATH         ioplane-storage-daemon (default build/release/daemon/...)
 #   --vublk PATH          ioplane-vublk (default build/release/tools/vublk/...)
+#   --ref PATH            vublk_reference_backend (default build/release/bench/...)
 #   --out DIR             where results go (default /tmp/vublk-bench-YYYYmmdd-HHMMSS)
 #   --no-build            do not run `make build` first
 #   --retries N           run a measurement again, up to N times, when other
@@ -44,9 +55,10 @@
 #   --retry-budget S      at most S seconds in all spent on retries (default 180)
 #
 # If ioplane's daemon does not serve vhost-user-blk (it rejects the export,
-# exits, or a first short run against it fails), the run goes on with qsd
-# alone and says so. A run that fails (server crash, I/O error, protocol
-# error) is counted as failed and listed in the report.
+# exits, or a first short run against it fails), the run goes on without it
+# and says so; likewise without ref if --servers names it and its binary is
+# missing. A run that fails (server crash, I/O error, protocol error) is
+# counted as failed and listed in the report.
 #
 # Output in DIR: runs.jsonl (one line per kept run: ioplane-vublk's JSON plus
 # back end, server, rep, exit status, other processes' CPU use),
@@ -66,10 +78,11 @@ BS=4k
 IODEPTHS=1,16,128
 QUEUES=1,2
 WAIT=event
-SERVERS=ioplane,qsd
+SERVERS=  # default: ioplane,qsd, and ref if REF exists (decided after the build)
 IOTHREAD_PER_QUEUE=0
 DAEMON=$ROOT/build/release/daemon/ioplane-storage-daemon
 VUBLK=$ROOT/build/release/tools/vublk/ioplane-vublk
+REF=$ROOT/build/release/bench/vublk_reference_backend
 OUT=
 RETRIES=1
 DISTURBED=0.25
@@ -96,6 +109,7 @@ while [ $# -gt 0 ]; do
     --ioplane-iothread-per-queue) IOTHREAD_PER_QUEUE=1 ;;
     --daemon) DAEMON=$2; shift ;;
     --vublk) VUBLK=$2; shift ;;
+    --ref) REF=$2; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --retries) RETRIES=$2; shift ;;
@@ -116,13 +130,13 @@ IFS=, read -r -a BACKEND_LIST <<<"$BACKENDS"
 IFS=, read -r -a RW_LIST <<<"$RWS"
 IFS=, read -r -a QD_LIST <<<"$IODEPTHS"
 IFS=, read -r -a NQ_LIST <<<"$QUEUES"
-IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+IFS=, read -r -a SERVER_LIST <<<"${SERVERS:-ioplane,qsd}"
 for b in "${BACKEND_LIST[@]}"; do case $b in null | file) ;; *) echo "unknown back end $b" >&2; exit 2 ;; esac; done
 for r in "${RW_LIST[@]}"; do
     case $r in read | write | randread | randwrite | randrw) ;; *) echo "unknown rw $r" >&2; exit 2 ;; esac
 done
 for q in "${QD_LIST[@]}" "${NQ_LIST[@]}"; do [[ $q =~ ^[1-9][0-9]*$ ]] || { echo "bad number $q" >&2; exit 2; }; done
-for s in "${SERVER_LIST[@]}"; do case $s in ioplane | qsd) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
+for s in "${SERVER_LIST[@]}"; do case $s in ioplane | qsd | ref) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac; done
 case $WAIT in event | poll) ;; *) echo "--wait: event or poll" >&2; exit 2 ;; esac
 
 # ---------------------------------------------------------------- tools
@@ -138,6 +152,7 @@ if [ "$BUILD" = 1 ]; then
     make -C "$ROOT" build >/dev/null
 fi
 [ -x "$VUBLK" ] || { echo "missing $VUBLK (make build, or --vublk PATH)" >&2; exit 1; }
+[ -n "$SERVERS" ] || [ ! -x "$REF" ] || SERVER_LIST+=(ref)
 
 [ -n "$OUT" ] || OUT=/tmp/vublk-bench-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT/logs"
@@ -150,6 +165,10 @@ VUBLK=$WORK/bin/$(basename "$VUBLK")
 if [ -x "$DAEMON" ]; then
     cp "$DAEMON" "$WORK/bin/"
     DAEMON=$WORK/bin/$(basename "$DAEMON")
+fi
+if [ -x "$REF" ]; then
+    cp "$REF" "$WORK/bin/"
+    REF=$WORK/bin/$(basename "$REF")
 fi
 HZ=$(getconf CLK_TCK)
 
@@ -202,13 +221,23 @@ start_server() {
         fi
         ;;
     esac
-    "$bin" "${objects[@]}" --blockdev "$bdev" \
-        --export "type=vhost-user-blk,id=e0,node-name=disk,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=$nq,$placement" \
-        --pidfile "$pidf" >"$log" 2>&1 &
+    if [ "$server" = ref ]; then
+        # Null back end only (the caller skips file); it offers 16 queues whatever the run drives.
+        "$REF" "$SOCK" "$SIZE" >"$log" 2>&1 &
+    else
+        "$bin" "${objects[@]}" --blockdev "$bdev" \
+            --export "type=vhost-user-blk,id=e0,node-name=disk,addr.type=unix,addr.path=$SOCK,writable=on,num-queues=$nq,$placement" \
+            --pidfile "$pidf" >"$log" 2>&1 &
+    fi
     SPID=$!
     PIDS+=("$SPID")
     for i in $(seq 200); do
-        [ -s "$pidf" ] && [ -S "$SOCK" ] && return 0
+        if [ "$server" = ref ]; then
+            # It has no pidfile, and its socket exists a moment before it listens.
+            grep -q listening "$log" 2>/dev/null && return 0
+        else
+            [ -s "$pidf" ] && [ -S "$SOCK" ] && return 0
+        fi
         if ! kill -0 "$SPID" 2>/dev/null; then
             wait "$SPID" 2>/dev/null || true
             forget_pid "$SPID"
@@ -250,11 +279,17 @@ if [ "$want_ioplane" = 1 ]; then
         stop_server
     fi
     if [ -n "$IOPLANE_NOTE" ]; then
-        echo "ioplane's vhost-user-blk export is not available ($IOPLANE_NOTE): running qsd only"
-        keep=()
-        for s in "${SERVER_LIST[@]}"; do [ "$s" = ioplane ] || keep+=("$s"); done
-        SERVER_LIST=("${keep[@]}")
+        echo "ioplane's vhost-user-blk export is not available ($IOPLANE_NOTE): running without it"
+        drop_server ioplane
     fi
+fi
+REF_NOTE=
+for s in "${SERVER_LIST[@]}"; do
+    [ "$s" != ref ] || [ -x "$REF" ] || REF_NOTE="no vublk_reference_backend at $REF"
+done
+if [ -n "$REF_NOTE" ]; then
+    echo "$REF_NOTE: running without the reference"
+    drop_server ref
 fi
 [ ${#SERVER_LIST[@]} -gt 0 ] || { echo "no server to run" >&2; exit 1; }
 
@@ -327,10 +362,20 @@ run_one() {
         echo "ioplane: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty tree)'), binary sha256 $(sha256sum "$DAEMON" | cut -c1-16)"
     fi
     echo "ioplane-vublk: binary sha256 $(sha256sum "$VUBLK" | cut -c1-16)"
+    if [[ " ${SERVER_LIST[*]} " == *" ref "* ]]; then
+        echo "ref: vublk_reference_backend (null back end only), binary sha256 $(sha256sum "$REF" | cut -c1-16)"
+    fi
     [ -z "$IOPLANE_NOTE" ] || echo "ioplane vhost-user-blk export not available: $IOPLANE_NOTE"
 } >"$OUT/machine.txt"
 
-NRUNS=$((${#BACKEND_LIST[@]} * ${#RW_LIST[@]} * ${#QD_LIST[@]} * ${#NQ_LIST[@]} * ${#SERVER_LIST[@]} * REPS))
+# included BACKEND SERVER: whether the pair is run (the reference has no file back end).
+included() { [ "$2" != ref ] || [ "$1" = null ]; }
+NRUNS=0
+for b in "${BACKEND_LIST[@]}"; do
+    for s in "${SERVER_LIST[@]}"; do
+        if included "$b" "$s"; then NRUNS=$((NRUNS + ${#RW_LIST[@]} * ${#QD_LIST[@]} * ${#NQ_LIST[@]} * REPS)); fi
+    done
+done
 echo "vhost-user-blk benchmark: ${SERVER_LIST[*]}; $NRUNS runs of ${RUNTIME}s + ${RAMP}s ramp (~$((NRUNS * (${RUNTIME%.*} + ${RAMP%.*} + 2) / 60 + 1)) min); results in $OUT"
 : >"$OUT/runs.jsonl"
 : >"$OUT/runs-discarded.jsonl"
@@ -342,7 +387,9 @@ for rep in $(seq "$REPS"); do
                     # Rotate the server order each repetition so no server always runs first.
                     n=${#SERVER_LIST[@]}
                     for i in $(seq 0 $((n - 1))); do
-                        run_one "$b" "${SERVER_LIST[$(((i + rep - 1) % n))]}" "$rw" "$qd" "$nq" "$rep"
+                        s=${SERVER_LIST[$(((i + rep - 1) % n))]}
+                        included "$b" "$s" || continue
+                        run_one "$b" "$s" "$rw" "$qd" "$nq" "$rep"
                     done
                 done
             done
@@ -389,23 +436,32 @@ def stats(server, k):
         "max_other_cpus": max(r["other_cpus"] for r in rs),
     }
 
-servers = [s for s in ("qsd", "ioplane") if any(g[0] == s for g in groups)]
-both = "ioplane" in servers and "qsd" in servers
+servers = [s for s in ("qsd", "ioplane", "ref") if any(g[0] == s for g in groups)]
 def f(v, fmt):
     return "–" if v is None else fmt % v
 
-print("# vhost-user-blk benchmark: ioplane vs qemu-storage-daemon\n")
+print("# vhost-user-blk benchmark: ioplane vs qemu-storage-daemon%s\n" %
+      (" (ref: the machine's floor)" if "ref" in servers else ""))
 print("```\n" + machine.rstrip() + "\n```\n")
 if ioplane_note:
-    print("**ioplane's vhost-user-blk export was not available (%s): qsd only.**\n" % ioplane_note)
+    print("**ioplane's vhost-user-blk export was not available (%s): run without it.**\n" % ioplane_note)
 head = ["back end", "rw", "QD", "queues"]
 for s in servers:
     head += [s + " IOPS", s + " CPU µs/IO", s + " p50 µs", s + " p99 µs"]
-if both:
-    head.append("ioplane/qsd IOs per CPU-s")
+# The ratio columns: SERVER's I/Os per server CPU-second over qsd's.
+ratios = [s for s in ("ioplane", "ref") if s in servers and "qsd" in servers]
+for s in ratios:
+    head.append("ioplane/qsd IOs per CPU-s" if s == "ioplane" else
+                "ref/qsd IOs per CPU-s (the best any server could reach)")
 head += ["tool CPU µs/IO", "other CPUs (max)"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
+def per_cpu_ratio(st, server):
+    a, b = st.get(server), st.get("qsd")
+    if a and b and a["ios_per_server_cpu_s"] and b["ios_per_server_cpu_s"]:
+        return a["ios_per_server_cpu_s"] / b["ios_per_server_cpu_s"]
+    return None
+
 summary = []
 for k in keys:
     row = [k[0], k[1], str(k[2]), str(k[3])]
@@ -414,29 +470,34 @@ for k in keys:
     for s in servers:
         x = st[s]
         if x is None:
-            row += ["failed", "", "", ""]
+            # The reference has no file back end: not run, not failed.
+            row += ["–" if s == "ref" and k[0] != "null" else "failed", "", "", ""]
             continue
         row += [f(x["iops"], "%.0f"), f(x["server_cpu_us_per_io"], "%.2f"), f(x["lat_p50_us"], "%.0f"),
                 f(x["lat_p99_us"], "%.0f")]
         other = max(other, x["max_other_cpus"])
         tool.append("%.2f" % x["tool_cpu_us_per_io"])
-    ratio = None
-    if both:
-        a, b = st["ioplane"], st["qsd"]
-        if a and b and a["ios_per_server_cpu_s"] and b["ios_per_server_cpu_s"]:
-            ratio = a["ios_per_server_cpu_s"] / b["ios_per_server_cpu_s"]
-        row.append(f(ratio, "%.2f"))
+    ratio = per_cpu_ratio(st, "ioplane")
+    floor = per_cpu_ratio(st, "ref")
+    for s in ratios:
+        row.append(f(ratio if s == "ioplane" else floor, "%.2f"))
     row.append(" / ".join(tool) or "–")
     row.append("%.2f%s" % (other, " (disturbed)" if other > disturbed else ""))
     print("| " + " | ".join(row) + " |")
     summary.append({"backend": k[0], "rw": k[1], "iodepth": k[2], "queues": k[3], "servers": st,
-                    "ioplane_over_qsd_ios_per_cpu_s": ratio})
+                    "ioplane_over_qsd_ios_per_cpu_s": ratio, "ref_over_qsd_ios_per_cpu_s": floor})
 print()
 print("Medians over the repetitions. CPU µs/IO: the server's utime+stime (all threads) over the measured")
 print("window divided by the I/Os completed in it. IOs per CPU-s = I/Os / server CPU seconds; the ratio is")
 print("ioplane's over qsd's (above 1: ioplane spends less CPU per I/O). tool CPU: ioplane-vublk's own CPU per")
 print("I/O (the front end shares the machine with the server: %s)." % ("per server, in the order of the columns" if len(servers) > 1 else "one server"))
 print("other CPUs: what other processes used during the run, beyond server and tool (above %.2f: disturbed)." % disturbed)
+if "ref" in servers:
+    print("ref: bench/vublk_reference_backend, requests completed on the spot with no back end (a thread per")
+    print("queue: one blocking read() of the kick eventfd, at most one call-eventfd write per batch): what the")
+    print("kernel and the front end cost. ref/qsd is the ratio a server that did no work at all would reach")
+    print("if it sleeps between kicks (a server that busy-polls the ring can do better where wake-ups")
+    print("dominate, at low QD); it runs the null back end only.")
 if failures:
     print("\n## Failed runs\n")
     for r in failures:
