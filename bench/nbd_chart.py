@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SERVERS = ["ioplane", "ioplane-poll", "ioplane-main", "qsd", "nbdkit", "ref"]
 LABELS = {
-    "ioplane": "ioplane (IOThread, polling)",
+    "ioplane": "ioplane (IOThread, no busy-polling)",
     "ioplane-poll": "ioplane (IOThread, long polling)",
     "ioplane-main": "ioplane (main loop)",
     "qsd": "qemu-storage-daemon 7.2 (main loop)",
