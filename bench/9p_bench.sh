@@ -10,7 +10,7 @@
 # workload: ops/s, server CPU time per op, and the ratio ioplane/diod of ops
 # per server CPU-second (above 1: ioplane does more work per CPU-second).
 #
-#   bench/9p_bench.sh                 # full run, ~15 minutes on 2 cores
+#   bench/9p_bench.sh                 # full run, ~22 minutes on 2 cores
 #   bench/9p_bench.sh --quick         # 2 s runs, 1 repetition: checks the script
 #
 # Options:
