@@ -59,6 +59,7 @@
 #include "guest_memory.h"
 #include "protocol.h"
 #include "split_ring.h"
+#include "virtio_blk_defs.h"
 
 namespace {
 
@@ -67,19 +68,6 @@ using namespace ioplane::vhost_user;
 
 static_assert(std::endian::native == std::endian::little,
               "virtio 1.x requests and config are little-endian: read and written here as native values");
-
-// virtio-blk feature bits, request types and status values (virtio-blk.tex).
-constexpr uint64_t kBlkFSegMax = 1ull << 2;
-constexpr uint64_t kBlkFBlkSize = 1ull << 6;
-constexpr uint64_t kBlkFFlush = 1ull << 9;
-constexpr uint64_t kBlkFMq = 1ull << 12;
-constexpr uint32_t kBlkTIn = 0;
-constexpr uint32_t kBlkTOut = 1;
-constexpr uint32_t kBlkTFlush = 4;
-constexpr uint32_t kBlkTGetId = 8;
-constexpr uint8_t kBlkSOk = 0;
-constexpr uint8_t kBlkSIoErr = 1;
-constexpr uint8_t kBlkSUnsupp = 2;
 
 constexpr uint64_t kFeatures =
     kFVersion1 | kFRingIndirectDesc | kFRingEventIdx | kFProtocolFeatures | kBlkFSegMax | kBlkFBlkSize | kBlkFFlush |
@@ -92,7 +80,6 @@ constexpr uint32_t kNumQueues = 16;
 constexpr uint32_t kSegMax = 126;          // as qemu-storage-daemon and ioplane offer
 constexpr uint32_t kBlockSize = 512;
 constexpr size_t kConfigSpace = 256;       // what GET_CONFIG may address
-constexpr size_t kBlkIdBytes = 20;
 constexpr char kBlkId[kBlkIdBytes] = "vublk-reference";  // NUL-padded
 
 uint64_t g_size = 1ull << 30;
@@ -105,7 +92,7 @@ struct BlkHeader {
     uint32_t reserved;
     uint64_t sector;
 };
-static_assert(sizeof(BlkHeader) == 16);
+static_assert(sizeof(BlkHeader) == kBlkHeaderSize);
 
 // Copies the first `n` bytes of the buffers into `dst`; false if they are shorter.
 bool gather(const std::vector<iovec>& iov, void* dst, size_t n) {
