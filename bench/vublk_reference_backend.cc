@@ -56,6 +56,7 @@
 #include <thread>
 #include <vector>
 
+#include "fd_passing.h"
 #include "guest_memory.h"
 #include "protocol.h"
 #include "split_ring.h"
@@ -511,28 +512,10 @@ struct Message {
 // One recvmsg() into buf, collecting the fds that come with it. EINTR ends
 // the wait only when a stop signal came.
 Result<size_t> receive_some(int fd, uint8_t* buf, size_t len, std::vector<UniqueFd>& fds) {
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
-    iovec iov{buf, len};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    while ((n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR && !g_stop) {
+    for (;;) {
+        auto n = receive_with_fds(fd, buf, len, fds, 0);
+        if (n || n.error().code != EINTR || g_stop) return n;
     }
-    if (n < 0) return fail_errno("recvmsg");
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-            int received;
-            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof received);
-            fds.emplace_back(received);
-        }
-    }
-    if (msg.msg_flags & MSG_CTRUNC) return fail(EPROTO, "too many file descriptors with one message");
-    if (n == 0) return fail(ECONNRESET, "front end disconnected");
-    return size_t(n);
 }
 
 Result<void> receive_exact(int fd, uint8_t* buf, size_t len, std::vector<UniqueFd>& fds) {
