@@ -266,14 +266,7 @@ if [ "$want_ioplane" = 1 ]; then
         drop_server ioplane
     fi
 fi
-REF_NOTE=
-for s in "${SERVER_LIST[@]}"; do
-    [ "$s" != ref ] || [ -x "$REF" ] || REF_NOTE="no 9p_reference_responder at $REF"
-done
-if [ -n "$REF_NOTE" ]; then
-    echo "$REF_NOTE: running without the reference"
-    drop_server ref
-fi
+drop_ref_if_missing
 [ ${#SERVER_LIST[@]} -gt 0 ] || { echo "no server to run" >&2; exit 1; }
 
 # ---------------------------------------------------------------- runs
@@ -345,10 +338,13 @@ run_one() {
     [ -z "$IOPLANE_NOTE" ] || echo "ioplane 9P export not available: $IOPLANE_NOTE"
 } >"$OUT/machine.txt"
 
+# included SERVER WORKLOAD: whether the pair is run. The reference lists
+# nothing: its readdir is not the same work.
+included() { [ "$1" != ref ] || [ "$2" != readdir ]; }
 NRUNS=0
 for s in "${SERVER_LIST[@]}"; do
     for wl in "${WL_LIST[@]}"; do
-        [ "$s" = ref ] && [ "$wl" = readdir ] || NRUNS=$((NRUNS + ${#QD_LIST[@]} * REPS))
+        if included "$s" "$wl"; then NRUNS=$((NRUNS + ${#QD_LIST[@]} * REPS)); fi
     done
 done
 echo "9P benchmark: ${SERVER_LIST[*]}; $NRUNS runs of ${DURATION}s + ${WARMUP}s warmup (~$((NRUNS * (${DURATION%.*} + 4) / 60 + 1)) min); results in $OUT"
@@ -360,9 +356,9 @@ for rep in $(seq "$REPS"); do
             # Rotate the server order each repetition so no server always runs first.
             n=${#SERVER_LIST[@]}
             for i in $(seq 0 $((n - 1))); do
-                # The reference lists nothing: its readdir is not the same work.
-                [ "${SERVER_LIST[$(((i + rep - 1) % n))]}" != ref ] || [ "$wl" != readdir ] || continue
-                run_one "${SERVER_LIST[$(((i + rep - 1) % n))]}" "$wl" "$qd" "$rep"
+                s=${SERVER_LIST[$(((i + rep - 1) % n))]}
+                included "$s" "$wl" || continue
+                run_one "$s" "$wl" "$qd" "$rep"
             done
         done
     done

@@ -1,6 +1,6 @@
 # Helpers the benchmark scripts share (source it): the background processes
 # they start, the CPU time a server uses, and whether the machine is quiet.
-# The caller defines PIDS (array of the processes it started), SERVER_LIST, SPID (the
+# The caller defines PIDS (array of the processes it started), SERVER_LIST, REF, SPID (the
 # running server), WORK (a scratch directory), HZ (clock ticks per second), QUIET_WAIT (seconds),
 # DISTURBED (CPUs), RETRIES and RETRY_BUDGET (seconds).
 
@@ -9,6 +9,18 @@ drop_server() {
     local keep=() s
     for s in "${SERVER_LIST[@]}"; do [ "$s" = "$1" ] || keep+=("$s"); done
     SERVER_LIST=("${keep[@]}")
+}
+
+# drop_ref_if_missing: run without the reference server ("ref" in
+# SERVER_LIST) when its binary, $REF, is not there.
+drop_ref_if_missing() {
+    local s
+    for s in "${SERVER_LIST[@]}"; do
+        [ "$s" = ref ] && [ ! -x "$REF" ] || continue
+        echo "no $(basename "$REF") at $REF: running without the reference"
+        drop_server ref
+        return
+    done
 }
 
 # forget_pid PID: it has been waited for; cleanup need not kill it.

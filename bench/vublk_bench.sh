@@ -283,14 +283,7 @@ if [ "$want_ioplane" = 1 ]; then
         drop_server ioplane
     fi
 fi
-REF_NOTE=
-for s in "${SERVER_LIST[@]}"; do
-    [ "$s" != ref ] || [ -x "$REF" ] || REF_NOTE="no vublk_reference_backend at $REF"
-done
-if [ -n "$REF_NOTE" ]; then
-    echo "$REF_NOTE: running without the reference"
-    drop_server ref
-fi
+drop_ref_if_missing
 [ ${#SERVER_LIST[@]} -gt 0 ] || { echo "no server to run" >&2; exit 1; }
 
 # ---------------------------------------------------------------- runs
