@@ -136,7 +136,7 @@ void serve(int fd) {
     std::vector<uint8_t> in(2 * kMaxMsize);
     std::vector<uint8_t> out;
     size_t have = 0;
-    uint32_t msize = 8192;
+    uint32_t msize = 8192;  // until Tversion: room for it
     for (;;) {
         const ssize_t n = ::read(fd, in.data() + have, in.size() - have);
         if (n <= 0) break;
@@ -147,7 +147,7 @@ void serve(int fd) {
         while (ok && have - used >= 4) {
             const uint8_t* p = in.data() + used;
             const uint32_t size = uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-            if (size < kHeaderSize || size > std::max(msize, 8192u)) {
+            if (size < kHeaderSize || size > msize) {
                 ok = false;
                 break;
             }
