@@ -52,7 +52,7 @@ Fd make_eventfd() {
 }
 
 Fd make_memfd(uint64_t size) {
-    const int fd = ::memfd_create("vhost-bad-input", MFD_CLOEXEC);
+    const int fd = ::memfd_create(kMemfdName, MFD_CLOEXEC);
     check(fd >= 0, std::string("memfd_create: ") + std::strerror(errno));
     check(::ftruncate(fd, off_t(size)) == 0, std::string("ftruncate: ") + std::strerror(errno));
     return Fd(fd);
@@ -96,11 +96,12 @@ int daemon_fd_count() {
     return n;
 }
 
-int daemon_map_count() {
+int daemon_map_count(std::string_view containing) {
     if (!env().daemon_pid) return -1;
     std::ifstream maps("/proc/" + std::to_string(env().daemon_pid) + "/maps");
     int n = 0;
-    for (std::string line; std::getline(maps, line);) n++;
+    for (std::string line; std::getline(maps, line);)
+        if (line.find(containing) != std::string::npos) n++;
     return n;
 }
 

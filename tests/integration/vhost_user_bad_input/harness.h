@@ -22,6 +22,7 @@
 #include <expected>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "blk_request.h"
@@ -77,6 +78,10 @@ private:
     int fd_ = -1;
 };
 Fd make_eventfd();
+// A memfd of `size` bytes, named kMemfdName: its mappings in the daemon are
+// the /proc/PID/maps lines that contain kMemfdMapping.
+inline constexpr char kMemfdName[] = "vhost-bad-input";
+inline constexpr char kMemfdMapping[] = "/memfd:vhost-bad-input (deleted)";
 Fd make_memfd(uint64_t size);
 // The two ends of a pipe: [0] read, [1] write.
 std::pair<Fd, Fd> make_pipe();
@@ -88,8 +93,9 @@ Fd make_regular_file(uint64_t size);
 bool daemon_alive();
 // Open fds of the daemon (/proc/PID/fd), or -1 without a pid.
 int daemon_fd_count();
-// Memory mappings of the daemon (/proc/PID/maps lines), or -1 without a pid.
-int daemon_map_count();
+// Memory mappings of the daemon (/proc/PID/maps lines), or -1 without a pid;
+// with `containing`, only the lines that contain it (e.g. a memfd's name).
+int daemon_map_count(std::string_view containing = {});
 // Resident memory of the daemon in KiB (VmRSS), or 0 without a pid.
 uint64_t daemon_rss_kib();
 // The daemon's log: where it ends now, and whether `text` appeared after

@@ -351,20 +351,22 @@ void mem_table_drops_running_rings() {
 
 // 200 SET_MEM_TABLE in a row on one connection, each with a new 1 MiB
 // memfd (legal: the table may be replaced). Each replaced table must be
-// unmapped and its fd closed. Expect: all accepted, and the daemon's
-// mappings at most a few more than after the first.
+// unmapped and its fd closed. Expect: all accepted, and no more mappings of
+// guest memory (the test's memfds) than after the first. Only those are
+// counted: the allocator's own mappings (TSan's among them) come and go.
 void mem_table_replaced_many_times() {
     auto fe = connect_negotiated();
     int maps_after_first = -1;
     for (int i = 0; i < 200; i++) {
         SharedRegion r(1 << 20, kGpa);
         need(fe->channel().command(mem_table({r.region()}, {r.fd.get()})), "SET_MEM_TABLE " + std::to_string(i));
-        if (i == 0) maps_after_first = daemon_map_count();
+        if (i == 0) maps_after_first = daemon_map_count(kMemfdMapping);
     }
-    const int maps = daemon_map_count();
-    note("daemon mappings: " + std::to_string(maps_after_first) + " after the first table, " + std::to_string(maps) +
-         " after 200");
-    check(maps <= maps_after_first + 8, "the daemon keeps the mappings of replaced memory tables");
+    const int maps = daemon_map_count(kMemfdMapping);
+    note("daemon mappings of guest memory: " + std::to_string(maps_after_first) + " after the first table, " +
+         std::to_string(maps) + " after 200");
+    check(maps_after_first >= 1, "the daemon did not map the first table");
+    check(maps <= maps_after_first, "the daemon keeps the mappings of replaced memory tables");
 }
 
 // ---------------------------------------------------------------- vrings
