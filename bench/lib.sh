@@ -17,7 +17,7 @@ drop_ref_if_missing() {
     local s
     for s in "${SERVER_LIST[@]}"; do
         [ "$s" = ref ] && [ ! -x "$REF" ] || continue
-        echo "no $(basename "$REF") at $REF: running without the reference"
+        echo "no reference server binary at $REF: running without it"
         drop_server ref
         return
     done
