@@ -32,12 +32,25 @@ std::vector<BlockNode*> BlockNode::subtree() {
     return out;
 }
 
+namespace {
+
+template <class Fn>
+void tell_users(BlockNode& n, Fn fn) {
+    for (BlockBackend* user : n.users())
+        if (auto* l = user->owner()) fn(*l);
+}
+
+}  // namespace
+
 void drained_begin(BlockNode& node) {
-    for (BlockNode* n : node.subtree()) n->quiesce_count_.fetch_add(1, std::memory_order_seq_cst);
+    const std::vector<BlockNode*> nodes = node.subtree();
+    for (BlockNode* n : nodes) {
+        if (n->quiesce_count_.fetch_add(1, std::memory_order_seq_cst) == 0)
+            tell_users(*n, [](BlockBackend::Owner& l) { l.drained_begin(); });
+    }
     // Requests that got in before the increment finish; those after it park.
     // Their completions run in the node's context and kick this wait.
-    for (BlockNode* n : node.subtree())
-        aio_wait_while(n->ctx(), [n] { return n->in_flight() > 0; });
+    for (BlockNode* n : nodes) aio_wait_while(n->ctx(), [n] { return n->in_flight() > 0; });
 }
 
 void drained_end(BlockNode& node) {
@@ -46,6 +59,7 @@ void drained_end(BlockNode& node) {
             // Parked requests re-check quiesced() under the queue's lock, so
             // none can miss this.
             n->parked_.restart_all();
+            tell_users(*n, [](BlockBackend::Owner& l) { l.drained_end(); });
         }
     }
 }
@@ -55,17 +69,13 @@ Result<void> change_aio_context(BlockNode& node, AioContext& ctx) {
     if (&node.ctx() == &ctx) return {};
     DrainedSection drained(node);
     std::vector<BlockNode*> nodes = node.subtree();
-    for (BlockNode* n : nodes)
-        for (BlockBackend* user : n->users_)
-            if (auto* l = user->context_listener()) l->detach_aio_context();
+    for (BlockNode* n : nodes) tell_users(*n, [](BlockBackend::Owner& l) { l.detach_aio_context(); });
     for (BlockNode* n : nodes) {
         n->driver().detach_aio_context();
         n->ctx_.store(&ctx, std::memory_order_release);
         n->driver().attach_aio_context(ctx);
     }
-    for (BlockNode* n : nodes)
-        for (BlockBackend* user : n->users_)
-            if (auto* l = user->context_listener()) l->attach_aio_context(ctx);
+    for (BlockNode* n : nodes) tell_users(*n, [&ctx](BlockBackend::Owner& l) { l.attach_aio_context(ctx); });
     LOG_INFO("node '%s': moved to context '%s'", node.node_name().c_str(), ctx.name().c_str());
     return {};
 }

@@ -273,11 +273,37 @@ TEST_F(BlockTest, DrainedSectionWaitsForInFlightAndParksNewRequests) {
     EXPECT_EQ(done, 5);
 }
 
-struct RecordingListener : BlockBackend::ContextListener {
-    std::vector<std::string> events;
+struct RecordingOwner : BlockBackend::Owner {
+    std::vector<std::string> events;  // context moves
+    std::vector<std::string> drains;  // drained sections
+    void drained_begin() override { drains.push_back("begin"); }
+    void drained_end() override { drains.push_back("end"); }
     void detach_aio_context() override { events.push_back("detach"); }
     void attach_aio_context(AioContext& ctx) override { events.push_back("attach " + ctx.name()); }
 };
+
+// Users of every node in the drained subtree are told once per outermost
+// section, the begin before the wait for their requests.
+TEST_F(BlockTest, ListenersToldOfOutermostDrainedSection) {
+    auto file = open({{"driver", "null-co"}, {"node-name", "child"}});
+    ASSERT_TRUE(file);
+    auto fmt = open({{"driver", "raw"}, {"node-name", "parent"}, {"file", "child"}});
+    ASSERT_TRUE(fmt);
+    BlockBackend top(fmt, true), below(file, true);
+    RecordingOwner top_l, below_l;
+    top.set_owner(&top_l);
+    below.set_owner(&below_l);
+    drained_begin(*fmt);
+    drained_begin(*file);  // nested, on the child only
+    EXPECT_EQ(top_l.drains, std::vector<std::string>{"begin"});
+    EXPECT_EQ(below_l.drains, std::vector<std::string>{"begin"});
+    drained_end(*fmt);
+    EXPECT_EQ(top_l.drains, (std::vector<std::string>{"begin", "end"}));
+    EXPECT_EQ(below_l.drains, std::vector<std::string>{"begin"});  // still drained by the inner section
+    drained_end(*file);
+    EXPECT_EQ(below_l.drains, (std::vector<std::string>{"begin", "end"}));
+    EXPECT_TRUE(top_l.events.empty() && below_l.events.empty());
+}
 
 // The node moves between two IOThreads and back while coroutines keep issuing
 // requests; every request succeeds and runs in the node's current context.
@@ -288,8 +314,8 @@ TEST_F(BlockTest, ChangeAioContextUnderLoad) {
     auto node = graph_.open(keyval({{"driver", "null-co"}, {"node-name", "mv"}, {"read-zeroes", "on"}}), (*io0)->ctx());
     ASSERT_TRUE(node);
     BlockBackend blk(*node, true);
-    RecordingListener listener;
-    blk.set_context_listener(&listener);
+    RecordingOwner listener;
+    blk.set_owner(&listener);
     std::atomic<bool> stop{false};
     // BlockBackend asserts (Checked builds) that each request runs in the
     // node's current context while it is in flight.

@@ -47,7 +47,7 @@ VhostUserBlkExport::VhostUserBlkExport(AioContext& main_ctx, VhostUserBlkExportO
     // Requests are counted from pop to completion (BlkQueue): the I/O inside
     // must not wait for a drained section again.
     blk_->disable_request_queuing();
-    blk_->set_context_listener(this);
+    blk_->set_owner(this);
     config_.logical_block_size = options_.logical_block_size;
     config_.size_bytes = blk_->length() / options_.logical_block_size * options_.logical_block_size;
     config_.num_queues = options_.num_queues;
@@ -59,7 +59,7 @@ VhostUserBlkExport::~VhostUserBlkExport() {
     listener_.reset();
     if (session_) session_->close();
     session_.reset();
-    blk_->set_context_listener(nullptr);
+    blk_->set_owner(nullptr);
 }
 
 std::vector<AioContext*> VhostUserBlkExport::queue_contexts() const {

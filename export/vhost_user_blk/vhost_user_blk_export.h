@@ -34,7 +34,7 @@ struct VhostUserBlkExportOptions {
     std::vector<AioContext*> queue_contexts;
 };
 
-class VhostUserBlkExport final : public block::BlockBackend::ContextListener {
+class VhostUserBlkExport final : public block::BlockBackend::Owner {
 public:
     static Result<std::unique_ptr<VhostUserBlkExport>> start(AioContext& main_ctx, VhostUserBlkExportOptions options,
                                                              std::shared_ptr<block::BlockNode> node);

@@ -1,10 +1,10 @@
 // BlockBackend: a user's handle on a node (QEMU's BlockBackend). Exports do
 // all I/O through one. It checks requests against the node's size and
 // permissions, counts them in flight (what drained sections wait for), parks
-// new requests while the node is drained, and tells its owner when the node
-// moves to another AioContext.
+// new requests while the node is drained, and tells its owner when a drained
+// section begins and ends and when the node moves to another AioContext.
 //
-// Thread contract: constructor, destructor and set_context_listener in the
+// Thread contract: constructor, destructor and set_owner in the
 // main thread; co_* functions in a coroutine in the node's context (a request
 // parked by a drained section that ends after a context move continues in the
 // node's new context).
@@ -19,14 +19,22 @@ namespace ioplane::block {
 
 class BlockBackend {
 public:
-    // Told, in the main thread inside a drained section, that the node moves.
-    class ContextListener {
+    // What the backend's owner (an export) is told: QEMU's BlockDevOps. Main
+    // thread, each call.
+    class Owner {
     public:
+        // The node's first drained section began (its requests in flight are
+        // being waited for), or its last one ended. Sections nest: one call
+        // each for the outermost. An owner whose requests can wait on a peer
+        // (a reply to a client that does not read) makes sure they end.
+        virtual void drained_begin() {}
+        virtual void drained_end() {}
+        // Inside a drained section: the node moves to another context.
         virtual void detach_aio_context() = 0;
         virtual void attach_aio_context(AioContext& ctx) = 0;
 
     protected:
-        ~ContextListener() = default;
+        ~Owner() = default;
     };
 
     BlockBackend(std::shared_ptr<BlockNode> node, bool writable);
@@ -39,8 +47,8 @@ public:
     AioContext& ctx() const { return node_->ctx(); }
     bool writable() const { return writable_; }
     uint64_t length() const { return node_->driver().length(); }
-    void set_context_listener(ContextListener* listener) { listener_ = listener; }
-    ContextListener* context_listener() const { return listener_; }
+    void set_owner(Owner* owner) { owner_ = owner; }
+    Owner* owner() const { return owner_; }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov);
     // kWriteFua: durable on return (native FUA or a flush after the write).
@@ -69,7 +77,7 @@ private:
 
     const std::shared_ptr<BlockNode> node_;
     const bool writable_;
-    ContextListener* listener_ = nullptr;
+    Owner* owner_ = nullptr;
     bool queue_requests_ = true;
 };
 
