@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include "ioplane/core/clock.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane {
@@ -100,6 +101,10 @@ Result<void> AsyncFd::attach(AioContext& ctx) {
     IOPLANE_ASSERT(ctx_ == nullptr);
     ctx_ = &ctx;
     return register_handler();  // waiters keep waiting, now on ctx
+}
+
+void AsyncFd::note_write_blocked() {
+    if (write_stalled_since_ns_ == 0) write_stalled_since_ns_ = now_ns();
 }
 
 void AsyncFd::wake_all_closed() {

@@ -41,9 +41,11 @@ Task<Result<void>> write_all(AsyncFd& afd, std::span<iovec> iov) {
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN) co_return fail_errno("write");
+            afd.note_write_blocked();
             if (!co_await afd.writable()) co_return fail(ESHUTDOWN, "connection shut down");
             continue;
         }
+        afd.note_write_progress();
         size_t left = size_t(n);
         while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
         if (left > 0) {

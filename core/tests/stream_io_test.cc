@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "ioplane/core/batched_writer.h"
 #include "ioplane/core/buffered_reader.h"
+#include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/stream_io.h"
 
@@ -70,6 +71,39 @@ TEST(AsyncFd, UnreadDataWithNobodyWaitingDoesNotSpinTheLoop) {
     woken = false;
     spawn(*ctx, [](AsyncFd& a, bool& w) -> Task<void> { w = co_await a.readable(); }(*afd, woken));
     EXPECT_TRUE(test::poll_until(*ctx, [&] { return woken; }));
+}
+
+// write_all() records since when the peer has not been reading: set when a
+// write finds the socket full, kept across waits that make no progress,
+// cleared once bytes go out again.
+TEST(AsyncFd, WriteStalledSinceTracksAPeerThatDoesNotRead) {
+    auto ctx = make_context("t");
+    SocketPair sp;
+    auto afd = make_afd(*ctx, sp.ours);
+    EXPECT_EQ(afd->write_stalled_since_ns(), 0);
+    std::vector<char> big(4 << 20, 'w');  // more than the socket pair buffers
+    bool done = false;
+    spawn(*ctx, [](AsyncFd& a, std::vector<char>& b, bool& d) -> Task<void> {
+        iovec iov{b.data(), b.size()};
+        auto r = co_await write_all(a, std::span(&iov, 1));
+        EXPECT_TRUE(r);
+        d = true;
+    }(*afd, big, done));
+    run_until_idle({ctx.get()});
+    const int64_t since = afd->write_stalled_since_ns();
+    EXPECT_GT(since, 0);
+    EXPECT_LE(since, now_ns());
+    sp.send_peer("a spurious wake-up: readable, still no room");
+    ctx->poll(false);
+    EXPECT_EQ(afd->write_stalled_since_ns(), since);
+    size_t received = 0;
+    while (!done) {
+        received += sp.recv_peer().size();
+        ctx->poll(false);
+    }
+    received += sp.recv_peer().size();
+    EXPECT_EQ(received, big.size());
+    EXPECT_EQ(afd->write_stalled_since_ns(), 0);
 }
 
 TEST(BufferedReader, SplitsAndJoinsMessagesAcrossReads) {

@@ -50,6 +50,13 @@ public:
     // Wakes both waiters with "closed": used to end a connection's coroutines.
     void wake_all_closed();
 
+    // Since when writes have found no room in the fd and no byte went out
+    // (now_ns() time; 0 while writes make progress): how long a peer has not
+    // been reading. Kept by write_all() (stream_io.h).
+    int64_t write_stalled_since_ns() const { return write_stalled_since_ns_; }
+    void note_write_blocked();
+    void note_write_progress() { write_stalled_since_ns_ = 0; }
+
 private:
     AsyncFd(AioContext& ctx, int fd) : ctx_(&ctx), fd_(fd) {}
     Result<void> register_handler();
@@ -66,6 +73,7 @@ private:
     uint32_t armed_ = 0;      // events last given to the context
     bool read_armed_ = false;  // read interest kept between two waits
     bool closed_ = false;
+    int64_t write_stalled_since_ns_ = 0;
 };
 
 }  // namespace ioplane
