@@ -80,6 +80,17 @@ void Connection::attach_aio_context(AioContext& ctx) {
     }
 }
 
+void Connection::disconnect_if_not_reading(int64_t now, int64_t limit_ns) {
+    if (!afd_ || afd_->context() != AioContext::current()) return;  // closing, or joining
+    const int64_t since = afd_->write_stalled_since_ns();
+    if (since == 0 || now - since < limit_ns) return;
+    LOG_WARN("nbd client %s: has not read its replies for %lld s while its export's node is drained; disconnecting",
+             peer_.c_str(), (long long)((now - since) / 1'000'000'000));
+    broken_ = true;
+    shutdown_socket();
+    afd_->wake_all_closed();  // the blocked sender fails, and its request ends
+}
+
 Task<void> Connection::run() {
     auto self = shared_from_this();  // alive until this coroutine ends
     auto chosen = co_await negotiate();

@@ -42,6 +42,9 @@ public:
     // In the old / new context, inside the export's drained section.
     void detach_aio_context();
     void attach_aio_context(AioContext& ctx);
+    // In the node's context: ends the connection if its replies have found no
+    // room in the socket for `limit_ns` (the client does not read them).
+    void disconnect_if_not_reading(int64_t now, int64_t limit_ns);
 
 private:
     struct Negotiated;

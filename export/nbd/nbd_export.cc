@@ -3,20 +3,24 @@
 #include <algorithm>
 
 #include "ioplane/core/aio_wait.h"
+#include "ioplane/core/clock.h"
+#include "ioplane/core/main_loop.h"
 #include "nbd/connection.h"
 
 namespace ioplane::nbd {
 
 NbdExport::NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode> node)
-    : options_(std::move(options)), blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable)) {
+    : options_(std::move(options)),
+      blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable)),
+      stall_check_(*main_context(), [this] { disconnect_stalled_readers(); }) {
     if (options_.name.empty()) options_.name = blk_->node().node_name();
     // Connections count each request from receipt to reply; I/O inside one
     // must not wait for a drained section that waits for it.
     blk_->disable_request_queuing();
-    blk_->set_context_listener(this);
+    blk_->set_owner(this);
 }
 
-NbdExport::~NbdExport() { blk_->set_context_listener(nullptr); }
+NbdExport::~NbdExport() { blk_->set_owner(nullptr); }
 
 void NbdExport::remove_connection(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
@@ -60,6 +64,27 @@ ExportLimits NbdExport::limits(bool structured, bool meta_context_selected) cons
     l.can_fua = flags & NBD_FLAG_SEND_FUA;
     l.meta_context_selected = meta_context_selected;
     return l;
+}
+
+namespace {
+constexpr int64_t kStallCheckPeriodNs = 1'000'000'000;
+}  // namespace
+
+void NbdExport::drained_begin() { stall_check_.arm_in(kStallCheckPeriodNs); }
+
+void NbdExport::drained_end() { stall_check_.cancel(); }
+
+// The timer fires while the main loop runs inside the drained section: in
+// drained_begin()'s wait, or in a move's waits for the other contexts. The
+// check runs in the node's context, where the connections are; not while
+// they move (a BH scheduled earlier runs before the move's own, in order).
+void NbdExport::disconnect_stalled_readers() {
+    stall_check_.arm_in(kStallCheckPeriodNs);
+    if (detached_from_ != nullptr) return;
+    blk_->ctx().schedule_oneshot([conns = connections_] {
+        const int64_t now = now_ns();
+        for (auto& c : conns) c->disconnect_if_not_reading(now, kReplyStallNs);
+    });
 }
 
 // Called drained: no request of ours is in flight; connections wait on their

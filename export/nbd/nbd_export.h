@@ -1,6 +1,8 @@
 // NbdExport: one block node offered to NBD clients under a name. It owns the
 // BlockBackend through which its connections do I/O and follows the node when
 // the node moves to another AioContext (its connections' fds move with it).
+// While the node is drained it disconnects clients that do not read their
+// replies (see drained_begin()).
 //
 // Thread contract: main thread, except transmission_flags()/limits() (any
 // thread; constant while the export exists).
@@ -12,6 +14,7 @@
 
 #include "export_stats.h"
 #include "ioplane/block/backend.h"
+#include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
 
 namespace ioplane::nbd {
@@ -25,7 +28,7 @@ struct NbdExportOptions {
     bool writable = false;
 };
 
-class NbdExport final : public block::BlockBackend::ContextListener {
+class NbdExport final : public block::BlockBackend::Owner {
 public:
     NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode> node);
     ~NbdExport();
@@ -48,14 +51,25 @@ public:
     void remove_connection(const std::shared_ptr<Connection>& c);
     bool has_connection(const Connection* c) const;
 
+    // A drained section waits until every request has sent its reply. A
+    // client that stops reading would hold it, and the command or shutdown
+    // behind it, forever: while the node is drained, a connection whose
+    // replies have found no room in its socket for kReplyStallNs is
+    // disconnected, which ends its requests.
+    static constexpr int64_t kReplyStallNs = 5'000'000'000;
+    void drained_begin() override;
+    void drained_end() override;
     void detach_aio_context() override;
     void attach_aio_context(AioContext& ctx) override;
 
 private:
+    void disconnect_stalled_readers();
+
     NbdExportOptions options_;
     std::unique_ptr<block::BlockBackend> blk_;
     std::vector<std::shared_ptr<Connection>> connections_;
-    AioContext* detached_from_ = nullptr;
+    AioContext* detached_from_ = nullptr;  // set while the node moves
+    Timer stall_check_;                    // main loop; armed while drained
     ExportStats stats_;
 };
 

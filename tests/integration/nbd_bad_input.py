@@ -11,91 +11,9 @@ import struct
 import sys
 import time
 
+from nbd_wire import *  # noqa: F401,F403 (constants and helpers)
+
 SOCK, NAME, SIZE = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
-IHAVEOPT = 0x49484156454F5054
-REP_MAGIC = 0x3e889045565a9
-REQ_MAGIC = 0x25609513
-SIMPLE_MAGIC = 0x67446698
-STRUCT_MAGIC = 0x668e33ef
-NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY = 7, 8
-NBD_REP_ACK, NBD_REP_ERR_UNSUP = 1, 2**31 + 1
-NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_DISC = 0, 1, 2
-EINVAL, ENOSPC = 22, 28
-failures = []
-
-
-def check(cond, what):
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def connect():
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(SOCK)
-    return s
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
-def closed_by_server(s):
-    try:
-        s.settimeout(10)
-        while True:
-            if not s.recv(4096):
-                return True
-    except (ConnectionError, OSError):
-        return True
-    except socket.timeout:
-        return False
-
-
-def handshake(s):
-    hello = recv_exact(s, 18)
-    assert hello[:8] == b"NBDMAGIC"
-    s.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
-
-
-def option(s, opt, data=b""):
-    s.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
-
-
-def option_reply(s):
-    magic, opt, rtype, length = struct.unpack(">QIII", recv_exact(s, 20))
-    assert magic == REP_MAGIC
-    return rtype, recv_exact(s, length)
-
-
-def go(s, structured=False):
-    handshake(s)
-    if structured:
-        option(s, NBD_OPT_STRUCTURED_REPLY)
-        assert option_reply(s)[0] == NBD_REP_ACK
-    option(s, NBD_OPT_GO, struct.pack(">I", len(NAME)) + NAME + struct.pack(">H", 0))
-    while True:
-        rtype, _ = option_reply(s)
-        if rtype == NBD_REP_ACK:
-            return
-        assert rtype == 3, rtype  # NBD_REP_INFO
-
-
-def request(s, cmd, offset, length, cookie=1, flags=0, payload=b""):
-    s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, flags, cmd, cookie, offset, length) + payload)
-
-
-def simple_reply(s):
-    magic, err, cookie = struct.unpack(">IIQ", recv_exact(s, 16))
-    assert magic == SIMPLE_MAGIC
-    return err, cookie
 
 
 def read_ok(s, offset, length):
@@ -105,23 +23,23 @@ def read_ok(s, offset, length):
 
 
 # A well-behaved client that stays connected through all the abuse.
-good = connect()
-go(good)
+good = connect(SOCK)
+go(good, NAME)
 pattern = os.urandom(65536)
 request(good, NBD_CMD_WRITE, 0, len(pattern), payload=pattern)
 check(simple_reply(good)[0] == 0, "good client writes")
 
-s = connect()
+s = connect(SOCK)
 recv_exact(s, 18)
 s.sendall(b"GET / HTTP/1.1\r\n\r\n" * 10)
 check(closed_by_server(s), "garbage instead of a handshake: disconnected")
 
-s = connect()
+s = connect(SOCK)
 handshake(s)
 s.sendall(struct.pack(">QII", 0x1122334455667788, NBD_OPT_GO, 0))
 check(closed_by_server(s), "wrong option magic: disconnected")
 
-s = connect()
+s = connect(SOCK)
 handshake(s)
 option(s, 999, b"abc")
 check(option_reply(s)[0] == NBD_REP_ERR_UNSUP, "unknown option: NBD_REP_ERR_UNSUP")
@@ -129,14 +47,14 @@ option(s, NBD_OPT_GO, struct.pack(">I", 9) + b"no-such-e" + struct.pack(">H", 0)
 check(option_reply(s)[0] == 2**31 + 6, "GO for a missing export: NBD_REP_ERR_UNKNOWN")
 s.close()
 
-s = connect()
+s = connect(SOCK)
 handshake(s)
 s.sendall(struct.pack(">QII", IHAVEOPT, NBD_OPT_GO, 0xFFFFFFF0))
 check(closed_by_server(s) or True, "huge option length: no crash")
 s.close()
 
-s = connect()
-go(s)
+s = connect(SOCK)
+go(s, NAME)
 request(s, 77, 0, 512)
 check(simple_reply(s)[0] == EINVAL, "unknown command: EINVAL")
 request(s, NBD_CMD_READ, SIZE - 512, 1024)
@@ -148,26 +66,26 @@ check(simple_reply(s)[0] == EINVAL, "offset + length overflow: EINVAL")
 check(read_ok(s, 0, 512) == pattern[:512], "connection usable after errors")
 s.close()
 
-s = connect()
-go(s)
+s = connect(SOCK)
+go(s, NAME)
 request(s, NBD_CMD_WRITE, 0, 0x7FFFFFFF)  # payload over the maximum, never sent
 check(closed_by_server(s), "write length over the maximum: disconnected")
 
-s = connect()
-go(s)
+s = connect(SOCK)
+go(s, NAME)
 s.sendall(struct.pack(">IHHQQI", 0xdeadbeef, 0, NBD_CMD_READ, 1, 0, 512))
 check(closed_by_server(s), "wrong request magic: disconnected")
 
-s = connect()
-go(s)
+s = connect(SOCK)
+go(s, NAME)
 request(s, NBD_CMD_WRITE, 65536, 65536, payload=b"y" * 1000)  # payload never completes
 time.sleep(0.2)
 s.close()
 check(True, "write whose payload never arrives, then the client goes away")
 
 for i in range(5):  # killed in the middle of requests with replies pending
-    s = connect()
-    go(s, structured=(i % 2 == 0))
+    s = connect(SOCK)
+    go(s, NAME, structured=(i % 2 == 0))
     for j in range(32):
         request(s, NBD_CMD_READ, j * 4096, 4096, cookie=j)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -176,10 +94,10 @@ check(True, "clients killed mid-request")
 
 conns = []
 for i in range(100):
-    c = connect()
+    c = connect(SOCK)
     conns.append(c)
 for c in conns:
-    go(c)
+    go(c, NAME)
 for i, c in enumerate(conns):
     request(c, NBD_CMD_READ, 0, 512, cookie=i)
 ok = all(simple_reply(c) == (0, i) and recv_exact(c, 512) == pattern[:512] for i, c in enumerate(conns))
