@@ -18,11 +18,7 @@ BlockBackend::~BlockBackend() {
     users.erase(std::remove(users.begin(), users.end(), this), users.end());
 }
 
-Task<void> BlockBackend::enter(bool may_park) {
-    if (!may_park) {
-        node_->in_flight_.fetch_add(1, std::memory_order_seq_cst);
-        co_return;
-    }
+Task<void> BlockBackend::enter() {
     for (;;) {
         node_->in_flight_.fetch_add(1, std::memory_order_seq_cst);  // pairs with drained_begin()
         if (!node_->quiesced()) break;
@@ -39,11 +35,21 @@ void BlockBackend::leave() {
     if (node_->in_flight_.fetch_sub(1, std::memory_order_seq_cst) == 1) aio_wait_kick();
 }
 
-// Counts a request for its lifetime (RAII, so every return path leaves).
+// Counts a request for its lifetime (RAII, so every return path leaves),
+// after enter(). Unless its owner counts it: with queuing disabled the co_*
+// functions run inside the owner's co_begin_request()/end_request(), which
+// already holds drained sections off, and counting again would cost two
+// more atomic read-modify-writes per request for nothing.
 class BlockBackend::InFlight {
 public:
-    explicit InFlight(BlockBackend& blk) : blk_(blk) {}
-    ~InFlight() { blk_.leave(); }
+    explicit InFlight(BlockBackend& blk) : blk_(blk) {
+        if (blk_.queue_requests_) return;
+        IOPLANE_ASSERT(blk_.node_->in_flight() > 0);  // inside the owner's request
+        assert_in_context(blk_.node_->ctx());
+    }
+    ~InFlight() {
+        if (blk_.queue_requests_) blk_.leave();
+    }
     InFlight(const InFlight&) = delete;
     InFlight& operator=(const InFlight&) = delete;
 
@@ -62,7 +68,7 @@ Result<void> BlockBackend::check_range(uint64_t offset, uint64_t bytes, bool wri
 
 Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
     if (auto r = check_range(offset, bytes, false); !r) co_return r;
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     co_return co_await node_->driver().co_preadv(offset, bytes, iov);
 }
@@ -70,7 +76,7 @@ Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std:
 Task<Result<void>> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                             uint32_t flags) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     Driver& drv = node_->driver();
     const bool emulate_fua = (flags & kWriteFua) && !drv.caps().can_fua;
@@ -80,21 +86,21 @@ Task<Result<void>> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, std
 }
 
 Task<Result<void>> BlockBackend::co_flush() {
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     co_return co_await node_->driver().co_flush();
 }
 
 Task<Result<void>> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     co_return co_await node_->driver().co_pdiscard(offset, bytes);
 }
 
 Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     if (auto r = check_range(offset, bytes, true); !r) co_return r;
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     Driver& drv = node_->driver();
     const bool emulate_fua = (flags & kWriteFua) && !drv.caps().can_fua;
@@ -105,7 +111,7 @@ Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t byte
 
 Task<Result<BlockStatus>> BlockBackend::co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) {
     if (auto r = check_range(offset, bytes, false); !r) co_return std::unexpected(r.error());
-    co_await enter(queue_requests_);
+    if (queue_requests_) co_await enter();
     InFlight counted(*this);
     co_return co_await node_->driver().co_block_status(offset, bytes, query);
 }

@@ -63,15 +63,16 @@ public:
     // from its receipt to its reply, so that drained sections also wait for
     // replies): co_begin_request() waits while the node is drained, then
     // counts one request and continues in the node's context; end_request()
-    // ends it. With queuing disabled, the co_* functions above count without
-    // waiting (they run inside such a request; waiting would deadlock a drain).
-    Task<void> co_begin_request() { return enter(true); }
+    // ends it. With queuing disabled, the co_* functions above must run inside
+    // such a request: they neither wait (that would deadlock a drain) nor
+    // count again (Checked builds assert that a request is counted).
+    Task<void> co_begin_request() { return enter(); }
     void end_request() { leave(); }
     void disable_request_queuing() { queue_requests_ = false; }
 
 private:
     class InFlight;
-    Task<void> enter(bool may_park);  // waits while drained (if may_park), then counts
+    Task<void> enter();  // waits while drained, then counts
     void leave();
     Result<void> check_range(uint64_t offset, uint64_t bytes, bool write) const;
 
