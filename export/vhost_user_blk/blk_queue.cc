@@ -39,7 +39,7 @@ BlkQueue::BlkQueue(uint32_t index, block::BlockBackend& blk, const BlkDeviceConf
              .has_work = [this] { return has_work(); },
              .set_notifications = [this](bool on) { set_kick_notifications(on); }}) {}
 
-BlkQueue::~BlkQueue() { assert(!running() && in_flight_.load() == 0); }
+BlkQueue::~BlkQueue() { assert(!running() && in_flight_ == 0); }
 
 bool BlkQueue::startable() const {
     return !broken_ && setup_.enabled && setup_.kick_given && setup_.addr && setup_.num != 0;
@@ -71,7 +71,7 @@ uint16_t BlkQueue::stop(bool wait_for_requests) {
     if (running()) run_in_context_sync(context(), [this] { kick_.stop(); });
     if (!ring_) return setup_.base;
     if (!wait_for_requests) return ring_->last_avail_idx();
-    aio_wait_while(context(), [this] { return in_flight_.load(std::memory_order_acquire) > 0; });
+    wait_until_idle();
     setup_.base = ring_->last_avail_idx();
     LOG_INFO("%s: stopped at avail index %u after %llu requests", log_name_.c_str(), setup_.base,
              (unsigned long long)requests_);
@@ -80,6 +80,17 @@ uint16_t BlkQueue::stop(bool wait_for_requests) {
     slots_.clear();
     mem_.reset();
     return setup_.base;
+}
+
+// The count lives in the queue's context, so that a request costs no atomic
+// read-modify-write for it; the main thread asks there, and the last request
+// to end says so only when asked.
+void BlkQueue::wait_until_idle() {
+    run_in_context_sync(context(), [this] {
+        idle_.store(in_flight_ == 0, std::memory_order_relaxed);
+        idle_wanted_ = in_flight_ > 0;
+    });
+    aio_wait_while(context(), [this] { return !idle_.load(std::memory_order_acquire); });
 }
 
 void BlkQueue::set_call_fd(UniqueFd fd) {
@@ -130,7 +141,7 @@ void BlkQueue::process() {
             Slot& slot = *slots_[scratch_.head];
             std::swap(slot.chain, scratch_);
             if (!blk_chain_is_well_formed(slot.chain)) return mark_broken("request without a header or a status byte");
-            in_flight_.fetch_add(1, std::memory_order_relaxed);
+            in_flight_++;
             requests_++;
             spawn_now(run_request(slot));
         }
@@ -149,7 +160,11 @@ Task<void> BlkQueue::run_request(Slot& slot) {
     if (AioContext::current() != &home) co_await schedule_on(home);
     complete(slot, o.written);
     blk_.end_request();
-    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) aio_wait_kick();
+    if (--in_flight_ == 0 && idle_wanted_) {
+        idle_wanted_ = false;
+        idle_.store(true, std::memory_order_release);
+        aio_wait_kick();
+    }
 }
 
 // Each used element is published at once, and the driver called if it

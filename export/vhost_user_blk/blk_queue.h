@@ -92,7 +92,8 @@ private:
     Task<void> run_request(Slot& slot);
     void complete(Slot& slot, uint32_t written);
     void mark_broken(const std::string& why);
-    Result<void> start_notifier();
+    // Main thread: waits until every popped request has completed.
+    void wait_until_idle();
 
     const uint32_t index_;
     block::BlockBackend& blk_;
@@ -109,7 +110,9 @@ private:
     std::atomic<int> call_fd_{-1};  // setup_.call's fd, read in the queue's context
     bool polling_ = false;          // the loop busy-polls: kicks stay off
     std::atomic<bool> broken_{false};  // set in the queue's context, cleared by stop(true)
-    std::atomic<size_t> in_flight_{0};
+    size_t in_flight_ = 0;              // popped, not completed (queue's context)
+    bool idle_wanted_ = false;          // queue's context: wait_until_idle() waits for in_flight_ == 0
+    std::atomic<bool> idle_{false};     // ... and is told here
     uint64_t requests_ = 0;  // popped since the ring was built (queue's context; logged at stop)
 };
 
