@@ -16,12 +16,6 @@ from nbd_wire import *  # noqa: F401,F403 (constants and helpers)
 SOCK, NAME, SIZE = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
 
 
-def read_ok(s, offset, length):
-    request(s, NBD_CMD_READ, offset, length)
-    err, _ = simple_reply(s)
-    return err == 0 and recv_exact(s, length)
-
-
 # A well-behaved client that stays connected through all the abuse.
 good = connect(SOCK)
 go(good, NAME)
@@ -102,16 +96,8 @@ for i, c in enumerate(conns):
     request(c, NBD_CMD_READ, 0, 512, cookie=i)
 ok = all(simple_reply(c) == (0, i) and recv_exact(c, 512) == pattern[:512] for i, c in enumerate(conns))
 check(ok, "100 connections at once, each served")
-for c in conns:
-    request(c, NBD_CMD_DISC, 0, 0)
-    c.close()
+disconnect(*conns)
 
 check(read_ok(good, 0, 65536) == pattern, "good client still served, its data intact")
-request(good, NBD_CMD_DISC, 0, 0)
-good.close()
-
-
-if failures:
-    print("FAILED:", failures)
-    sys.exit(1)
-print("nbd_bad_input: all passed")
+disconnect(good)
+sys.exit(finish("nbd_bad_input"))

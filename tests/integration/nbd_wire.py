@@ -88,3 +88,25 @@ def simple_reply(s):
     magic, err, cookie = struct.unpack(">IIQ", recv_exact(s, 16))
     assert magic == SIMPLE_MAGIC
     return err, cookie
+
+
+def read_ok(s, offset, length):
+    """A simple-reply read: the data, or False on an error reply."""
+    request(s, NBD_CMD_READ, offset, length)
+    err, _ = simple_reply(s)
+    return err == 0 and recv_exact(s, length)
+
+
+def disconnect(*socks):
+    for s in socks:
+        request(s, NBD_CMD_DISC, 0, 0)
+        s.close()
+
+
+def finish(name):
+    """Exit status for the script: 1 if any check failed."""
+    if failures:
+        print("FAILED:", failures)
+        return 1
+    print(name + ": all passed")
+    return 0
