@@ -53,13 +53,13 @@ Result<void> BlkQueue::start(std::shared_ptr<const GuestMemory> mem, QueueFeatur
         if (!ring) return fail(ring.error().code, log_name_ + ": " + ring.error().message);
         ring_.emplace(std::move(*ring));
         mem_ = std::move(mem);
-        features_ = features;
         slots_.clear();
         for (uint32_t i = 0; i < setup_.num; i++) slots_.push_back(std::make_unique<Slot>());
         requests_ = 0;
         LOG_INFO("%s: started in '%s' (size %u, avail index %u)", log_name_.c_str(), context().name().c_str(),
                  setup_.num, setup_.base);
     }
+    writethrough_.store(features.writethrough, std::memory_order_relaxed);
     Result<void> r;
     run_in_context_sync(context(), [&] { r = kick_.start(context(), setup_.kick.get()); });
     if (!r) return fail(r.error().code, log_name_ + ": " + r.error().message);
@@ -153,7 +153,8 @@ void BlkQueue::process() {
 
 Task<void> BlkQueue::run_request(Slot& slot) {
     co_await blk_.co_begin_request();  // continues in the node's context
-    const BlkOutcome o = co_await execute_blk_request(blk_, config_, features_.writethrough, slot.chain);
+    const BlkOutcome o =
+        co_await execute_blk_request(blk_, config_, writethrough_.load(std::memory_order_relaxed), slot.chain);
     // The ring belongs to the queue's thread, which may differ from the
     // node's (a queue on its own IOThread).
     AioContext& home = context();

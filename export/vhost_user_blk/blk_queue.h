@@ -48,7 +48,7 @@ struct QueueSetup {
 struct QueueFeatures {
     bool event_idx = false;
     bool indirect = false;
-    bool writethrough = false;  // FLUSH not negotiated
+    bool writethrough = false;  // FLUSH not negotiated, or a writethrough cache chosen (CONFIG_WCE)
 };
 
 class BlkQueue {
@@ -76,6 +76,9 @@ public:
     uint16_t stop(bool wait_for_requests);
     // Replaces the call or error eventfd, also while running.
     void set_call_fd(UniqueFd fd);
+    // The driver switched the cache mode (CONFIG_WCE): requests that start
+    // from now on make their writes durable on completion, or not.
+    void set_writethrough(bool on) { writethrough_.store(on, std::memory_order_relaxed); }
     void set_err_fd(UniqueFd fd);
     // Moves the queue to `ctx` (inside a drained section of the node; a
     // running queue's notifier is stopped in the old context and started in
@@ -101,7 +104,6 @@ private:
     const std::string log_name_;  // "vhost-user-blk export 'e0' queue 1"
     std::atomic<AioContext*> ctx_;
     QueueSetup setup_;
-    QueueFeatures features_;
     std::shared_ptr<const GuestMemory> mem_;  // while the ring exists
     std::optional<SplitRing> ring_;
     std::vector<std::unique_ptr<Slot>> slots_;  // by head index
@@ -110,6 +112,7 @@ private:
     std::atomic<int> call_fd_{-1};  // setup_.call's fd, read in the queue's context
     bool polling_ = false;          // the loop busy-polls: kicks stay off
     std::atomic<bool> broken_{false};  // set in the queue's context, cleared by stop(true)
+    std::atomic<bool> writethrough_{false};  // main thread writes, requests read
     size_t in_flight_ = 0;              // popped, not completed (queue's context)
     bool idle_wanted_ = false;          // queue's context: wait_until_idle() waits for in_flight_ == 0
     std::atomic<bool> idle_{false};     // ... and is told here

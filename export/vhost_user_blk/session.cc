@@ -156,12 +156,13 @@ void Session::reset_device() {
     }
     features_ = 0;
     protocol_features_ = 0;
+    writeback_ = true;
 }
 
 QueueFeatures Session::queue_features() const {
     return {.event_idx = (features_ & kFRingEventIdx) != 0,
             .indirect = (features_ & kFRingIndirectDesc) != 0,
-            .writethrough = !(features_ & kBlkFFlush)};
+            .writethrough = !(features_ & kBlkFFlush) || !writeback_};
 }
 
 Result<BlkQueue*> Session::queue(uint32_t index) {
@@ -180,6 +181,9 @@ Result<void> Session::set_features(uint64_t features) {
     const uint64_t offered = device_features(device_.config);
     if (features & ~offered) return fail(EPROTO, "features the device did not offer");
     features_ = features;
+    // The spec: a driver that can switch the cache but cannot flush starts
+    // with a writethrough one.
+    if ((features & kBlkFConfigWce) && !(features & kBlkFFlush)) writeback_ = false;
     // Without protocol features there is no SET_VRING_ENABLE: rings are enabled.
     if (!(features & kFProtocolFeatures)) {
         for (auto& q : queues_) {
@@ -208,12 +212,29 @@ Result<void> Session::set_mem_table(Message& m) {
     return {};
 }
 
+// Only `writeback` is writable in virtio-blk, and only once the driver
+// negotiated CONFIG_WCE (QEMU forwards the guest's write of that one byte).
+// It switches the cache mode of every queue, for the requests that follow.
+Result<void> Session::set_config(const ConfigAccess& access) {
+    if (!(features_ & kBlkFConfigWce)) return fail(EPERM, "the config space is read-only without CONFIG_WCE");
+    if (access.offset != kBlkConfigWritebackOffset || access.size != 1)
+        return fail(EPERM, "only the writeback byte (offset " + std::to_string(kBlkConfigWritebackOffset) +
+                               ") is writable");
+    if (access.data[0] > 1) return fail(EINVAL, "writeback must be 0 or 1");
+    writeback_ = access.data[0] == 1;
+    const bool writethrough = queue_features().writethrough;
+    for (auto& q : queues_) q->set_writethrough(writethrough);
+    LOG_INFO("%s: the driver chose a %s cache%s", device_.name.c_str(), writeback_ ? "writeback" : "writethrough",
+             writethrough ? ": every write is durable when it completes" : "");
+    return {};
+}
+
 std::vector<uint8_t> Session::get_config(const ConfigAccess& access) const {
     const uint32_t request = uint32_t(Request::get_config);
     if (access.offset > kConfigSpace || access.size > kConfigSpace - access.offset)
         return encode_reply(request, {});  // an empty payload is the error reply
     std::array<uint8_t, kConfigSpace> space{};
-    const auto config = encode_config(device_.config);
+    const auto config = encode_config(device_.config, writeback_);
     std::copy(config.begin(), config.end(), space.begin());
     return encode_reply_config(request, access, std::span(space).subspan(access.offset, access.size));
 }
@@ -262,10 +283,12 @@ Result<std::vector<uint8_t>> Session::handle(Message& m) {
     case Request::set_config: {
         auto a = decode_config(m.payload);
         if (!a) return std::unexpected(a.error());
-        // Only `writeback` is writable in virtio-blk, and only with
-        // CONFIG_WCE, which is not offered: the cache mode stays writeback.
-        LOG_WARN("%s: SET_CONFIG of %u bytes at %u ignored (read-only)", device_.name.c_str(), a->size, a->offset);
-        return (m.header.flags & kFlagNeedReply) ? encode_reply_u64(request, 1) : std::vector<uint8_t>{};
+        // A refused write leaves the device as it was; the session goes on.
+        const auto r = set_config(*a);
+        if (!r) LOG_WARN("%s: SET_CONFIG of %u bytes at %u refused: %s", device_.name.c_str(), a->size, a->offset,
+                         r.error().message.c_str());
+        if (!(m.header.flags & kFlagNeedReply)) return std::vector<uint8_t>{};
+        return encode_reply_u64(request, r ? 0 : 1);
     }
     case Request::set_vring_num:
     case Request::set_vring_addr:

@@ -57,6 +57,7 @@ private:
     Result<void> set_mem_table(Message& m);
     Result<void> set_features(uint64_t features);
     std::vector<uint8_t> get_config(const ConfigAccess& access) const;
+    Result<void> set_config(const ConfigAccess& access);
     // Starts the queue if its setup is complete and memory is mapped.
     Result<void> maybe_start(BlkQueue& q);
     QueueFeatures queue_features() const;
@@ -70,6 +71,7 @@ private:
     std::shared_ptr<const GuestMemory> memory_;
     uint64_t features_ = 0;
     uint64_t protocol_features_ = 0;
+    bool writeback_ = true;  // the cache mode (CONFIG_WCE's `writeback` field)
     bool closed_ = false;
 };
 

@@ -118,17 +118,17 @@ Task<uint8_t> discard_or_zero(block::BlockBackend& blk, const BlkDeviceConfig& c
 
 uint64_t device_features(const BlkDeviceConfig& config) {
     uint64_t f = kFVersion1 | kFRingIndirectDesc | kFRingEventIdx | kFProtocolFeatures | kBlkFSegMax | kBlkFBlkSize |
-                 kBlkFFlush | kBlkFMq | kBlkFDiscard | kBlkFWriteZeroes;
+                 kBlkFFlush | kBlkFConfigWce | kBlkFMq | kBlkFDiscard | kBlkFWriteZeroes;
     if (config.read_only) f |= kBlkFRo;
     return f;
 }
 
-std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& c) {
+std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& c, bool writeback) {
     std::array<uint8_t, kBlkConfigSize> out{};
     put<uint64_t>(out, 0, c.size_bytes / 512);  // capacity, in 512-byte sectors
     put<uint32_t>(out, 12, c.seg_max);
     put<uint32_t>(out, 20, c.logical_block_size);
-    out[32] = 1;  // writeback: the guest must flush (FLUSH is offered)
+    out[kBlkConfigWritebackOffset] = writeback ? 1 : 0;  // 1: the guest must flush; 0: every write is durable on completion
     put<uint16_t>(out, 34, c.num_queues);
     put<uint32_t>(out, 36, kBlkMaxZeroSectors);  // max_discard_sectors
     put<uint32_t>(out, 40, 1);                   // max_discard_seg

@@ -36,7 +36,8 @@ struct BlkDeviceConfig {
 };
 
 uint64_t device_features(const BlkDeviceConfig& config);
-std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& config);
+// `writeback`: the cache mode the `writeback` field reports (CONFIG_WCE).
+std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& config, bool writeback = true);
 
 // What became of one request.
 struct BlkOutcome {
@@ -51,7 +52,8 @@ bool blk_chain_is_well_formed(const DescriptorChain& chain);
 // Executes a well-formed request: reads its header, does the I/O through
 // `blk` (inside a request the caller counted with co_begin_request), and
 // writes the status byte. `writethrough`: the driver did not negotiate
-// FLUSH, so every write must be durable when it completes. The chain's
+// FLUSH, or chose a writethrough cache (CONFIG_WCE), so every write must be
+// durable when it completes. The chain's
 // iovecs are trimmed in place (header and status byte removed).
 Task<BlkOutcome> execute_blk_request(block::BlockBackend& blk, const BlkDeviceConfig& config, bool writethrough,
                                      DescriptorChain& chain);

@@ -16,6 +16,7 @@ constexpr uint64_t kBlkFSegMax = 1ull << 2;
 constexpr uint64_t kBlkFRo = 1ull << 5;
 constexpr uint64_t kBlkFBlkSize = 1ull << 6;
 constexpr uint64_t kBlkFFlush = 1ull << 9;
+constexpr uint64_t kBlkFConfigWce = 1ull << 11;  // the driver may switch writeback / writethrough
 constexpr uint64_t kBlkFMq = 1ull << 12;
 constexpr uint64_t kBlkFDiscard = 1ull << 13;
 constexpr uint64_t kBlkFWriteZeroes = 1ull << 14;
@@ -34,5 +35,6 @@ constexpr uint8_t kBlkSUnsupp = 2;
 constexpr size_t kBlkHeaderSize = 16;
 constexpr size_t kBlkIdBytes = 20;
 constexpr size_t kBlkConfigSize = 60;  // up to and including unused1[3]
+constexpr uint32_t kBlkConfigWritebackOffset = 32;  // u8 writeback
 
 }  // namespace ioplane::vhost_user

@@ -2,7 +2,8 @@
 # The vhost-user-blk export under a real VM: Debian's Linux 6.1 virtio-blk
 # driver in a guest booted by QEMU (TCG, memfd RAM shared with the daemon).
 #   1. O_DIRECT random data written and read back; checksums in the guest
-#      and of the image on the host agree; GET_ID gives the export id.
+#      and of the image on the host agree; GET_ID gives the export id; the
+#      guest switches the cache to writethrough and back (CONFIG_WCE).
 #   2. Multiqueue: 2 vCPUs, 2 queues on 2 IOThreads; a writer pinned to each
 #      vCPU; both queues served requests (the daemon logs counts per queue).
 #   3. Discard and write zeroes (with and without unmap) reach the image:
@@ -55,6 +56,13 @@ dd if=/tmp/data of=/dev/vda bs=64k seek=16 oflag=direct 2>/dev/null
 dd if=/dev/vda of=/tmp/back bs=64k skip=16 count=128 iflag=direct 2>/dev/null
 echo "written: $(md5sum </tmp/data | cut -d' ' -f1)"
 echo "read: $(md5sum </tmp/back | cut -d' ' -f1)"
+# The cache mode (CONFIG_WCE): the driver switches it through the config space.
+echo "cache: $(cat /sys/block/vda/cache_type)"
+echo "write through" >/sys/block/vda/cache_type
+echo "cache now: $(cat /sys/block/vda/cache_type)"
+dd if=/tmp/data of=/dev/vda bs=64k seek=16 count=16 oflag=direct 2>/dev/null
+echo "write back" >/sys/block/vda/cache_type
+echo "cache then: $(cat /sys/block/vda/cache_type)"
 EOF
 guest data -- $(disk_args "" "")
 [ "$status" -eq 0 ] || guest_fail data "guest status $status"
@@ -65,6 +73,13 @@ read_back=$(sed -n 's/^read: //p' "$TMP/data.out" | tr -d '\r')
 [ -n "$written" ] && [ "$written" = "$read_back" ] || guest_fail data "guest read back $read_back, wrote $written"
 [ "$(host_md5 1048576 8388608)" = "$written" ] || fail "the image does not hold what the guest wrote"
 pass "8 MiB O_DIRECT: guest and image checksums agree, serial and capacity right"
+grep -q "cache: write back" "$TMP/data.out" || guest_fail data "the cache did not start as writeback"
+grep -q "cache now: write through" "$TMP/data.out" || guest_fail data "the guest could not switch to writethrough"
+grep -q "cache then: write back" "$TMP/data.out" || guest_fail data "the guest could not switch back to writeback"
+grep -q "the driver chose a writethrough cache: every write is durable" "$TMP/daemon.log" ||
+    fail "the daemon did not switch to writethrough"
+grep -q "the driver chose a writeback cache" "$TMP/daemon.log" || fail "the daemon did not switch back to writeback"
+pass "the guest switched the cache to writethrough and back (CONFIG_WCE)"
 stop_daemon
 
 # --- 2. two queues on two IOThreads ---

@@ -16,9 +16,10 @@ std::string hex(uint64_t v) {
     return buf;
 }
 
-// The device features this front end can drive. Not CONFIG_WCE (it never
-// writes the config), nor ring layouts or transports it does not implement
-// (packed ring, IOMMU platform, notification data, in-order).
+// The device features this front end can drive. Not CONFIG_WCE unless asked
+// (the workloads never write the config), nor ring layouts or transports it
+// does not implement (packed ring, IOMMU platform, notification data,
+// in-order).
 constexpr uint64_t kWantedBlkFeatures = bit(kBlkFSizeMax) | bit(kBlkFSegMax) | bit(kBlkFGeometry) | bit(kBlkFRo) |
                                         bit(kBlkFBlkSize) | bit(kBlkFFlush) | bit(kBlkFTopology) | bit(kBlkFMq) |
                                         bit(kBlkFDiscard) | bit(kBlkFWriteZeroes);
@@ -158,6 +159,7 @@ std::expected<void, std::string> Frontend::negotiate() {
     uint64_t want = bit(kFVersion1) | bit(kFProtocolFeatures) | kWantedBlkFeatures;
     if (o_.indirect) want |= bit(kFIndirectDesc);
     if (o_.event_idx) want |= bit(kFEventIdx);
+    if (o_.config_wce) want |= bit(kBlkFConfigWce);
     n_.features = n_.offered_features & want;
 
     // Queues: at most what GET_QUEUE_NUM and the config allow; more than one

@@ -40,6 +40,7 @@ struct FrontendOptions {
     bool indirect = true;   // take VIRTIO_RING_F_INDIRECT_DESC if offered
     bool event_idx = true;  // take VIRTIO_RING_F_EVENT_IDX if offered
     bool reply_ack = true;  // take VHOST_USER_PROTOCOL_F_REPLY_ACK if offered
+    bool config_wce = false;  // take VIRTIO_BLK_F_CONFIG_WCE if offered (the caller writes `writeback`)
     std::chrono::milliseconds timeout{10000};
 };
 

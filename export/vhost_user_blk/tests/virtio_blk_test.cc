@@ -69,13 +69,15 @@ TEST(VirtioBlkConfig, CapacityRoundsDownAndFollowsTheConfig) {
     EXPECT_EQ(get<uint32_t>(c, 20), 512u);
     EXPECT_EQ(get<uint16_t>(c, 34), 1u);
     EXPECT_EQ(get<uint32_t>(c, 44), 1u);
+    EXPECT_EQ(c[32], 1);                       // writeback, the default
+    EXPECT_EQ(encode_config(cfg, false)[32], 0);  // writethrough, as the driver chose (CONFIG_WCE)
 }
 
 TEST(VirtioBlkConfig, DeviceFeatures) {
     BlkDeviceConfig rw;
     const uint64_t f = device_features(rw);
     for (uint64_t bit : {kFVersion1, kFRingIndirectDesc, kFRingEventIdx, kFProtocolFeatures, kBlkFSegMax,
-                         kBlkFBlkSize, kBlkFFlush, kBlkFMq, kBlkFDiscard, kBlkFWriteZeroes})
+                         kBlkFBlkSize, kBlkFFlush, kBlkFConfigWce, kBlkFMq, kBlkFDiscard, kBlkFWriteZeroes})
         EXPECT_TRUE(f & bit) << std::hex << bit;
     EXPECT_FALSE(f & kBlkFRo);
     EXPECT_FALSE(f & (1ull << 1));  // SIZE_MAX: size_max is 0 in the config

@@ -140,10 +140,11 @@ bool log_has_since(uint64_t offset, const std::string& text) {
 
 // ---- connections and messages ----
 
-std::unique_ptr<Frontend> connect_served(uint16_t queues) {
+std::unique_ptr<Frontend> connect_served(uint16_t queues, bool config_wce) {
     FrontendOptions o;
     o.socket = env().socket;
     o.queues = queues;
+    o.config_wce = config_wce;
     o.timeout = kTimeout;
     const auto deadline = Clock::now() + kTimeout;
     std::string last;
@@ -161,8 +162,8 @@ std::unique_ptr<Frontend> connect_served(uint16_t queues) {
     fail("no connection served within " + std::to_string(kTimeout.count()) + " ms: " + last);
 }
 
-std::unique_ptr<Frontend> connect_negotiated(uint16_t queues) {
-    auto fe = connect_served(queues);
+std::unique_ptr<Frontend> connect_negotiated(uint16_t queues, bool config_wce) {
+    auto fe = connect_served(queues, config_wce);
     need(fe->negotiate(), "negotiation");
     return fe;
 }

@@ -111,10 +111,11 @@ std::string log_line_since(uint64_t offset, const std::string& text);
 // A connection the daemon serves: connected, and GET_FEATURES answered. The
 // export serves one front end at a time and closes a connection made while
 // it still ends the previous session: retried for up to 5 s.
-std::unique_ptr<Frontend> connect_served(uint16_t queues = 2);
+std::unique_ptr<Frontend> connect_served(uint16_t queues = 2, bool config_wce = false);
 // connect_served(), then the library's negotiation (REPLY_ACK, CONFIG, MQ,
 // RESET_DEVICE; SET_OWNER; GET_CONFIG; SET_FEATURES).
-std::unique_ptr<Frontend> connect_negotiated(uint16_t queues = 2);
+// With `config_wce`, also CONFIG_WCE (the config's writeback byte writable).
+std::unique_ptr<Frontend> connect_negotiated(uint16_t queues = 2, bool config_wce = false);
 
 Message msg_u64(Request r, uint64_t value);
 Message msg_state(Request r, uint32_t index, uint32_t num);

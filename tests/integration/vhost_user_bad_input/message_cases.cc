@@ -579,13 +579,53 @@ void get_config_size_mismatch() {
 }
 
 // SET_CONFIG of the writeback byte with need_reply: the config space is
-// read-only here (CONFIG_WCE is not offered). Expect: refused; if with a
-// nack, the session carries on.
+// read-only unless the driver negotiated CONFIG_WCE, which this front end
+// does not. Expect: refused; if with a nack, the session carries on.
 void set_config_refused() {
     auto fe = connect_negotiated();
     std::vector<uint8_t> p = config_request(32, 1, 1);
     if (expect_refused(fe->channel(), msg_raw(uint32_t(Request::kSetConfig), p), "SET_CONFIG") == Refusal::nacked)
         expect_session_alive(fe->channel(), "after SET_CONFIG");
+}
+
+// SET_CONFIG with CONFIG_WCE negotiated (as QEMU does when the guest writes
+// its cache mode): only the writeback byte, 0 or 1, may be written. Expect:
+// the capacity, two bytes at writeback and the value 2 refused, the session
+// going on; 0 and 1 accepted, GET_CONFIG reporting each, and the daemon
+// logging the switch to writethrough.
+void set_config_writeback() {
+    auto fe = connect_negotiated(2, /*config_wce=*/true);
+    Channel& ch = fe->channel();
+    check(fe->negotiation().has(kBlkFConfigWce), "CONFIG_WCE was not offered");
+    auto set = [](uint32_t offset, std::vector<uint8_t> bytes) {
+        std::vector<uint8_t> p = config_request(offset, uint32_t(bytes.size()), bytes.size());
+        std::copy(bytes.begin(), bytes.end(), p.begin() + sizeof(ConfigHeader));
+        return msg_raw(uint32_t(Request::kSetConfig), p);
+    };
+    auto writeback = [&] {
+        auto reply = need(ch.call(msg_raw(uint32_t(Request::kGetConfig), config_request(32, 1, 1)), SIZE_MAX),
+                          "GET_CONFIG of writeback");
+        need(reply.payload.size() == sizeof(ConfigHeader) + 1 ? std::expected<void, std::string>{}
+                                                               : std::unexpected("GET_CONFIG: short reply"),
+             "GET_CONFIG of writeback");
+        return reply.payload.back();
+    };
+    check(writeback() == 1, "writeback is not 1 after negotiation (FLUSH negotiated)");
+    const uint64_t log_start = log_size();
+    const std::pair<std::string, Message> bad[] = {
+        {"SET_CONFIG of the capacity", set(0, {1, 2, 3, 4, 5, 6, 7, 8})},
+        {"SET_CONFIG of two bytes at writeback", set(32, {0, 0})},
+        {"SET_CONFIG of writeback = 2", set(32, {2})},
+    };
+    for (const auto& [what, m] : bad)
+        if (expect_refused(ch, m, what) == Refusal::disconnected) fail(what + ": the daemon closed the session");
+    check(writeback() == 1, "a refused SET_CONFIG changed writeback");
+    need(ch.command(set(32, {0})), "SET_CONFIG of writeback = 0");
+    check(writeback() == 0, "writeback does not read 0 after the driver set it");
+    check(log_has_since(log_start, "chose a writethrough cache"), "the daemon did not switch to writethrough");
+    need(ch.command(set(32, {1})), "SET_CONFIG of writeback = 1");
+    check(writeback() == 1, "writeback does not read 1 after the driver set it back");
+    expect_session_alive(ch, "after SET_CONFIG");
 }
 
 // ---------------------------------------------------------------- requests the device does not know
@@ -789,6 +829,7 @@ std::vector<Case> message_cases() {
         {"get_config_out_of_range", get_config_out_of_range},
         {"get_config_size_mismatch", get_config_size_mismatch},
         {"set_config_refused", set_config_refused},
+        {"set_config_writeback", set_config_writeback},
         {"unknown_request_need_reply", unknown_request_need_reply},
         {"unknown_request_no_reply", unknown_request_no_reply},
         {"too_many_fds", too_many_fds},
