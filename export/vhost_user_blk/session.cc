@@ -156,13 +156,12 @@ void Session::reset_device() {
     }
     features_ = 0;
     protocol_features_ = 0;
-    writeback_ = true;
 }
 
 QueueFeatures Session::queue_features() const {
     return {.event_idx = (features_ & kFRingEventIdx) != 0,
             .indirect = (features_ & kFRingIndirectDesc) != 0,
-            .writethrough = !(features_ & kBlkFFlush) || !writeback_};
+            .writethrough = !(features_ & kBlkFFlush) || !device_.writeback};
 }
 
 Result<BlkQueue*> Session::queue(uint32_t index) {
@@ -183,7 +182,7 @@ Result<void> Session::set_features(uint64_t features) {
     features_ = features;
     // The spec: a driver that can switch the cache but cannot flush starts
     // with a writethrough one.
-    if ((features & kBlkFConfigWce) && !(features & kBlkFFlush)) writeback_ = false;
+    if ((features & kBlkFConfigWce) && !(features & kBlkFFlush)) device_.writeback = false;
     // Without protocol features there is no SET_VRING_ENABLE: rings are enabled.
     if (!(features & kFProtocolFeatures)) {
         for (auto& q : queues_) {
@@ -221,10 +220,11 @@ Result<void> Session::set_config(const ConfigAccess& access) {
         return fail(EPERM, "only the writeback byte (offset " + std::to_string(kBlkConfigWritebackOffset) +
                                ") is writable");
     if (access.data[0] > 1) return fail(EINVAL, "writeback must be 0 or 1");
-    writeback_ = access.data[0] == 1;
+    device_.writeback = access.data[0] == 1;
     const bool writethrough = queue_features().writethrough;
     for (auto& q : queues_) q->set_writethrough(writethrough);
-    LOG_INFO("%s: the driver chose a %s cache%s", device_.name.c_str(), writeback_ ? "writeback" : "writethrough",
+    LOG_INFO("%s: the driver chose a %s cache%s", device_.name.c_str(),
+             device_.writeback ? "writeback" : "writethrough",
              writethrough ? ": every write is durable when it completes" : "");
     return {};
 }
@@ -234,7 +234,7 @@ std::vector<uint8_t> Session::get_config(const ConfigAccess& access) const {
     if (access.offset > kConfigSpace || access.size > kConfigSpace - access.offset)
         return encode_reply(request, {});  // an empty payload is the error reply
     std::array<uint8_t, kConfigSpace> space{};
-    const auto config = encode_config(device_.config, writeback_);
+    const auto config = encode_config(device_.config, device_.writeback);
     std::copy(config.begin(), config.end(), space.begin());
     return encode_reply_config(request, access, std::span(space).subspan(access.offset, access.size));
 }

@@ -31,6 +31,10 @@ public:
         const BlkDeviceConfig& config;
         std::vector<AioContext*> queue_contexts;  // queue i runs in [i]
         std::string name;                         // "vhost-user-blk export 'e0'"
+        // The cache mode (CONFIG_WCE's `writeback`), kept by the export across
+        // sessions and device resets: QEMU keeps the config it read and the
+        // guest its choice, so the device must keep doing what it reported.
+        bool& writeback;
     };
 
     static Result<std::shared_ptr<Session>> create(AioContext& main_ctx, Device device, UniqueFd fd);
@@ -71,7 +75,6 @@ private:
     std::shared_ptr<const GuestMemory> memory_;
     uint64_t features_ = 0;
     uint64_t protocol_features_ = 0;
-    bool writeback_ = true;  // the cache mode (CONFIG_WCE's `writeback` field)
     bool closed_ = false;
 };
 

@@ -77,7 +77,7 @@ void VhostUserBlkExport::on_client(int fd) {
         LOG_WARN("%s: a front end is connected already; refusing another", name_.c_str());
         return;
     }
-    auto session = Session::create(main_ctx_, {*blk_, config_, queue_contexts(), name_}, std::move(client));
+    auto session = Session::create(main_ctx_, {*blk_, config_, queue_contexts(), name_, writeback_}, std::move(client));
     if (!session) {
         LOG_ERROR("%s: %s", name_.c_str(), session.error().describe().c_str());
         return;

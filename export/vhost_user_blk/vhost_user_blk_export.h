@@ -57,6 +57,7 @@ private:
     const std::string name_;  // "vhost-user-blk export 'e0'"
     std::unique_ptr<block::BlockBackend> blk_;
     BlkDeviceConfig config_;
+    bool writeback_ = true;  // the cache mode, across sessions (Session::Device::writeback)
     std::unique_ptr<Listener> listener_;
     std::shared_ptr<Session> session_;
 };

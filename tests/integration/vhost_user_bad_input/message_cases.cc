@@ -592,18 +592,18 @@ void set_config_refused() {
 // its cache mode): only the writeback byte, 0 or 1, may be written. Expect:
 // the capacity, two bytes at writeback and the value 2 refused, the session
 // going on; 0 and 1 accepted, GET_CONFIG reporting each, and the daemon
-// logging the switch to writethrough.
+// logging the switch to writethrough. The mode outlives the session (QEMU
+// keeps the config it read across a reconnect): a new front end reads 0.
 void set_config_writeback() {
     auto fe = connect_negotiated(2, /*config_wce=*/true);
-    Channel& ch = fe->channel();
     check(fe->negotiation().has(kBlkFConfigWce), "CONFIG_WCE was not offered");
     auto set = [](uint32_t offset, std::vector<uint8_t> bytes) {
         std::vector<uint8_t> p = config_request(offset, uint32_t(bytes.size()), bytes.size());
         std::copy(bytes.begin(), bytes.end(), p.begin() + sizeof(ConfigHeader));
         return msg_raw(uint32_t(Request::kSetConfig), p);
     };
-    auto writeback = [&] {
-        auto reply = need(ch.call(msg_raw(uint32_t(Request::kGetConfig), config_request(32, 1, 1)), SIZE_MAX),
+    auto writeback = [&fe] {
+        auto reply = need(fe->channel().call(msg_raw(uint32_t(Request::kGetConfig), config_request(32, 1, 1)), SIZE_MAX),
                           "GET_CONFIG of writeback");
         need(reply.payload.size() == sizeof(ConfigHeader) + 1 ? std::expected<void, std::string>{}
                                                                : std::unexpected("GET_CONFIG: short reply"),
@@ -618,14 +618,18 @@ void set_config_writeback() {
         {"SET_CONFIG of writeback = 2", set(32, {2})},
     };
     for (const auto& [what, m] : bad)
-        if (expect_refused(ch, m, what) == Refusal::disconnected) fail(what + ": the daemon closed the session");
+        if (expect_refused(fe->channel(), m, what) == Refusal::disconnected)
+            fail(what + ": the daemon closed the session");
     check(writeback() == 1, "a refused SET_CONFIG changed writeback");
-    need(ch.command(set(32, {0})), "SET_CONFIG of writeback = 0");
+    need(fe->channel().command(set(32, {0})), "SET_CONFIG of writeback = 0");
     check(writeback() == 0, "writeback does not read 0 after the driver set it");
     check(log_has_since(log_start, "chose a writethrough cache"), "the daemon did not switch to writethrough");
-    need(ch.command(set(32, {1})), "SET_CONFIG of writeback = 1");
+    fe.reset();
+    fe = connect_negotiated(2, /*config_wce=*/true);
+    check(writeback() == 0, "a new front end does not read the cache mode the last one chose");
+    need(fe->channel().command(set(32, {1})), "SET_CONFIG of writeback = 1");
     check(writeback() == 1, "writeback does not read 1 after the driver set it back");
-    expect_session_alive(ch, "after SET_CONFIG");
+    expect_session_alive(fe->channel(), "after SET_CONFIG");
 }
 
 // ---------------------------------------------------------------- requests the device does not know
