@@ -18,7 +18,6 @@
 // anything else -> Rlerror EOPNOTSUPP. A message whose size field is below
 // the header or above msize ends the connection. Prints one line once it
 // listens; runs until SIGTERM/SIGINT.
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "messages.h"
+#include "reference_server.h"
 #include "wire.h"
 
 namespace {
@@ -178,17 +178,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     ::signal(SIGPIPE, SIG_IGN);
-    const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const ioplane::ListenAddress addr{.type = ioplane::ListenAddress::Type::inet, .host = "127.0.0.1", .port = argv[1]};
+    const int lfd = ioplane::bench::listen_blocking(addr, "9p_reference_responder");
+    if (lfd < 0) return 1;
     const int one = 1;
-    ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(uint16_t(std::atoi(argv[1])));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(lfd, 64) < 0) {
-        std::fprintf(stderr, "9p_reference_responder: 127.0.0.1:%s: %s\n", argv[1], std::strerror(errno));
-        return 1;
-    }
     std::printf("9p_reference_responder listening on 127.0.0.1:%s\n", argv[1]);
     std::fflush(stdout);
     for (;;) {

@@ -20,7 +20,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,6 +31,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "reference_server.h"
 
 namespace {
 
@@ -250,48 +251,22 @@ void serve(int fd) {
     ::close(fd);
 }
 
-volatile sig_atomic_t g_stop = 0;
-void on_signal(int) { g_stop = 1; }
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || argc > 3) {
-        std::fprintf(stderr, "usage: %s SOCKET_PATH [SIZE_BYTES]\n", argv[0]);
-        return 2;
-    }
-    const char* path = argv[1];
-    if (argc == 3) g_size = std::strtoull(argv[2], nullptr, 0);
+    const char* path;
+    if (!ioplane::bench::parse_socket_and_size(argc, argv, path, g_size)) return 2;
     void* z = ::mmap(nullptr, kMaxPayload, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (z == MAP_FAILED) { std::perror("mmap"); return 1; }
     g_zeroes = static_cast<const char*>(z);
 
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;  // no SA_RESTART: accept() returns EINTR
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-
-    int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0) { std::perror("socket"); return 1; }
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (std::strlen(path) >= sizeof(addr.sun_path)) { std::fprintf(stderr, "socket path too long\n"); return 1; }
-    std::strcpy(addr.sun_path, path);
-    ::unlink(path);
-    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 || ::listen(lfd, 64) < 0) {
-        std::perror("bind/listen");
-        return 1;
-    }
+    ioplane::bench::install_stop_signals();  // accept() returns EINTR
+    const ioplane::ListenAddress addr{.path = path};
+    const int lfd = ioplane::bench::listen_blocking(addr, "nbd_reference_responder");
+    if (lfd < 0) return 1;
     std::printf("nbd_reference_responder: listening on %s\n", path);  // the bench waits for this line
     std::fflush(stdout);
-    while (!g_stop) {
-        int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            std::perror("accept");
-            break;
-        }
+    ioplane::bench::accept_until_stopped(addr, lfd, [](int fd) {
         // Connection threads block the stop signals so that they reach the
         // main thread and interrupt accept().
         sigset_t stop, old;
@@ -301,8 +276,6 @@ int main(int argc, char** argv) {
         pthread_sigmask(SIG_BLOCK, &stop, &old);
         std::thread(serve, fd).detach();
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    }
-    ::close(lfd);
-    ::unlink(path);
+    });
     return 0;
 }

@@ -39,7 +39,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,6 +56,7 @@
 #include <vector>
 
 #include "fd_passing.h"
+#include "reference_server.h"
 #include "guest_memory.h"
 #include "protocol.h"
 #include "split_ring.h"
@@ -84,7 +84,7 @@ constexpr size_t kConfigSpace = 256;       // what GET_CONFIG may address
 constexpr char kBlkId[kBlkIdBytes] = "vublk-reference";  // NUL-padded
 
 uint64_t g_size = 1ull << 30;
-volatile sig_atomic_t g_stop = 0;
+using bench::g_stop;
 
 // ---------------------------------------------------------------- requests
 
@@ -581,62 +581,23 @@ void serve_front_end(int fd) {
     }
 }
 
-void on_signal(int) { g_stop = 1; }
-
-int listen_on(const char* path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (std::strlen(path) >= sizeof(addr.sun_path)) {
-        std::fprintf(stderr, "socket path too long\n");
-        return -1;
-    }
-    std::strcpy(addr.sun_path, path);
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        std::perror("socket");
-        return -1;
-    }
-    ::unlink(path);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 || ::listen(fd, 16) < 0) {
-        std::perror("bind/listen");
-        ::close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || argc > 3) {
-        std::fprintf(stderr, "usage: %s SOCKET_PATH [SIZE_BYTES]\n", argv[0]);
-        return 2;
-    }
-    const char* path = argv[1];
-    if (argc == 3) g_size = std::strtoull(argv[2], nullptr, 0) / 512 * 512;
+    const char* path;
+    if (!bench::parse_socket_and_size(argc, argv, path, g_size)) return 2;
+    g_size = g_size / 512 * 512;
 
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;  // no SA_RESTART: accept() and recvmsg() return EINTR
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-
-    const int lfd = listen_on(path);
+    bench::install_stop_signals();  // accept() and recvmsg() return EINTR
+    const ListenAddress addr{.path = path};
+    const int lfd = bench::listen_blocking(addr, "vublk_reference_backend");
     if (lfd < 0) return 1;
     std::printf("vublk_reference_backend: listening on %s\n", path);  // the bench waits for this line
     std::fflush(stdout);
     // One front end at a time: the next waits in the listen backlog.
-    while (!g_stop) {
-        const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            std::perror("accept");
-            break;
-        }
+    bench::accept_until_stopped(addr, lfd, [](int fd) {
         serve_front_end(fd);
         ::close(fd);
-    }
-    ::close(lfd);
-    ::unlink(path);
+    });
     return 0;
 }
