@@ -50,6 +50,8 @@ const char* request_name(uint32_t request) {
     case Request::set_vring_enable: return "SET_VRING_ENABLE";
     case Request::get_config: return "GET_CONFIG";
     case Request::set_config: return "SET_CONFIG";
+    case Request::get_inflight_fd: return "GET_INFLIGHT_FD";
+    case Request::set_inflight_fd: return "SET_INFLIGHT_FD";
     case Request::reset_device: return "RESET_DEVICE";
     case Request::get_max_mem_slots: return "GET_MAX_MEM_SLOTS";
     }
@@ -111,6 +113,12 @@ Result<ConfigAccess> decode_config(std::span<const uint8_t> payload) {
     return a;
 }
 
+Result<InflightDescription> decode_inflight(std::span<const uint8_t> payload) {
+    if (payload.size() != 20 && payload.size() != 24) return bad_size("inflight description", payload.size(), 24);
+    return InflightDescription{load<uint64_t>(payload, 0), load<uint64_t>(payload, 8), load<uint16_t>(payload, 16),
+                               load<uint16_t>(payload, 18)};
+}
+
 Result<VringFd> decode_vring_fd(std::span<const uint8_t> payload, size_t fd_count) {
     auto v = decode_u64(payload);
     if (!v) return std::unexpected(v.error());
@@ -142,6 +150,16 @@ std::vector<uint8_t> encode_reply_vring_state(uint32_t request, VringState state
     std::vector<uint8_t> p;
     store(p, state.index);
     store(p, state.num);
+    return encode_reply(request, p);
+}
+
+std::vector<uint8_t> encode_reply_inflight(uint32_t request, const InflightDescription& d) {
+    std::vector<uint8_t> p;
+    store(p, d.mmap_size);
+    store(p, d.mmap_offset);
+    store(p, d.num_queues);
+    store(p, d.queue_size);
+    store(p, uint32_t(0));  // the C struct's padding
     return encode_reply(request, p);
 }
 

@@ -37,6 +37,8 @@ enum class Request : uint32_t {
     set_vring_enable = 18,
     get_config = 24,
     set_config = 25,
+    get_inflight_fd = 31,
+    set_inflight_fd = 32,
     reset_device = 34,
     get_max_mem_slots = 36,
 };
@@ -66,6 +68,7 @@ constexpr uint64_t kFProtocolFeatures = 1ull << 30;
 constexpr uint64_t kPfMq = 1ull << 0;
 constexpr uint64_t kPfReplyAck = 1ull << 3;
 constexpr uint64_t kPfConfig = 1ull << 9;
+constexpr uint64_t kPfInflightShmfd = 1ull << 12;
 constexpr uint64_t kPfResetDevice = 1ull << 13;
 
 // SET_VRING_KICK/CALL/ERR: bits 0-7 index, bit 8 "no fd" (poll instead).
@@ -105,6 +108,14 @@ struct ConfigAccess {
     uint32_t flags = 0;
     std::span<const uint8_t> data;  // `size` bytes (into the payload)
 };
+// GET_INFLIGHT_FD / SET_INFLIGHT_FD: the shared area that records the
+// requests in flight (vhost-user.rst "Inflight I/O tracking").
+struct InflightDescription {
+    uint64_t mmap_size = 0;
+    uint64_t mmap_offset = 0;
+    uint16_t num_queues = 0;
+    uint16_t queue_size = 0;
+};
 // The vring index and "no fd" flag of SET_VRING_KICK/CALL/ERR.
 struct VringFd {
     uint32_t index = 0;
@@ -118,6 +129,8 @@ Result<VringAddr> decode_vring_addr(std::span<const uint8_t> payload);
 // Checks the region count against the payload and the fds received.
 Result<std::vector<MemRegion>> decode_mem_table(std::span<const uint8_t> payload, size_t fd_count);
 Result<ConfigAccess> decode_config(std::span<const uint8_t> payload);
+// QEMU sends the C struct with its tail padding (24 bytes); 20 are enough.
+Result<InflightDescription> decode_inflight(std::span<const uint8_t> payload);
 // Checks that the fd count (0 or 1) matches the "no fd" flag.
 Result<VringFd> decode_vring_fd(std::span<const uint8_t> payload, size_t fd_count);
 
@@ -125,6 +138,8 @@ Result<VringFd> decode_vring_fd(std::span<const uint8_t> payload, size_t fd_coun
 std::vector<uint8_t> encode_reply(uint32_t request, std::span<const uint8_t> payload);
 std::vector<uint8_t> encode_reply_u64(uint32_t request, uint64_t value);
 std::vector<uint8_t> encode_reply_vring_state(uint32_t request, VringState state);
+// GET_INFLIGHT_FD's reply (the fd travels beside it).
+std::vector<uint8_t> encode_reply_inflight(uint32_t request, const InflightDescription& d);
 // GET_CONFIG's reply: offset, size, flags, then the bytes.
 std::vector<uint8_t> encode_reply_config(uint32_t request, const ConfigAccess& access, std::span<const uint8_t> bytes);
 

@@ -84,6 +84,8 @@ TEST(VhostUserHeader, PayloadSizeUpToKMaxPayload) {
 TEST(VhostUserHeader, RequestNames) {
     EXPECT_STREQ(request_name(uint32_t(Request::set_mem_table)), "SET_MEM_TABLE");
     EXPECT_STREQ(request_name(uint32_t(Request::get_max_mem_slots)), "GET_MAX_MEM_SLOTS");
+    EXPECT_STREQ(request_name(31), "GET_INFLIGHT_FD");
+    EXPECT_STREQ(request_name(32), "SET_INFLIGHT_FD");
     EXPECT_STREQ(request_name(999), "unknown request");
 }
 
@@ -333,6 +335,29 @@ TEST(VhostUserReply, ConfigCarriesTheBytesAndTheirSize) {
     ASSERT_TRUE(back);
     EXPECT_EQ(back->size, 3u);
     EXPECT_EQ(back->data[2], 7);
+}
+
+// QEMU sends VhostUserInflight with its tail padding: 24 bytes.
+TEST(VhostUserInflight, DescriptionOf20Or24BytesRoundTrips) {
+    std::vector<uint8_t> p;
+    put<uint64_t>(p, 4224);
+    put<uint64_t>(p, 4096);
+    put<uint16_t>(p, 2);
+    put<uint16_t>(p, 128);
+    for (size_t size : {20, 24}) {
+        p.resize(size);
+        auto d = decode_inflight(p);
+        ASSERT_TRUE(d) << size;
+        EXPECT_EQ(d->mmap_size, 4224u);
+        EXPECT_EQ(d->mmap_offset, 4096u);
+        EXPECT_EQ(d->num_queues, 2);
+        EXPECT_EQ(d->queue_size, 128);
+        const auto msg = encode_reply_inflight(uint32_t(Request::get_inflight_fd), *d);
+        expect_reply_header(msg, uint32_t(Request::get_inflight_fd), 24);
+        EXPECT_EQ(std::vector<uint8_t>(msg.begin() + kHeaderSize, msg.begin() + kHeaderSize + 20),
+                  std::vector<uint8_t>(p.begin(), p.begin() + 20));
+    }
+    for (size_t size : {0, 8, 19, 21, 23, 25, 32}) expect_eproto(decode_inflight(bytes_of_size(size)));
 }
 
 }  // namespace
