@@ -79,6 +79,26 @@ SplitRing::Pop SplitRing::pop(DescriptorChain& chain, std::string& why) {
         why = "avail ring entry " + std::to_string(head) + (head >= num_ ? " is out of range" : " is already in flight");
         return Pop::broken;
     }
+    const Pop r = walk_chain(head, chain, why);
+    if (r == Pop::ok) last_avail_++;
+    return r;
+}
+
+SplitRing::Pop SplitRing::pop_head(uint16_t head, DescriptorChain& chain, std::string& why) {
+    if (head >= num_ || in_flight_[head]) {
+        why = "resubmitted head " + std::to_string(head) + (head >= num_ ? " is out of range" : " is already in flight");
+        return Pop::broken;
+    }
+    return walk_chain(head, chain, why);
+}
+
+void SplitRing::resume_at(uint16_t last_avail) {
+    assert(in_flight_count_ == 0);
+    last_avail_ = last_avail;
+}
+
+// Copies the chain at `head` into `chain` and marks the head in flight.
+SplitRing::Pop SplitRing::walk_chain(uint16_t head, DescriptorChain& chain, std::string& why) {
     chain.head = head;
     chain.out.clear();
     chain.in.clear();
@@ -128,7 +148,6 @@ SplitRing::Pop SplitRing::pop(DescriptorChain& chain, std::string& why) {
             return Pop::broken;
         }
     }
-    last_avail_++;
     in_flight_[head] = true;
     in_flight_count_++;
     return Pop::ok;

@@ -59,6 +59,13 @@ public:
     // Pops the next chain into `chain` (its vectors are reused). On `broken`,
     // `why` says what rule the driver broke.
     Pop pop(DescriptorChain& chain, std::string& why);
+    // Pops the chain at `head` without taking it from the avail ring: a
+    // request the previous back end had taken and not completed (in-flight
+    // tracking). Never `empty`.
+    Pop pop_head(uint16_t head, DescriptorChain& chain, std::string& why);
+    // Moves the next avail entry to pop (nothing may be in flight): where
+    // in-flight tracking says the previous back end stopped.
+    void resume_at(uint16_t last_avail);
     // Whether the driver has made buffers available that were not popped.
     bool has_available() const;
     // Writes a used element; it becomes visible to the driver with
@@ -82,6 +89,7 @@ private:
     SplitRing(const GuestMemory& mem, uint32_t num, bool event_idx, bool indirect)
         : mem_(&mem), num_(num), event_idx_(event_idx), indirect_(indirect), in_flight_(num, false) {}
     bool add_buffer(DescriptorChain& chain, const Desc& d, bool& seen_writable, std::string& why);
+    Pop walk_chain(uint16_t head, DescriptorChain& chain, std::string& why);
 
     const GuestMemory* mem_;
     uint32_t num_;

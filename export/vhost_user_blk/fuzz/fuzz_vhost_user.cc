@@ -1,6 +1,7 @@
 // libFuzzer target for what a vhost-user front end controls: the wire
-// messages (protocol.h) and the contents of guest memory that the split ring
-// reads (guest_memory.h, split_ring.h). The invariants the daemon relies on
+// messages (protocol.h), the contents of guest memory that the split ring
+// reads (guest_memory.h, split_ring.h) and the in-flight region a previous
+// back end left (inflight.h). The invariants the daemon relies on
 // are checked with __builtin_trap().
 //
 // Input layout (short inputs are zero-padded):
@@ -8,7 +9,9 @@
 //   [1]      ring size: 1 << (value % 9), so 1..256
 //   [2]      flags: 1 EVENT_IDX, 2 INDIRECT_DESC, 4 ring addresses from
 //            [8..13] (else a fixed layout), 8 push in reverse order,
-//            16 turn kick notifications on (else off)
+//            16 turn kick notifications on (else off),
+//            32 in-flight tracking: recover from the region at the start of
+//            region B (as our own mapping sees it), resubmit, then track
 //   [3]      how many chains to pop at most
 //   [4..5]   last_avail (SET_VRING_BASE), little-endian
 //   [6..7]   length P of the protocol part
@@ -29,10 +32,12 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "guest_memory.h"
+#include "inflight.h"
 #include "protocol.h"
 #include "split_ring.h"
 
@@ -167,6 +172,15 @@ void fuzz_protocol(Bytes in, size_t fd_count) {
         check_refusal(c);
     }
 
+    auto inf = decode_inflight(payload);
+    check(inf.has_value() == (payload.size() == 20 || payload.size() == 24));
+    if (inf) {
+        auto reply = encode_reply_inflight(0, *inf);
+        check(reply.size() == kHeaderSize + 24 && std::equal(payload.begin(), payload.begin() + 20, reply.begin() + kHeaderSize));
+    } else {
+        check_refusal(inf);
+    }
+
     auto f = decode_vring_fd(payload, fd_count);
     if (f) {
         check(f->index <= kVringIndexMask);
@@ -213,6 +227,27 @@ void fuzz_ring(const uint8_t* params, Bytes memory) {
     std::vector<std::pair<uint16_t, uint32_t>> popped;  // head, bytes "written"
     std::vector<bool> seen(num, false);
     DescriptorChain chain;
+    std::optional<InflightTracker> tracker;
+    if (flags & 32) {
+        tracker.emplace(g.b, uint16_t(num));
+        auto rec = tracker->recover(ring->used_idx(), num);
+        if (!rec) return check_refusal(rec);
+        check(load<uint16_t>(g.b + 8) == 1 && load<uint16_t>(g.b + 10) == num);
+        check(load<uint16_t>(g.b + 14) == ring->used_idx());
+        check(rec->heads.size() <= num);
+        if (rec->in_use) ring->resume_at(uint16_t(ring->used_idx() + rec->heads.size()));
+        for (uint16_t head : rec->heads) {
+            check(head < num && !seen[head]);
+            seen[head] = true;
+            std::string why;
+            if (ring->pop_head(head, chain, why) != SplitRing::Pop::ok) {
+                check(!why.empty());
+                continue;
+            }
+            check(chain.head == head);
+            popped.emplace_back(head, 0);
+        }
+    }
     for (size_t i = 0; i < max_pops; i++) {
         const uint16_t before = ring->last_avail_idx();
         std::string why;
@@ -228,6 +263,7 @@ void fuzz_ring(const uint8_t* params, Bytes memory) {
         check(ring->last_avail_idx() == uint16_t(before + 1));
         check(chain.head < num && !seen[chain.head]);
         seen[chain.head] = true;
+        if (tracker) tracker->fetched(chain.head);
         check(chain.out.size() + chain.in.size() <= kMaxIovecs);
         uint64_t out_bytes = 0, in_bytes = 0;
         for (const iovec& v : chain.out) {
@@ -248,9 +284,20 @@ void fuzz_ring(const uint8_t* params, Bytes memory) {
 
     if (flags & 8) std::reverse(popped.begin(), popped.end());
     const uint16_t used_before = ring->used_idx();
-    for (auto [head, written] : popped) ring->push(head, written);
+    bool notify = false;
+    if (tracker) {
+        for (auto [head, written] : popped) {
+            tracker->publishing(head);
+            ring->push(head, written);
+            notify |= ring->publish_used();
+            tracker->published(head, ring->used_idx());
+        }
+        for (auto [head, written] : popped) check(g.b[16 + 16 * head] == 0);  // none left in flight
+    } else {
+        for (auto [head, written] : popped) ring->push(head, written);
+        notify = ring->publish_used();
+    }
     check(ring->in_flight() == 0 && ring->used_idx() == uint16_t(used_before + popped.size()));
-    const bool notify = ring->publish_used();
     check(load<uint16_t>(g.a + used_off + 2) == ring->used_idx());
     if (popped.empty()) check(!notify);
     for (size_t i = 0; i < popped.size(); i++) {
