@@ -45,23 +45,45 @@ bool BlkQueue::startable() const {
     return !broken_ && setup_.enabled && setup_.kick_given && setup_.addr && setup_.num != 0;
 }
 
-Result<void> BlkQueue::start(std::shared_ptr<const GuestMemory> mem, QueueFeatures features) {
+Result<void> BlkQueue::start(std::shared_ptr<const GuestMemory> mem, QueueFeatures features,
+                             std::shared_ptr<InflightArea> inflight) {
     assert_in_main_thread();
     assert(startable() && !running());
+    std::vector<uint16_t> resubmitted;
     if (!ring_) {
         auto ring = SplitRing::create(*mem, setup_.num, *setup_.addr, setup_.base, features.event_idx, features.indirect);
         if (!ring) return fail(ring.error().code, log_name_ + ": " + ring.error().message);
+        const bool tracked = inflight && index_ < inflight->num_queues();
+        if (tracked) {
+            InflightTracker tracker(inflight->region(uint16_t(index_)), inflight->queue_size());
+            auto recovered = tracker.recover(ring->used_idx(), setup_.num);
+            if (!recovered) return fail(recovered.error().code, log_name_ + ": " + recovered.error().message);
+            if (recovered->in_use) {
+                const uint16_t resume = uint16_t(ring->used_idx() + recovered->heads.size());
+                if (resume != setup_.base || !recovered->heads.empty())
+                    LOG_INFO("%s: the previous back end left %zu requests in flight: resubmitted, then avail "
+                             "index %u (the front end said %u)",
+                             log_name_.c_str(), recovered->heads.size(), resume, setup_.base);
+                ring->resume_at(resume);
+                resubmitted = std::move(recovered->heads);
+            }
+            tracker_.emplace(tracker);
+            inflight_ = std::move(inflight);
+        }
         ring_.emplace(std::move(*ring));
         mem_ = std::move(mem);
         slots_.clear();
         for (uint32_t i = 0; i < setup_.num; i++) slots_.push_back(std::make_unique<Slot>());
         requests_ = 0;
-        LOG_INFO("%s: started in '%s' (size %u, avail index %u)", log_name_.c_str(), context().name().c_str(),
-                 setup_.num, setup_.base);
+        LOG_INFO("%s: started in '%s' (size %u, avail index %u%s)", log_name_.c_str(), context().name().c_str(),
+                 setup_.num, ring_->last_avail_idx(), tracked ? ", in-flight tracking" : "");
     }
     writethrough_.store(features.writethrough, std::memory_order_relaxed);
     Result<void> r;
-    run_in_context_sync(context(), [&] { r = kick_.start(context(), setup_.kick.get()); });
+    run_in_context_sync(context(), [&] {
+        resubmit(resubmitted);  // before anything the kicks bring
+        r = kick_.start(context(), setup_.kick.get());
+    });
     if (!r) return fail(r.error().code, log_name_ + ": " + r.error().message);
     return {};
 }
@@ -77,6 +99,8 @@ uint16_t BlkQueue::stop(bool wait_for_requests) {
              (unsigned long long)requests_);
     broken_.store(false, std::memory_order_relaxed);  // a new ring gets a new chance
     ring_.reset();
+    tracker_.reset();
+    inflight_.reset();
     slots_.clear();
     mem_.reset();
     return setup_.base;
@@ -138,16 +162,35 @@ void BlkQueue::process() {
             auto popped = ring_->pop(scratch_, why);
             if (popped == SplitRing::Pop::empty) break;
             if (popped == SplitRing::Pop::broken) return mark_broken(why);
-            Slot& slot = *slots_[scratch_.head];
-            std::swap(slot.chain, scratch_);
-            if (!blk_chain_is_well_formed(slot.chain)) return mark_broken("request without a header or a status byte");
-            in_flight_++;
-            requests_++;
-            spawn_now(run_request(slot));
+            if (!begin_request()) return;
         }
         if (polling_) return;  // the loop's poll handler looks again
         ring_->set_kick_notifications(true);
         if (!ring_->has_available()) return;
+    }
+}
+
+bool BlkQueue::begin_request() {
+    Slot& slot = *slots_[scratch_.head];
+    std::swap(slot.chain, scratch_);
+    if (!blk_chain_is_well_formed(slot.chain)) {
+        mark_broken("request without a header or a status byte");
+        return false;
+    }
+    // Recorded before the request can have any effect.
+    if (tracker_) tracker_->fetched(slot.chain.head);
+    in_flight_++;
+    requests_++;
+    spawn_now(run_request(slot));
+    return true;
+}
+
+// The requests a killed back end had taken and not completed, oldest first.
+void BlkQueue::resubmit(const std::vector<uint16_t>& heads) {
+    for (uint16_t head : heads) {
+        std::string why;
+        if (ring_->pop_head(head, scratch_, why) != SplitRing::Pop::ok) return mark_broken(why);
+        if (!begin_request()) return;
     }
 }
 
@@ -176,8 +219,12 @@ Task<void> BlkQueue::run_request(Slot& slot) {
 // whole batch at once made driver and device take turns, and halved IOPS
 // at QD 16 (docs/BENCHMARKS.md).
 void BlkQueue::complete(Slot& slot, uint32_t written) {
-    ring_->push(slot.chain.head, written);
-    if (ring_->publish_used()) signal_eventfd(call_fd_.load(std::memory_order_relaxed));
+    const uint16_t head = slot.chain.head;
+    if (tracker_) tracker_->publishing(head);
+    ring_->push(head, written);
+    const bool notify = ring_->publish_used();
+    if (tracker_) tracker_->published(head, ring_->used_idx());
+    if (notify) signal_eventfd(call_fd_.load(std::memory_order_relaxed));
 }
 
 void BlkQueue::mark_broken(const std::string& why) {

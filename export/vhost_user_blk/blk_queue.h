@@ -10,6 +10,11 @@
 // GET_VRING_BASE, a reset or a disconnect, waits until every popped request
 // has completed (the spec: complete in-flight I/O before stopping).
 //
+// With in-flight tracking (INFLIGHT_SHMFD), the queue records in the shared
+// area each request it takes and completes (inflight.h); a ring built over
+// an area a killed back end used resumes where that back end stopped and
+// first resubmits the requests it left in flight.
+//
 // A request counts in the BlockBackend from its pop to its used element, so
 // a drained section (a context move) waits for whole requests; one popped
 // while the node is drained waits (parked) before its I/O.
@@ -26,6 +31,7 @@
 
 #include "ioplane/block/backend.h"
 #include "ioplane/core/unique_fd.h"
+#include "inflight.h"
 #include "kick_notifier.h"
 #include "split_ring.h"
 #include "virtio_blk.h"
@@ -67,8 +73,10 @@ public:
     bool startable() const;
 
     // Starts processing (startable() must hold): builds the ring over `mem`
-    // unless stopped without waiting, then assigns the kick notifier.
-    Result<void> start(std::shared_ptr<const GuestMemory> mem, QueueFeatures features);
+    // unless stopped without waiting (tracked in `inflight` if it has a
+    // region for this queue), then assigns the kick notifier.
+    Result<void> start(std::shared_ptr<const GuestMemory> mem, QueueFeatures features,
+                       std::shared_ptr<InflightArea> inflight = nullptr);
     // Stops processing. With `wait_for_requests`, also waits until every
     // popped request completed, publishes the used ring, and forgets the
     // ring: the next start() begins at setup().base. Returns the next avail
@@ -90,6 +98,9 @@ private:
     struct Slot;
     // In the queue's context:
     void process();
+    // The chain in scratch_ was popped: checks it and runs it as a request.
+    bool begin_request();
+    void resubmit(const std::vector<uint16_t>& heads);
     bool has_work();
     void set_kick_notifications(bool on);
     Task<void> run_request(Slot& slot);
@@ -106,6 +117,8 @@ private:
     QueueSetup setup_;
     std::shared_ptr<const GuestMemory> mem_;  // while the ring exists
     std::optional<SplitRing> ring_;
+    std::shared_ptr<InflightArea> inflight_;  // while the ring is tracked
+    std::optional<InflightTracker> tracker_;
     std::vector<std::unique_ptr<Slot>> slots_;  // by head index
     DescriptorChain scratch_;                   // what pop() fills, then swapped into its slot
     KickNotifier kick_;

@@ -35,4 +35,22 @@ Result<size_t> receive_with_fds(int fd, uint8_t* buf, size_t len, std::vector<Un
     return size_t(n);
 }
 
+Result<size_t> send_with_fd(int fd, const uint8_t* buf, size_t len, int passed) {
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{const_cast<uint8_t*>(buf), len};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &passed, sizeof passed);
+    const ssize_t n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) return fail_errno("sendmsg");
+    return size_t(n);
+}
+
 }  // namespace ioplane::vhost_user

@@ -35,7 +35,18 @@ Task<Result<Message>> receive_message(AsyncFd& afd) {
     co_return m;
 }
 
-Task<Result<void>> send_reply(AsyncFd& afd, std::span<const uint8_t> bytes) {
+Task<Result<void>> send_reply(AsyncFd& afd, std::span<const uint8_t> bytes, int fd) {
+    while (fd >= 0 && !bytes.empty()) {
+        auto n = send_with_fd(afd.fd(), bytes.data(), bytes.size(), fd);
+        if (n) {
+            bytes = bytes.subspan(*n);
+            break;
+        }
+        if (n.error().code == EINTR) continue;
+        if (n.error().code != EAGAIN) co_return std::unexpected(n.error());
+        if (!co_await afd.writable()) co_return fail(ECONNRESET, "connection closed");
+    }
+    if (bytes.empty()) co_return Result<void>{};
     iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
     co_return co_await write_all(afd, std::span<iovec>(&iov, 1));
 }

@@ -25,6 +25,8 @@ struct Message {
 Task<Result<Message>> receive_message(AsyncFd& afd);
 // Sends a whole encoded reply. `bytes` must stay valid until it completes
 // (pass a named vector: see docs/9P.md on g++ 12 and temporaries in co_await).
-Task<Result<void>> send_reply(AsyncFd& afd, std::span<const uint8_t> bytes);
+// With `fd` >= 0, the fd travels with the reply's first byte
+// (GET_INFLIGHT_FD).
+Task<Result<void>> send_reply(AsyncFd& afd, std::span<const uint8_t> bytes, int fd = -1);
 
 }  // namespace ioplane::vhost_user

@@ -15,7 +15,7 @@ namespace ioplane::vhost_user {
 
 namespace {
 
-constexpr uint64_t kProtocolFeatures = kPfMq | kPfReplyAck | kPfConfig | kPfResetDevice;
+constexpr uint64_t kProtocolFeatures = kPfMq | kPfReplyAck | kPfConfig | kPfInflightShmfd | kPfResetDevice;
 constexpr size_t kConfigSpace = 256;  // what GET_CONFIG may address
 
 // A kick, call or error fd must be an eventfd: the queue's thread reads or
@@ -34,7 +34,8 @@ Result<void> check_eventfd(const UniqueFd& fd, const char* what) {
 
 bool has_own_reply(Request r) {
     return r == Request::get_features || r == Request::get_protocol_features || r == Request::get_vring_base ||
-           r == Request::get_queue_num || r == Request::get_config || r == Request::get_max_mem_slots;
+           r == Request::get_queue_num || r == Request::get_config || r == Request::get_max_mem_slots ||
+           r == Request::get_inflight_fd;
 }
 
 Request type_of(uint32_t request) { return static_cast<Request>(request); }
@@ -112,8 +113,9 @@ Task<void> Session::run(std::function<void()> on_end) {
         }
         // Sent without the turn: a front end that does not read its replies
         // stalls only itself, never the monitor or the other exports.
+        UniqueFd reply_fd = std::move(reply_fd_);
         if (!reply.empty()) {
-            if (auto r = co_await send_reply(*afd_, reply); !r && !end) {
+            if (auto r = co_await send_reply(*afd_, reply, reply_fd.get()); !r && !end) {
                 LOG_ERROR("%s: sending a reply: %s", device_.name.c_str(), r.error().describe().c_str());
                 end = true;
             }
@@ -135,6 +137,7 @@ void Session::close() {
     stop_all_queues();
     queues_.clear();
     memory_.reset();
+    inflight_.reset();
     afd_->wake_all_closed();
     shutdown(fd_.get(), SHUT_RDWR);  // the front end sees the end at once
 }
@@ -156,6 +159,7 @@ void Session::reset_device() {
     }
     features_ = 0;
     protocol_features_ = 0;
+    inflight_.reset();  // QEMU gets a new area after a reset
 }
 
 QueueFeatures Session::queue_features() const {
@@ -173,7 +177,7 @@ Result<BlkQueue*> Session::queue(uint32_t index) {
 
 Result<void> Session::maybe_start(BlkQueue& q) {
     if (q.running() || !q.startable() || !memory_) return {};
-    return q.start(memory_, queue_features());
+    return q.start(memory_, queue_features(), inflight_);
 }
 
 Result<void> Session::set_features(uint64_t features) {
@@ -198,17 +202,52 @@ Result<void> Session::set_mem_table(Message& m) {
     if (!regions) return std::unexpected(regions.error());
     auto mem = GuestMemory::map(*regions, m.fds);
     if (!mem) return std::unexpected(mem.error());
-    // Running rings point into the old table: stop them (their requests
-    // complete first), then start them again over the new one.
+    // Running rings point into the old table.
+    return restart_running_queues([&] { memory_ = std::move(*mem); });
+}
+
+Result<void> Session::restart_running_queues(const std::function<void()>& change) {
     std::vector<BlkQueue*> restart;
     for (auto& q : queues_) {
         if (q->running()) restart.push_back(q.get());
         q->stop(true);
     }
-    memory_ = std::move(*mem);
+    change();
     for (BlkQueue* q : restart)
         if (auto r = maybe_start(*q); !r) return r;
     return {};
+}
+
+// A new area for as many queues as the front end says it has (at most the
+// device's), each region for `queue_size` descriptors.
+Result<std::vector<uint8_t>> Session::get_inflight_fd(const Message& m) {
+    if (!(protocol_features_ & kPfInflightShmfd)) return fail(EPROTO, "INFLIGHT_SHMFD was not negotiated");
+    auto d = decode_inflight(m.payload);
+    if (!d) return std::unexpected(d.error());
+    if (d->num_queues == 0 || d->num_queues > queues_.size() || d->queue_size == 0 || d->queue_size > kMaxQueueSize)
+        return fail(EPROTO, "inflight area for " + std::to_string(d->num_queues) + " queues of " +
+                                std::to_string(d->queue_size) + " descriptors (" + std::to_string(queues_.size()) +
+                                " queues of up to " + std::to_string(kMaxQueueSize) + ")");
+    InflightDescription out;
+    if (auto r = InflightArea::create(d->num_queues, d->queue_size, out, reply_fd_); !r) return std::unexpected(r.error());
+    return encode_reply_inflight(m.header.request, out);
+}
+
+// The area the requests in flight are recorded in: the one GET_INFLIGHT_FD
+// made, or, after the daemon restarted, the one its predecessor used.
+Result<void> Session::set_inflight_fd(const Message& m) {
+    if (!(protocol_features_ & kPfInflightShmfd)) return fail(EPROTO, "INFLIGHT_SHMFD was not negotiated");
+    if (m.fds.size() != 1) return fail(EPROTO, "SET_INFLIGHT_FD with " + std::to_string(m.fds.size()) + " fds");
+    auto d = decode_inflight(m.payload);
+    if (!d) return std::unexpected(d.error());
+    if (d->num_queues > queues_.size())
+        return fail(EPROTO, "inflight area for " + std::to_string(d->num_queues) + " queues (the device has " +
+                                std::to_string(queues_.size()) + ")");
+    auto area = InflightArea::map(*d, m.fds[0]);
+    if (!area) return std::unexpected(area.error());
+    LOG_INFO("%s: in-flight tracking for %u queues of %u descriptors", device_.name.c_str(), d->num_queues,
+             d->queue_size);
+    return restart_running_queues([&] { inflight_ = std::move(*area); });
 }
 
 // Only `writeback` is writable in virtio-blk, and only once the driver
@@ -243,7 +282,8 @@ Result<std::vector<uint8_t>> Session::handle(Message& m) {
     const uint32_t request = m.header.request;
     const auto type = static_cast<Request>(request);
     const bool takes_fds = type == Request::set_mem_table || type == Request::set_vring_kick ||
-                           type == Request::set_vring_call || type == Request::set_vring_err;
+                           type == Request::set_vring_call || type == Request::set_vring_err ||
+                           type == Request::set_inflight_fd;
     // (Requests not handled below are nacked whatever they carry.)
     if (!takes_fds && !m.fds.empty() && handled(type)) return fail(EPROTO, "unexpected file descriptors");
     switch (type) {
@@ -274,6 +314,11 @@ Result<std::vector<uint8_t>> Session::handle(Message& m) {
         return encode_reply_u64(request, device_.config.num_queues);
     case Request::set_mem_table:
         if (auto r = set_mem_table(m); !r) return std::unexpected(r.error());
+        return std::vector<uint8_t>{};
+    case Request::get_inflight_fd:
+        return get_inflight_fd(m);
+    case Request::set_inflight_fd:
+        if (auto r = set_inflight_fd(m); !r) return std::unexpected(r.error());
         return std::vector<uint8_t>{};
     case Request::get_config: {
         auto a = decode_config(m.payload);

@@ -12,6 +12,7 @@
 // requests, running nested main-loop iterations.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,11 @@ private:
     Result<std::vector<uint8_t>> handle_queue_message(Message& m);
     Result<BlkQueue*> queue(uint32_t index);
     Result<void> set_mem_table(Message& m);
+    Result<std::vector<uint8_t>> get_inflight_fd(const Message& m);
+    Result<void> set_inflight_fd(const Message& m);
+    // Stops the running queues (their requests complete first), runs
+    // `change`, and starts them again.
+    Result<void> restart_running_queues(const std::function<void()>& change);
     Result<void> set_features(uint64_t features);
     std::vector<uint8_t> get_config(const ConfigAccess& access) const;
     Result<void> set_config(const ConfigAccess& access);
@@ -73,6 +79,8 @@ private:
     std::unique_ptr<AsyncFd> afd_;
     std::vector<std::unique_ptr<BlkQueue>> queues_;
     std::shared_ptr<const GuestMemory> memory_;
+    std::shared_ptr<InflightArea> inflight_;  // SET_INFLIGHT_FD's, until a reset
+    UniqueFd reply_fd_;                       // goes with the reply being made
     uint64_t features_ = 0;
     uint64_t protocol_features_ = 0;
     bool closed_ = false;
