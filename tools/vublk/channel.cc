@@ -48,6 +48,8 @@ const char* request_name(uint32_t request) {
     case Request::kSetVringEnable: return "SET_VRING_ENABLE";
     case Request::kGetConfig: return "GET_CONFIG";
     case Request::kSetConfig: return "SET_CONFIG";
+    case Request::kGetInflightFd: return "GET_INFLIGHT_FD";
+    case Request::kSetInflightFd: return "SET_INFLIGHT_FD";
     case Request::kResetDevice: return "RESET_DEVICE";
     case Request::kGetMaxMemSlots: return "GET_MAX_MEM_SLOTS";
     case Request::kAddMemReg: return "ADD_MEM_REG";
@@ -199,17 +201,23 @@ std::expected<Message, std::string> Channel::reply_to(const Message& m, size_t r
     const std::string what = std::string(request_name(m.request));
     auto reply = receive();
     if (!reply) return std::unexpected(what + ": " + reply.error());
-    close_all(reply->fds);  // no reply this front end reads carries fds
-    if (reply->request != m.request)
-        return std::unexpected(what + ": the reply is for " + request_name(reply->request));
-    if ((reply->flags & kVersionMask) != kVersion || !(reply->flags & kFlagReply)) {
+    // Only GET_INFLIGHT_FD's reply carries an fd (the area), for the caller.
+    if (m.request != uint32_t(Request::kGetInflightFd)) close_all(reply->fds);
+    std::string error;
+    if (reply->request != m.request) {
+        error = ": the reply is for " + std::string(request_name(reply->request));
+    } else if ((reply->flags & kVersionMask) != kVersion || !(reply->flags & kFlagReply)) {
         char buf[96];
         std::snprintf(buf, sizeof buf, ": reply flags 0x%x lack version 1 or the reply bit", reply->flags);
-        return std::unexpected(what + buf);
+        error = buf;
+    } else if (reply_size != SIZE_MAX && reply->payload.size() != reply_size) {
+        error = ": reply payload of " + std::to_string(reply->payload.size()) + " bytes, expected " +
+                std::to_string(reply_size);
     }
-    if (reply_size != SIZE_MAX && reply->payload.size() != reply_size)
-        return std::unexpected(what + ": reply payload of " + std::to_string(reply->payload.size()) +
-                               " bytes, expected " + std::to_string(reply_size));
+    if (!error.empty()) {
+        close_all(reply->fds);
+        return std::unexpected(what + error);
+    }
     return reply;
 }
 

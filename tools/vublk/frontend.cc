@@ -1,6 +1,7 @@
 #include "frontend.h"
 
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -99,7 +100,32 @@ std::expected<std::unique_ptr<Frontend>, std::string> Frontend::connect(const Fr
     return std::unique_ptr<Frontend>(new Frontend(o, std::move(*c)));
 }
 
-Frontend::~Frontend() = default;
+Frontend::~Frontend() {
+    if (inflight_base_) munmap(inflight_base_, inflight_desc_.mmap_size);
+    if (inflight_fd_ >= 0) ::close(inflight_fd_);
+}
+
+std::expected<void, std::string> Frontend::share_inflight_area(uint16_t queue_size) {
+    InflightDescription want{0, 0, o_.queues, queue_size, 0};
+    auto reply = channel_.call(Message::with(Request::kGetInflightFd, want), sizeof(InflightDescription));
+    if (!reply) return std::unexpected(reply.error());
+    if (reply->fds.size() != 1) {
+        for (int fd : reply->fds) ::close(fd);
+        return std::unexpected("GET_INFLIGHT_FD answered with " + std::to_string(reply->fds.size()) + " fds");
+    }
+    inflight_fd_ = reply->fds[0];
+    std::memcpy(&inflight_desc_, reply->payload.data(), sizeof inflight_desc_);
+    if (inflight_desc_.num_queues != want.num_queues || inflight_desc_.queue_size != queue_size ||
+        inflight_desc_.mmap_size == 0 || inflight_desc_.mmap_size > (1ull << 32))
+        return std::unexpected("GET_INFLIGHT_FD answered another area");
+    void* p = mmap(nullptr, inflight_desc_.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, inflight_fd_,
+                   off_t(inflight_desc_.mmap_offset));
+    if (p == MAP_FAILED) return std::unexpected(std::string("mmap of the inflight area: ") + std::strerror(errno));
+    inflight_base_ = static_cast<uint8_t*>(p);
+    Message set = Message::with(Request::kSetInflightFd, inflight_desc_);
+    set.fds.push_back(inflight_fd_);
+    return channel_.command(std::move(set));
+}
 
 std::expected<uint64_t, std::string> Frontend::get_u64(Request r) {
     auto reply = channel_.call(Message::empty(r), sizeof(uint64_t));
@@ -123,6 +149,7 @@ std::expected<void, std::string> Frontend::negotiate() {
         n_.offered_protocol_features = *pf;
         uint64_t want = bit(kPfMq) | bit(kPfConfig) | bit(kPfResetDevice);
         if (o_.reply_ack) want |= bit(kPfReplyAck);
+        if (o_.inflight) want |= bit(kPfInflightShmfd);
         n_.protocol_features = *pf & want;
         // Not acked itself: REPLY_ACK is not in force until this is taken.
         if (auto r = channel_.command(Message::with(Request::kSetProtocolFeatures, n_.protocol_features)); !r)
@@ -203,6 +230,8 @@ std::expected<void, std::string> Frontend::start(uint16_t queue_size, uint64_t m
         table.fds.push_back(r.fd);
     }
     if (auto r = channel_.command(std::move(table)); !r) return std::unexpected(r.error());
+    if (n_.has_protocol(kPfInflightShmfd))
+        if (auto r = share_inflight_area(queue_size); !r) return r;
 
     for (uint32_t i = 0; i < o_.queues; i++)
         if (auto r = start_queue(i, queue_size); !r) return r;

@@ -41,6 +41,10 @@ struct FrontendOptions {
     bool event_idx = true;  // take VIRTIO_RING_F_EVENT_IDX if offered
     bool reply_ack = true;  // take VHOST_USER_PROTOCOL_F_REPLY_ACK if offered
     bool config_wce = false;  // take VIRTIO_BLK_F_CONFIG_WCE if offered (the caller writes `writeback`)
+    // Take VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD if offered: start() then
+    // gets the in-flight area (GET_INFLIGHT_FD) and gives it back
+    // (SET_INFLIGHT_FD) before the queues, as QEMU does.
+    bool inflight = false;
     std::chrono::milliseconds timeout{10000};
 };
 
@@ -87,6 +91,11 @@ public:
     // The device's capacity in bytes (GET_CONFIG), or nullopt without CONFIG.
     std::optional<uint64_t> capacity_bytes() const;
     GuestMemory& memory() { return *memory_; }
+    // The in-flight area (mapped here too) and its description, once
+    // start() got it; null without INFLIGHT_SHMFD.
+    uint8_t* inflight_area() const { return inflight_base_; }
+    const InflightDescription& inflight_description() const { return inflight_desc_; }
+    int inflight_fd() const { return inflight_fd_; }
     Queue& queue(size_t i) { return *queues_[i]; }
     size_t queue_count() const { return queues_.size(); }
 
@@ -98,12 +107,16 @@ private:
     Frontend(FrontendOptions o, Channel c) : o_(std::move(o)), channel_(std::move(c)) {}
     std::expected<uint64_t, std::string> get_u64(Request r);
     std::expected<void, std::string> start_queue(uint32_t index, uint16_t size);
+    std::expected<void, std::string> share_inflight_area(uint16_t queue_size);
 
     FrontendOptions o_;
     Channel channel_;
     Negotiation n_;
     std::optional<GuestMemory> memory_;
     std::vector<std::unique_ptr<Queue>> queues_;
+    InflightDescription inflight_desc_{};
+    int inflight_fd_ = -1;
+    uint8_t* inflight_base_ = nullptr;
 };
 
 // "VERSION_1 INDIRECT_DESC ..." for a feature mask (virtio-blk names), and

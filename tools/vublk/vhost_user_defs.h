@@ -31,6 +31,8 @@ enum class Request : uint32_t {
     kSetVringEnable = 18,
     kGetConfig = 24,
     kSetConfig = 25,
+    kGetInflightFd = 31,
+    kSetInflightFd = 32,
     kResetDevice = 34,
     kGetMaxMemSlots = 36,
     kAddMemReg = 37,
@@ -107,6 +109,15 @@ struct MemTableHeader {  // followed by num_regions MemRegion
     uint32_t num_regions;
     uint32_t padding;
 };
+
+struct InflightDescription {  // GET_INFLIGHT_FD / SET_INFLIGHT_FD (the fd beside it)
+    uint64_t mmap_size;
+    uint64_t mmap_offset;
+    uint16_t num_queues;
+    uint16_t queue_size;
+    uint32_t padding;
+};
+static_assert(sizeof(InflightDescription) == 24);
 
 struct ConfigHeader {  // GET_CONFIG / SET_CONFIG, followed by `size` bytes
     uint32_t offset;

@@ -140,11 +140,12 @@ bool log_has_since(uint64_t offset, const std::string& text) {
 
 // ---- connections and messages ----
 
-std::unique_ptr<Frontend> connect_served(uint16_t queues, bool config_wce) {
+std::unique_ptr<Frontend> connect_served(uint16_t queues, bool config_wce, bool inflight) {
     FrontendOptions o;
     o.socket = env().socket;
     o.queues = queues;
     o.config_wce = config_wce;
+    o.inflight = inflight;
     o.timeout = kTimeout;
     const auto deadline = Clock::now() + kTimeout;
     std::string last;
@@ -302,9 +303,10 @@ GuestBuffer Device::alloc(uint64_t size, uint64_t align) { return need(mem().all
 
 Device start_device(const DeviceOptions& o) {
     Device d;
-    d.fe = connect_served(o.queues);
+    d.fe = connect_served(o.queues, false, o.inflight);
     need(d.fe->negotiate(), "negotiation");
     check(d.fe->negotiation().has_protocol(kPfReplyAck), "REPLY_ACK not negotiated");
+    check(!o.inflight || d.fe->negotiation().has_protocol(kPfInflightShmfd), "INFLIGHT_SHMFD not negotiated");
     need(d.fe->start(o.queue_size, o.mem_size), "device setup");
     d.indirect = o.indirect && d.fe->negotiation().has(kFIndirectDesc);
     d.capacity = d.fe->capacity_bytes().value_or(0);
@@ -414,16 +416,21 @@ void restart_queue(Device& d, unsigned qi, uint16_t base) {
     VringState s;
     std::memcpy(&s, reply.payload.data(), sizeof s);
     check(s.index == qi, "GET_VRING_BASE" + q + " answered for queue " + std::to_string(s.index));
-    Virtqueue& vq = d.vq(qi);
-    vq.raw_set_avail_idx(base);
-    need(d.ch().command(msg_state(Request::kSetVringBase, qi, base)), "SET_VRING_BASE" + q);
+    d.vq(qi).raw_set_avail_idx(base);
+    for (Message& m : queue_setup(d, qi, base)) {
+        const std::string name = request_name(m.request);
+        need(d.ch().command(std::move(m)), name + q);
+    }
+}
+
+std::vector<Message> queue_setup(Device& d, unsigned qi, uint16_t base) {
+    const Virtqueue& vq = d.vq(qi);
     const VringAddr addr{qi, 0, reinterpret_cast<uint64_t>(vq.desc_host()), reinterpret_cast<uint64_t>(vq.used_host()),
                          reinterpret_cast<uint64_t>(vq.avail_host()), 0};
-    need(d.ch().command(Message::with(Request::kSetVringAddr, addr)), "SET_VRING_ADDR" + q);
     Message kick = msg_u64(Request::kSetVringKick, qi);
     kick.fds = {d.q(qi).kick_fd};
-    need(d.ch().command(kick), "SET_VRING_KICK" + q);
-    need(d.ch().command(msg_state(Request::kSetVringEnable, qi, 1)), "SET_VRING_ENABLE" + q);
+    return {msg_state(Request::kSetVringBase, qi, base), Message::with(Request::kSetVringAddr, addr), kick,
+            msg_state(Request::kSetVringEnable, qi, 1)};
 }
 
 void expect_broken_then_recover(Device& d, unsigned qi, const RingMark& m, unsigned extra_used) {

@@ -111,7 +111,8 @@ std::string log_line_since(uint64_t offset, const std::string& text);
 // A connection the daemon serves: connected, and GET_FEATURES answered. The
 // export serves one front end at a time and closes a connection made while
 // it still ends the previous session: retried for up to 5 s.
-std::unique_ptr<Frontend> connect_served(uint16_t queues = 2, bool config_wce = false);
+// With `inflight`, also INFLIGHT_SHMFD (start() shares the in-flight area).
+std::unique_ptr<Frontend> connect_served(uint16_t queues = 2, bool config_wce = false, bool inflight = false);
 // connect_served(), then the library's negotiation (REPLY_ACK, CONFIG, MQ,
 // RESET_DEVICE; SET_OWNER; GET_CONFIG; SET_FEATURES).
 // With `config_wce`, also CONFIG_WCE (the config's writeback byte writable).
@@ -164,6 +165,7 @@ struct DeviceOptions {
     uint16_t queue_size = 64;
     uint64_t mem_size = 64ull << 20;
     bool indirect = true;
+    bool inflight = false;  // INFLIGHT_SHMFD, the area shared before the queues start
 };
 
 // A device set up through the library: negotiated, memory shared, queues
@@ -237,6 +239,9 @@ RingMark mark(Device& d, unsigned qi);
 void expect_broken_then_recover(Device& d, unsigned qi, const RingMark& m, unsigned extra_used = 0);
 // Stops queue `qi` with GET_VRING_BASE and starts it again at `base`.
 void restart_queue(Device& d, unsigned qi, uint16_t base);
+// The messages that start stopped queue `qi` again at `base`: SET_VRING_BASE,
+// ADDR, KICK (its kick eventfd), ENABLE.
+std::vector<Message> queue_setup(Device& d, unsigned qi, uint16_t base);
 // The chain at `head` completes with status `want` in `status` (and used
 // len at most `max_len`), and the queue still serves a write and a read.
 void expect_status(Device& d, unsigned qi, uint16_t head, const GuestBuffer& status, uint8_t want,
