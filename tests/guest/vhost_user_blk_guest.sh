@@ -10,9 +10,10 @@
 #      holes where unmapping was allowed, zeroes everywhere they were asked.
 #   4. A reboot inside the guest (the driver resets the device on the same
 #      connection) and then a new QEMU (a new connection) both see the data.
-#   5. The daemon killed (SIGKILL) and restarted under a running guest that
-#      writes and verifies: QEMU reconnects, the guest's I/O resumes, and
-#      every block the guest wrote is in the image.
+#   5. The daemon killed (SIGKILL) and restarted under a running guest with
+#      four writers: QEMU reconnects and hands the new daemon the in-flight
+#      area (INFLIGHT_SHMFD), the guest's I/O resumes without errors, and
+#      every block the guest wrote is in the image and reads back.
 # Usage: vhost_user_blk_guest.sh DAEMON [GUEST_DIR]
 set -euo pipefail
 DAEMON=$1
@@ -184,12 +185,25 @@ start_daemon "${DAEMON_ARGS[@]}"
 cat >"$TMP/restart.sh" <<'EOF'
 set -e
 # Block i (64 KiB at 32 MiB + i * 64 KiB) holds 64 KiB of the byte pattern i.
+# Four writers (blocks w, w+4, ...) keep several requests in flight, which
+# the daemon completes out of order: the restarted one must resubmit just
+# those (in-flight tracking), or the guest sees a request completed twice.
+writer() {
+    i=$1
+    while [ $i -lt 200 ]; do
+        head -c 65536 /dev/zero | tr '\000' "\\$(printf %03o $((i % 256)))" >/tmp/block$1
+        dd if=/tmp/block$1 of=/dev/vda bs=64k seek=$((512 + i)) oflag=direct 2>/dev/null
+        echo "progress $i"
+        i=$((i + 4))
+    done
+    echo "writer $1 done"
+}
+for w in 0 1 2 3; do writer $w & done
+wait
 i=0
 while [ $i -lt 200 ]; do
     head -c 65536 /dev/zero | tr '\000' "\\$(printf %03o $((i % 256)))" >/tmp/block
-    dd if=/tmp/block of=/dev/vda bs=64k seek=$((512 + i)) oflag=direct 2>/dev/null
     [ "$(dd if=/dev/vda bs=64k skip=$((512 + i)) count=1 iflag=direct 2>/dev/null | md5sum)" = "$(md5sum </tmp/block)" ]
-    echo "progress $i"
     i=$((i + 1))
 done
 echo "all written"
@@ -208,7 +222,9 @@ start_daemon "${DAEMON_ARGS[@]}"
 status=0
 wait "$QEMU_PID" || status=$?
 [ "$status" -eq 0 ] || guest_fail restart "guest status $status after the daemon restarted"
-grep -q "all written" "$TMP/restart.out" || guest_fail restart "the guest did not finish"
+[ "$(grep -c "writer . done" "$TMP/restart.out")" -eq 4 ] || guest_fail restart "a writer failed"
+grep -q "all written" "$TMP/restart.out" || guest_fail restart "the guest read back other data"
+! grep -qE "is not a head|I/O error|blk_update_request" "$TMP/restart.out" || guest_fail restart "the guest saw I/O errors"
 python3 - "$IMG" <<'EOF' || fail "blocks written across the restart are not in the image"
 import sys
 f = open(sys.argv[1], "rb")
@@ -218,5 +234,9 @@ for i in range(200):
         sys.exit(f"block {i} differs")
 EOF
 grep -q "front end connected" <(sed -n '/daemon killed/,$p' "$TMP/daemon.log") || fail "QEMU did not reconnect"
-pass "daemon killed and restarted under a writing guest: QEMU reconnected, I/O resumed, all 200 blocks in the image"
+grep -q "in-flight tracking for 1 queues" <(sed -n '/daemon killed/,$p' "$TMP/daemon.log") ||
+    fail "QEMU did not hand the restarted daemon its in-flight area"
+resubmitted=$(sed -n 's/.*previous back end left \([0-9]*\) requests in flight.*/\1/p' "$TMP/daemon.log" | tail -1)
+pass "daemon killed and restarted under 4 writing guest processes: QEMU reconnected with the in-flight area" \
+    "(${resubmitted:-0} requests resubmitted), I/O resumed, all 200 blocks in the image"
 stop_daemon
