@@ -40,6 +40,14 @@ bool has_own_reply(Request r) {
 
 Request type_of(uint32_t request) { return static_cast<Request>(request); }
 
+// "bits 1, 12" of a feature mask, for errors.
+std::string feature_bits(uint64_t mask) {
+    std::string out = "bits";
+    for (int b = 0; b < 64; b++)
+        if (mask & (1ull << b)) out += (out.size() == 4 ? " " : ", ") + std::to_string(b);
+    return out;
+}
+
 // The requests Session::handle() acts on; the others are not offered.
 bool handled(Request r) {
     switch (r) {
@@ -182,7 +190,7 @@ Result<void> Session::maybe_start(BlkQueue& q) {
 
 Result<void> Session::set_features(uint64_t features) {
     const uint64_t offered = device_features(device_.config);
-    if (features & ~offered) return fail(EPROTO, "features the device did not offer");
+    if (features & ~offered) return fail(EPROTO, "features the device did not offer: " + feature_bits(features & ~offered));
     features_ = features;
     // The spec: a driver that can switch the cache but cannot flush starts
     // with a writethrough one.
@@ -300,7 +308,8 @@ Result<std::vector<uint8_t>> Session::handle(Message& m) {
     case Request::set_protocol_features: {
         auto f = decode_u64(m.payload);
         if (!f) return std::unexpected(f.error());
-        if (*f & ~kProtocolFeatures) return fail(EPROTO, "protocol features the device did not offer");
+        if (*f & ~kProtocolFeatures)
+            return fail(EPROTO, "protocol features the device did not offer: " + feature_bits(*f & ~kProtocolFeatures));
         protocol_features_ = *f;
         return std::vector<uint8_t>{};
     }
