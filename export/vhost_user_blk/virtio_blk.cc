@@ -117,8 +117,12 @@ Task<uint8_t> discard_or_zero(block::BlockBackend& blk, const BlkDeviceConfig& c
 }  // namespace
 
 uint64_t device_features(const BlkDeviceConfig& config) {
-    uint64_t f = kFVersion1 | kFRingIndirectDesc | kFRingEventIdx | kFProtocolFeatures | kBlkFSegMax | kBlkFBlkSize |
-                 kBlkFFlush | kBlkFConfigWce | kBlkFMq | kBlkFDiscard | kBlkFWriteZeroes;
+    // SIZE_MAX and TOPOLOGY as qemu-storage-daemon offers them: QEMU keeps
+    // the features a guest negotiated across back-end reconnects, so a
+    // daemon taking over its socket must offer them too.
+    uint64_t f = kFVersion1 | kFRingIndirectDesc | kFRingEventIdx | kFProtocolFeatures | kBlkFSizeMax | kBlkFSegMax |
+                 kBlkFBlkSize | kBlkFFlush | kBlkFTopology | kBlkFConfigWce | kBlkFMq | kBlkFDiscard |
+                 kBlkFWriteZeroes;
     if (config.read_only) f |= kBlkFRo;
     return f;
 }
@@ -126,8 +130,12 @@ uint64_t device_features(const BlkDeviceConfig& config) {
 std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& c, bool writeback) {
     std::array<uint8_t, kBlkConfigSize> out{};
     put<uint64_t>(out, 0, c.size_bytes / 512);  // capacity, in 512-byte sectors
+    put<uint32_t>(out, 8, kBlkMaxZeroSectors * 512);  // size_max: a segment up to the largest request
     put<uint32_t>(out, 12, c.seg_max);
     put<uint32_t>(out, 20, c.logical_block_size);
+    // Topology: physical blocks of one logical block, aligned, any multiple
+    // of one block is a good size (min_io_size 1, no opt_io_size).
+    put<uint16_t>(out, 26, 1);
     out[kBlkConfigWritebackOffset] = writeback ? 1 : 0;  // 1: the guest must flush; 0: every write is durable on completion
     put<uint16_t>(out, 34, c.num_queues);
     put<uint32_t>(out, 36, kBlkMaxZeroSectors);  // max_discard_sectors

@@ -12,10 +12,12 @@
 namespace ioplane::vhost_user {
 
 // Feature bits.
+constexpr uint64_t kBlkFSizeMax = 1ull << 1;
 constexpr uint64_t kBlkFSegMax = 1ull << 2;
 constexpr uint64_t kBlkFRo = 1ull << 5;
 constexpr uint64_t kBlkFBlkSize = 1ull << 6;
 constexpr uint64_t kBlkFFlush = 1ull << 9;
+constexpr uint64_t kBlkFTopology = 1ull << 10;
 constexpr uint64_t kBlkFConfigWce = 1ull << 11;  // the driver may switch writeback / writethrough
 constexpr uint64_t kBlkFMq = 1ull << 12;
 constexpr uint64_t kBlkFDiscard = 1ull << 13;

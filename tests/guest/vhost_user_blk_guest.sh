@@ -2,7 +2,8 @@
 # The vhost-user-blk export under a real VM: Debian's Linux 6.1 virtio-blk
 # driver in a guest booted by QEMU (TCG, memfd RAM shared with the daemon).
 #   1. O_DIRECT random data written and read back; checksums in the guest
-#      and of the image on the host agree; GET_ID gives the export id; the
+#      and of the image on the host agree; GET_ID gives the export id, the
+#      config's size_max becomes the queue's segment limit; the
 #      guest switches the cache to writethrough and back (CONFIG_WCE).
 #   2. Multiqueue: 2 vCPUs, 2 queues on 2 IOThreads; a writer pinned to each
 #      vCPU; both queues served requests (the daemon logs counts per queue).
@@ -14,6 +15,8 @@
 #      four writers: QEMU reconnects and hands the new daemon the in-flight
 #      area (INFLIGHT_SHMFD), the guest's I/O resumes without errors, and
 #      every block the guest wrote is in the image and reads back.
+#   6. The same with qemu-storage-daemon 7.2 serving first and ioplane
+#      started in its place: users can swap daemons under a running VM.
 # Usage: vhost_user_blk_guest.sh DAEMON [GUEST_DIR]
 set -euo pipefail
 DAEMON=$1
@@ -52,6 +55,7 @@ cat >"$TMP/data.sh" <<'EOF'
 set -e
 echo "serial: $(cat /sys/block/vda/serial)"
 echo "sectors: $(cat /sys/block/vda/size)"
+echo "segments up to: $(cat /sys/block/vda/queue/max_segment_size)"
 head -c 8388608 /dev/urandom >/tmp/data
 dd if=/tmp/data of=/dev/vda bs=64k seek=16 oflag=direct 2>/dev/null
 dd if=/dev/vda of=/tmp/back bs=64k skip=16 count=128 iflag=direct 2>/dev/null
@@ -69,6 +73,7 @@ guest data -- $(disk_args "" "")
 [ "$status" -eq 0 ] || guest_fail data "guest status $status"
 grep -q "serial: vdisk0" "$TMP/data.out" || guest_fail data "GET_ID did not give the export id"
 grep -q "sectors: 131072" "$TMP/data.out" || guest_fail data "capacity is not 64 MiB"
+grep -q "segments up to: 1073741824" "$TMP/data.out" || guest_fail data "the driver did not take size_max (1 GiB)"
 written=$(sed -n 's/^written: //p' "$TMP/data.out" | tr -d '\r')
 read_back=$(sed -n 's/^read: //p' "$TMP/data.out" | tr -d '\r')
 [ -n "$written" ] && [ "$written" = "$read_back" ] || guest_fail data "guest read back $read_back, wrote $written"
@@ -181,7 +186,6 @@ stop_daemon
 # --- 5. the daemon killed and restarted under a running guest ---
 DAEMON_ARGS=(--object iothread,id=io0 --blockdev driver=file,node-name=d0,filename="$IMG"
              --export type=vhost-user-blk,id=vdisk0,node-name=d0,writable=on,addr.type=unix,addr.path="$SOCK",iothread=io0)
-start_daemon "${DAEMON_ARGS[@]}"
 cat >"$TMP/restart.sh" <<'EOF'
 set -e
 # Block i (64 KiB at 32 MiB + i * 64 KiB) holds 64 KiB of the byte pattern i.
@@ -208,24 +212,33 @@ while [ $i -lt 200 ]; do
 done
 echo "all written"
 EOF
-"$top/scripts/guest/run-guest.py" --guest "$GUEST" --script "$TMP/restart.sh" --memfd --memory 256 --timeout 300 \
-    -- $(disk_args ",reconnect=1" "") >"$TMP/restart.out" 2>&1 &
-QEMU_PID=$!
-for _ in $(seq 600); do grep -q "progress 20" "$TMP/restart.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "progress 20" "$TMP/restart.out" || guest_fail restart "the guest made no progress"
-kill -9 "$DAEMON_PID"
-wait "$DAEMON_PID" 2>/dev/null || true
-DAEMON_PID=
-echo "--- daemon killed at $(grep -c progress "$TMP/restart.out") blocks" >>"$TMP/daemon.log"
-sleep 1
-start_daemon "${DAEMON_ARGS[@]}"
-status=0
-wait "$QEMU_PID" || status=$?
-[ "$status" -eq 0 ] || guest_fail restart "guest status $status after the daemon restarted"
-[ "$(grep -c "writer . done" "$TMP/restart.out")" -eq 4 ] || guest_fail restart "a writer failed"
-grep -q "all written" "$TMP/restart.out" || guest_fail restart "the guest read back other data"
-! grep -qE "is not a head|I/O error|blk_update_request" "$TMP/restart.out" || guest_fail restart "the guest saw I/O errors"
-python3 - "$IMG" <<'EOF' || fail "blocks written across the restart are not in the image"
+# under_writing_guest NAME START_FIRST: starts the first back end with
+# START_FIRST, boots the guest running restart.sh on $SOCK (reconnect=1), kills it
+# (SIGKILL) after 20 blocks, starts ioplane in its place (DAEMON_ARGS), and
+# checks the guest finished without an I/O error and every block is in the
+# image. The daemon's log gets "--- NAME: first back end killed".
+under_writing_guest() {
+    local name=$1 start_first=$2
+    $start_first
+    "$top/scripts/guest/run-guest.py" --guest "$GUEST" --script "$TMP/restart.sh" --memfd --memory 256 --timeout 300 \
+        -- $(disk_args ",reconnect=1" "") >"$TMP/$name.out" 2>&1 &
+    local qemu_pid=$!
+    for _ in $(seq 600); do grep -q "progress 20" "$TMP/$name.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "progress 20" "$TMP/$name.out" || guest_fail "$name" "the guest made no progress"
+    kill -9 "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null || true
+    DAEMON_PID=
+    rm -f "$SOCK"
+    echo "--- $name: first back end killed at $(grep -c progress "$TMP/$name.out") blocks" >>"$TMP/daemon.log"
+    sleep 1
+    start_daemon "${DAEMON_ARGS[@]}"
+    status=0
+    wait "$qemu_pid" || status=$?
+    [ "$status" -eq 0 ] || guest_fail "$name" "guest status $status after ioplane took over"
+    [ "$(grep -c "writer . done" "$TMP/$name.out")" -eq 4 ] || guest_fail "$name" "a writer failed"
+    grep -q "all written" "$TMP/$name.out" || guest_fail "$name" "the guest read back other data"
+    ! grep -qE "is not a head|I/O error|blk_update_request" "$TMP/$name.out" || guest_fail "$name" "the guest saw I/O errors"
+    python3 - "$IMG" <<'EOF' || fail "$name: blocks written across the takeover are not in the image"
 import sys
 f = open(sys.argv[1], "rb")
 for i in range(200):
@@ -233,10 +246,33 @@ for i in range(200):
     if f.read(65536) != bytes([i % 256]) * 65536:
         sys.exit(f"block {i} differs")
 EOF
-grep -q "front end connected" <(sed -n '/daemon killed/,$p' "$TMP/daemon.log") || fail "QEMU did not reconnect"
-grep -q "in-flight tracking for 1 queues" <(sed -n '/daemon killed/,$p' "$TMP/daemon.log") ||
+    grep -q "front end connected" <(sed -n "/--- $name: first back end killed/,\$p" "$TMP/daemon.log") ||
+        fail "$name: QEMU did not reconnect"
+}
+start_ioplane() { start_daemon "${DAEMON_ARGS[@]}"; }
+under_writing_guest restart start_ioplane
+grep -q "in-flight tracking for 1 queues" <(sed -n '/--- restart: first back end killed/,$p' "$TMP/daemon.log") ||
     fail "QEMU did not hand the restarted daemon its in-flight area"
 resubmitted=$(sed -n 's/.*previous back end left \([0-9]*\) requests in flight.*/\1/p' "$TMP/daemon.log" | tail -1)
 pass "daemon killed and restarted under 4 writing guest processes: QEMU reconnected with the in-flight area" \
     "(${resubmitted:-0} requests resubmitted), I/O resumed, all 200 blocks in the image"
+stop_daemon
+
+# --- 6. qemu-storage-daemon replaced by ioplane under a running guest ---
+# The guest negotiated its features with qemu-storage-daemon 7.2, which QEMU
+# keeps across the reconnect: ioplane must offer them all (SIZE_MAX and
+# TOPOLOGY among them).
+truncate -s 0 "$IMG"
+truncate -s 64M "$IMG"
+start_qsd() {
+    qemu-storage-daemon --object iothread,id=io0 --blockdev driver=file,node-name=d0,filename="$IMG" \
+        --export type=vhost-user-blk,id=vdisk0,node-name=d0,writable=on,addr.type=unix,addr.path="$SOCK",iothread=io0 \
+        >"$TMP/qsd.log" 2>&1 &
+    DAEMON_PID=$!  # killed by the cleanup if a check fails
+    for _ in $(seq 100); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
+    fail "qemu-storage-daemon did not start: $(tail -3 "$TMP/qsd.log")"
+}
+under_writing_guest takeover start_qsd
+pass "qemu-storage-daemon 7.2 killed under 4 writing guest processes, ioplane started in its place: QEMU" \
+    "reconnected, I/O resumed, all 200 blocks in the image"
 stop_daemon

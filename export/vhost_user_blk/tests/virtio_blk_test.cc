@@ -40,11 +40,14 @@ TEST(VirtioBlkConfig, FieldsAtTheirSpecOffsets) {
     cfg.seg_max = 126;
     const auto c = encode_config(cfg);
     EXPECT_EQ(get<uint64_t>(c, 0), ((1ull << 30) + 4096) / 512);  // capacity, 512-byte sectors
-    EXPECT_EQ(get<uint32_t>(c, 8), 0u);                            // size_max (not offered)
+    EXPECT_EQ(get<uint32_t>(c, 8), 1u << 30);                      // size_max: the largest request
     EXPECT_EQ(get<uint32_t>(c, 12), 126u);                         // seg_max
     EXPECT_EQ(get<uint32_t>(c, 16), 0u);                           // geometry (not offered)
     EXPECT_EQ(get<uint32_t>(c, 20), 4096u);                        // blk_size
-    EXPECT_EQ(get<uint64_t>(c, 24), 0u);                           // topology (not offered)
+    EXPECT_EQ(c[24], 0);                                           // physical_block_exp
+    EXPECT_EQ(c[25], 0);                                           // alignment_offset
+    EXPECT_EQ(get<uint16_t>(c, 26), 1u);                           // min_io_size, in logical blocks
+    EXPECT_EQ(get<uint32_t>(c, 28), 0u);                           // opt_io_size: none
     EXPECT_EQ(c[32], 1);                                           // writeback
     EXPECT_EQ(c[33], 0);                                           // unused0
     EXPECT_EQ(get<uint16_t>(c, 34), 4u);                           // num_queues
@@ -76,13 +79,12 @@ TEST(VirtioBlkConfig, CapacityRoundsDownAndFollowsTheConfig) {
 TEST(VirtioBlkConfig, DeviceFeatures) {
     BlkDeviceConfig rw;
     const uint64_t f = device_features(rw);
-    for (uint64_t bit : {kFVersion1, kFRingIndirectDesc, kFRingEventIdx, kFProtocolFeatures, kBlkFSegMax,
-                         kBlkFBlkSize, kBlkFFlush, kBlkFConfigWce, kBlkFMq, kBlkFDiscard, kBlkFWriteZeroes})
+    for (uint64_t bit : {kFVersion1, kFRingIndirectDesc, kFRingEventIdx, kFProtocolFeatures, kBlkFSizeMax, kBlkFSegMax,
+                         kBlkFBlkSize, kBlkFFlush, kBlkFTopology, kBlkFConfigWce, kBlkFMq, kBlkFDiscard,
+                         kBlkFWriteZeroes})
         EXPECT_TRUE(f & bit) << std::hex << bit;
     EXPECT_FALSE(f & kBlkFRo);
-    EXPECT_FALSE(f & (1ull << 1));  // SIZE_MAX: size_max is 0 in the config
     EXPECT_FALSE(f & (1ull << 4));  // GEOMETRY
-    EXPECT_FALSE(f & (1ull << 10)); // TOPOLOGY
 
     BlkDeviceConfig ro;
     ro.read_only = true;
