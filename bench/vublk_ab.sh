@@ -8,7 +8,10 @@
 # measure the drift as much as the change. Count the pairs B wins, too.
 #
 #   bench/vublk_ab.sh OLD_DAEMON NEW_DAEMON [--rw randread] [--iodepth 16]
-#                     [--queues 1] [--pairs 8] [--runtime 4]
+#                     [--queues 1] [--pairs 8] [--runtime 4] [--tool-arg ARG]...
+#
+# --tool-arg passes ARG to ioplane-vublk in every run (e.g. --inflight: an
+# old daemon that does not offer INFLIGHT_SHMFD then runs without it).
 #
 # Keep the binaries outside the build tree (cp them to /tmp), so that
 # rebuilding one does not change it under the runs.
@@ -18,6 +21,7 @@ A=$1
 B=$2
 shift 2
 RW=randread IODEPTH=16 QUEUES=1 PAIRS=8 RUNTIME=4
+TOOL_ARGS=()
 VUBLK=$ROOT/build/release/tools/vublk/ioplane-vublk
 while [ $# -gt 0 ]; do
     case $1 in
@@ -27,6 +31,7 @@ while [ $# -gt 0 ]; do
         --pairs) PAIRS=$2 ;;
         --runtime) RUNTIME=$2 ;;
         --vublk) VUBLK=$2 ;;
+        --tool-arg) TOOL_ARGS+=("$2") ;;
         *) echo "vublk_ab.sh: unknown option $1" >&2; exit 1 ;;
     esac
     shift 2
@@ -47,7 +52,7 @@ run_one() {
     DAEMON_PID=$!
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
     "$VUBLK" --socket "$sock" --rw "$RW" --bs 4k --iodepth "$IODEPTH" --queues "$QUEUES" --runtime "$RUNTIME" \
-        --ramp 1 --server-pid "$DAEMON_PID" --quiet --json |
+        --ramp 1 --server-pid "$DAEMON_PID" --quiet --json "${TOOL_ARGS[@]}" |
         python3 -c 'import json, sys; d = json.load(sys.stdin); print("%.0f %.3f %.3f" % (d["iops"], d["server_cpu_us_per_io"], d["tool_cpu_us_per_io"]))'
     kill "$DAEMON_PID"
     wait "$DAEMON_PID" 2>/dev/null || true

@@ -70,6 +70,7 @@ int run(const Options& o) {
     fo.indirect = o.indirect;
     fo.event_idx = o.event_idx;
     fo.reply_ack = o.reply_ack;
+    fo.inflight = o.inflight;
     fo.timeout = std::chrono::milliseconds(int64_t(o.timeout_s * 1000));
     auto f = Frontend::connect(fo);
     if (!f) {

@@ -44,6 +44,8 @@ Device set-up:
   --no-indirect        do not negotiate VIRTIO_RING_F_INDIRECT_DESC
   --no-event-idx       do not negotiate VIRTIO_RING_F_EVENT_IDX
   --no-reply-ack       do not negotiate VHOST_USER_PROTOCOL_F_REPLY_ACK
+  --inflight           negotiate VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD and share the
+                       in-flight area before the queues start, as QEMU does
   --mem-regions N      guest memory in N memfd regions (1..8, default 1)
   --mem-size BYTES     guest memory size (default: what the queues need)
   --timeout S          a reply or a completion taking longer fails (default 30)
@@ -164,7 +166,7 @@ std::expected<Options, std::string> parse_options(std::span<const std::string> a
         {"--server-pid", [&](const std::string& v) { auto x = parse_uint<int>(v, 1, INT32_MAX); if (x) o.server_pid = *x; return bool(x); }},
     };
     const std::map<std::string, bool*> flags = {
-        {"--verify", &o.verify}, {"--json", &o.json}, {"--quiet", &o.quiet}, {"--help", &o.help}, {"-h", &o.help}};
+        {"--verify", &o.verify}, {"--inflight", &o.inflight}, {"--json", &o.json}, {"--quiet", &o.quiet}, {"--help", &o.help}, {"-h", &o.help}};
     const std::map<std::string, bool*> negations = {
         {"--no-indirect", &o.indirect}, {"--no-event-idx", &o.event_idx}, {"--no-reply-ack", &o.reply_ack}};
 

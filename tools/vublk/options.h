@@ -54,6 +54,7 @@ struct Options {
     bool indirect = true;
     bool event_idx = true;
     bool reply_ack = true;
+    bool inflight = false;  // --inflight: share the in-flight area (INFLIGHT_SHMFD), as QEMU does
     unsigned mem_regions = 1;
     std::optional<uint64_t> mem_size;
     double timeout_s = 30;
