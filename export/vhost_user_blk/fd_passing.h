@@ -1,6 +1,7 @@
 // Receiving the file descriptors a vhost-user front end sends with its
-// messages (SCM_RIGHTS ancillary data), and sending one with a reply. Used by the daemon's control channel
-// (message_io) and by bench/vublk_reference_backend.
+// messages (SCM_RIGHTS ancillary data), and sending one with a reply. Used
+// by the daemon's control channel (message_io) and by
+// bench/vublk_reference_backend.
 //
 // Thread contract: any thread.
 #pragma once

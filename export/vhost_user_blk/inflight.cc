@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <string>
 
+#include "split_ring.h"  // kMaxQueueSize
+
 namespace ioplane::vhost_user {
 
 namespace {
@@ -43,6 +45,13 @@ uint64_t InflightArea::region_size(uint16_t queue_size) {
     return (at::desc_size * queue_size + sizeof(uint16_t) + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
 }
 
+Result<void> InflightArea::check_shape(uint16_t num_queues, uint16_t queue_size) {
+    if (num_queues == 0 || queue_size == 0 || queue_size > kMaxQueueSize)
+        return fail(EPROTO, "inflight area for " + std::to_string(num_queues) + " queues of " +
+                                std::to_string(queue_size) + " descriptors");
+    return {};
+}
+
 Result<void> InflightArea::create(uint16_t num_queues, uint16_t queue_size, InflightDescription& desc, UniqueFd& fd) {
     const uint64_t size = region_size(queue_size) * num_queues;
     UniqueFd f(memfd_create("ioplane-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -56,9 +65,7 @@ Result<void> InflightArea::create(uint16_t num_queues, uint16_t queue_size, Infl
 }
 
 Result<std::shared_ptr<InflightArea>> InflightArea::map(const InflightDescription& d, const UniqueFd& fd) {
-    if (d.num_queues == 0 || d.queue_size == 0 || d.queue_size > 32768)
-        return fail(EPROTO, "inflight area for " + std::to_string(d.num_queues) + " queues of " +
-                                std::to_string(d.queue_size) + " descriptors");
+    if (auto r = check_shape(d.num_queues, d.queue_size); !r) return std::unexpected(r.error());
     const uint64_t need = region_size(d.queue_size) * d.num_queues;
     if (d.mmap_size < need)
         return fail(EPROTO, "inflight area of " + std::to_string(d.mmap_size) + " bytes (" + std::to_string(need) +

@@ -40,6 +40,9 @@ class InflightArea {
 public:
     // Bytes of one queue's region (libvhost-user's spacing).
     static uint64_t region_size(uint16_t queue_size);
+    // EPROTO unless there is at least one queue, of 1 to kMaxQueueSize
+    // descriptors.
+    static Result<void> check_shape(uint16_t num_queues, uint16_t queue_size);
     // A new zeroed area for GET_INFLIGHT_FD, in a sealed memfd (it cannot
     // shrink under the mapping); `desc` gets its size and `fd` the memfd.
     static Result<void> create(uint16_t num_queues, uint16_t queue_size, InflightDescription& desc, UniqueFd& fd);

@@ -226,16 +226,25 @@ Result<void> Session::restart_running_queues(const std::function<void()>& change
     return {};
 }
 
-// A new area for as many queues as the front end says it has (at most the
-// device's), each region for `queue_size` descriptors.
-Result<std::vector<uint8_t>> Session::get_inflight_fd(const Message& m) {
+// GET_INFLIGHT_FD's and SET_INFLIGHT_FD's description, checked against the
+// negotiated features and the device: at most its queues, each of 1 to
+// kMaxQueueSize descriptors.
+Result<InflightDescription> Session::decode_inflight_for_device(const Message& m) const {
     if (!(protocol_features_ & kPfInflightShmfd)) return fail(EPROTO, "INFLIGHT_SHMFD was not negotiated");
     auto d = decode_inflight(m.payload);
     if (!d) return std::unexpected(d.error());
-    if (d->num_queues == 0 || d->num_queues > queues_.size() || d->queue_size == 0 || d->queue_size > kMaxQueueSize)
-        return fail(EPROTO, "inflight area for " + std::to_string(d->num_queues) + " queues of " +
-                                std::to_string(d->queue_size) + " descriptors (" + std::to_string(queues_.size()) +
-                                " queues of up to " + std::to_string(kMaxQueueSize) + ")");
+    if (auto r = InflightArea::check_shape(d->num_queues, d->queue_size); !r) return std::unexpected(r.error());
+    if (d->num_queues > queues_.size())
+        return fail(EPROTO, "inflight area for " + std::to_string(d->num_queues) + " queues (the device has " +
+                                std::to_string(queues_.size()) + ")");
+    return d;
+}
+
+// A new area for as many queues as the front end says it has, each region
+// for `queue_size` descriptors.
+Result<std::vector<uint8_t>> Session::get_inflight_fd(const Message& m) {
+    auto d = decode_inflight_for_device(m);
+    if (!d) return std::unexpected(d.error());
     InflightDescription out;
     if (auto r = InflightArea::create(d->num_queues, d->queue_size, out, reply_fd_); !r) return std::unexpected(r.error());
     return encode_reply_inflight(m.header.request, out);
@@ -244,13 +253,9 @@ Result<std::vector<uint8_t>> Session::get_inflight_fd(const Message& m) {
 // The area the requests in flight are recorded in: the one GET_INFLIGHT_FD
 // made, or, after the daemon restarted, the one its predecessor used.
 Result<void> Session::set_inflight_fd(const Message& m) {
-    if (!(protocol_features_ & kPfInflightShmfd)) return fail(EPROTO, "INFLIGHT_SHMFD was not negotiated");
     if (m.fds.size() != 1) return fail(EPROTO, "SET_INFLIGHT_FD with " + std::to_string(m.fds.size()) + " fds");
-    auto d = decode_inflight(m.payload);
+    auto d = decode_inflight_for_device(m);
     if (!d) return std::unexpected(d.error());
-    if (d->num_queues > queues_.size())
-        return fail(EPROTO, "inflight area for " + std::to_string(d->num_queues) + " queues (the device has " +
-                                std::to_string(queues_.size()) + ")");
     auto area = InflightArea::map(*d, m.fds[0]);
     if (!area) return std::unexpected(area.error());
     LOG_INFO("%s: in-flight tracking for %u queues of %u descriptors", device_.name.c_str(), d->num_queues,

@@ -60,6 +60,7 @@ private:
     Result<std::vector<uint8_t>> handle_queue_message(Message& m);
     Result<BlkQueue*> queue(uint32_t index);
     Result<void> set_mem_table(Message& m);
+    Result<InflightDescription> decode_inflight_for_device(const Message& m) const;
     Result<std::vector<uint8_t>> get_inflight_fd(const Message& m);
     Result<void> set_inflight_fd(const Message& m);
     // Stops the running queues (their requests complete first), runs
