@@ -6,8 +6,8 @@
 // device-writable ones. Sectors are 512 bytes whatever the logical block
 // size.
 //
-// Thread contract: encode_config() and device_features() are pure (any
-// thread); execute() is a coroutine in the node's context.
+// Thread contract: encode_config(), device_features() and blk_size_max() are
+// pure (any thread); execute() is a coroutine in the node's context.
 #pragma once
 
 #include <array>
@@ -25,6 +25,13 @@ namespace ioplane::vhost_user {
 constexpr uint64_t kBlkMaxDataBytes = 1ull << 30;
 // One discard or write-zeroes segment may cover this many sectors (1 GiB).
 constexpr uint32_t kBlkMaxZeroSectors = (1u << 30) / 512;
+// The largest read or write the configuration describes (size_max times
+// seg_max) is at most this: 65535 sectors. Firmware drivers count it in 16
+// bits: SeaBIOS 1.16 takes `(u16)(size_max * seg_max / 512)` (the product in
+// 32 bits) as the sectors per request and splits larger transfers into
+// requests of that many; a product that wraps to 0 there made it send
+// zero-sector requests forever, and no VM could boot through its BIOS.
+constexpr uint32_t kBlkMaxAdvertisedRequestBytes = 0xffffu * 512;
 
 struct BlkDeviceConfig {
     uint64_t size_bytes = 0;
@@ -36,6 +43,9 @@ struct BlkDeviceConfig {
 };
 
 uint64_t device_features(const BlkDeviceConfig& config);
+// The size_max to advertise with `seg_max` (1 to 8191) segments: whole pages,
+// at most 256 KiB, and with seg_max at most kBlkMaxAdvertisedRequestBytes.
+uint32_t blk_size_max(uint32_t seg_max);
 // `writeback`: the cache mode the `writeback` field reports (CONFIG_WCE).
 std::array<uint8_t, kBlkConfigSize> encode_config(const BlkDeviceConfig& config, bool writeback = true);
 

@@ -73,7 +73,7 @@ guest data -- $(disk_args "" "")
 [ "$status" -eq 0 ] || guest_fail data "guest status $status"
 grep -q "serial: vdisk0" "$TMP/data.out" || guest_fail data "GET_ID did not give the export id"
 grep -q "sectors: 131072" "$TMP/data.out" || guest_fail data "capacity is not 64 MiB"
-grep -q "segments up to: 1073741824" "$TMP/data.out" || guest_fail data "the driver did not take size_max (1 GiB)"
+grep -q "segments up to: 262144" "$TMP/data.out" || guest_fail data "the driver did not take size_max (256 KiB)"
 written=$(sed -n 's/^written: //p' "$TMP/data.out" | tr -d '\r')
 read_back=$(sed -n 's/^read: //p' "$TMP/data.out" | tr -d '\r')
 [ -n "$written" ] && [ "$written" = "$read_back" ] || guest_fail data "guest read back $read_back, wrote $written"

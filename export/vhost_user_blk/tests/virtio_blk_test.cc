@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -40,7 +41,7 @@ TEST(VirtioBlkConfig, FieldsAtTheirSpecOffsets) {
     cfg.seg_max = 126;
     const auto c = encode_config(cfg);
     EXPECT_EQ(get<uint64_t>(c, 0), ((1ull << 30) + 4096) / 512);  // capacity, 512-byte sectors
-    EXPECT_EQ(get<uint32_t>(c, 8), 1u << 30);                      // size_max: the largest request
+    EXPECT_EQ(get<uint32_t>(c, 8), 256u * 1024);                   // size_max
     EXPECT_EQ(get<uint32_t>(c, 12), 126u);                         // seg_max
     EXPECT_EQ(get<uint32_t>(c, 16), 0u);                           // geometry (not offered)
     EXPECT_EQ(get<uint32_t>(c, 20), 4096u);                        // blk_size
@@ -59,6 +60,47 @@ TEST(VirtioBlkConfig, FieldsAtTheirSpecOffsets) {
     EXPECT_EQ(c[56], 1);                                           // write_zeroes_may_unmap
     EXPECT_EQ(c[57] | c[58] | c[59], 0);                           // unused1
     EXPECT_EQ(kBlkMaxZeroSectors, (1u << 30) / 512);
+}
+
+// SeaBIOS 1.16's virtio-blk driver (src/hw/virtio-blk.c), as it splits a
+// transfer: the sectors of one request, from size_max and seg_max in 32 and
+// then 16 bits, 64 when the product is 0; then requests of at most that
+// many until the transfer is done. Returns the requests it sends for
+// `count` sectors, or -1 if it would never finish.
+int seabios_requests(uint32_t size_max, uint32_t seg_max, uint16_t count) {
+    const uint32_t max_io_size = size_max * seg_max;  // wraps as in the firmware
+    const uint16_t blk_num_max = max_io_size != 0 ? uint16_t(max_io_size / 512) : 64;
+    if (count <= blk_num_max) return 1;
+    int requests = 0;
+    while (count > 0) {
+        const uint16_t n = std::min(count, blk_num_max);
+        if (n == 0) return -1;  // a zero-sector request, again and again
+        count = uint16_t(count - n);
+        requests++;
+    }
+    return requests;
+}
+
+TEST(VirtioBlkConfig, FirmwareCountsTheLargestRequestInSixteenBits) {
+    for (uint32_t seg_max : {1u, 2u, 7u, 126u, 128u, 254u, 1024u, 8191u}) {
+        BlkDeviceConfig cfg;
+        cfg.seg_max = seg_max;
+        const auto c = encode_config(cfg);
+        const uint32_t size_max = get<uint32_t>(c, 8);
+        SCOPED_TRACE("seg_max " + std::to_string(seg_max) + ", size_max " + std::to_string(size_max));
+        EXPECT_EQ(size_max % 4096, 0u);
+        EXPECT_GE(size_max, 4096u);  // Linux takes less as one page anyway
+        EXPECT_LE(size_max, 256u * 1024);
+        EXPECT_LE(uint64_t(size_max) * seg_max, kBlkMaxAdvertisedRequestBytes);
+        // The MBR (1 sector), a boot loader's reads (up to 127 sectors by
+        // the EDD spec) and the largest count int 13h can ask for.
+        EXPECT_EQ(seabios_requests(size_max, seg_max, 1), 1);
+        EXPECT_GE(seabios_requests(size_max, seg_max, 127), 1);
+        EXPECT_GE(seabios_requests(size_max, seg_max, 0xffff), 1);
+    }
+    // What ioplane advertised before (1 GiB segments, 126 of them): the
+    // product wraps to 2 GiB, whose sector count wraps to 0.
+    EXPECT_EQ(seabios_requests(1u << 30, 126, 1), -1);
 }
 
 TEST(VirtioBlkConfig, CapacityRoundsDownAndFollowsTheConfig) {
