@@ -191,6 +191,11 @@ Result<void> Session::maybe_start(BlkQueue& q) {
 Result<void> Session::set_features(uint64_t features) {
     const uint64_t offered = device_features(device_.config);
     if (features & ~offered) return fail(EPROTO, "features the device did not offer: " + feature_bits(features & ~offered));
+    // Which driver it is shows here: firmware drivers negotiate a few bits,
+    // legacy ones (OVMF's for a transitional device) no VERSION_1.
+    if (features != features_)
+        LOG_INFO("%s: features of a %s driver: %s", device_.name.c_str(),
+                 features & kFVersion1 ? "virtio 1" : "legacy", feature_bits(features).c_str());
     features_ = features;
     // The spec: a driver that can switch the cache but cannot flush starts
     // with a writethrough one.
