@@ -19,6 +19,9 @@ flock 9
 # kernel has built in is simply absent from the package and skipped.
 MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
          failover net_failover virtio_net netfs fscache 9pnet 9pnet_fd 9p)
+# Copied to /lib/modules but not loaded: a test script insmods what it needs
+# (edd: what the BIOS reported of its disks at boot, in /sys/firmware/edd).
+ON_DEMAND_MODULES=(edd)
 
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
@@ -77,18 +80,23 @@ for a in $("$root/bin/busybox" --list-full); do
     [ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
 done
 
-loaded=()
-for m in "${MODULES[@]}"; do
-    f=$(find kernel/lib/modules \( -name "$m.ko" -o -name "$m.ko.xz" \) -print -quit)
-    [ -n "$f" ] || continue           # built in
+# copy_module NAME: into /lib/modules; false if the kernel has it built in.
+copy_module() {
+    local f
+    f=$(find kernel/lib/modules \( -name "$1.ko" -o -name "$1.ko.xz" \) -print -quit)
+    [ -n "$f" ] || return 1
     case $f in
         # Debian's busybox insmod reads .ko.xz too (FEATURE_SEAMLESS_XZ), but
         # that is a build option of theirs; decompressing here does not care.
-        *.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;
-        *) cp "$f" "$root/lib/modules/$m.ko" ;;
+        *.xz) xz -dc "$f" >"$root/lib/modules/$1.ko" ;;
+        *) cp "$f" "$root/lib/modules/$1.ko" ;;
     esac
-    loaded+=("$m")
+}
+loaded=()
+for m in "${MODULES[@]}"; do
+    copy_module "$m" && loaded+=("$m")
 done
+for m in "${ON_DEMAND_MODULES[@]}"; do copy_module "$m" || true; done
 
 cat >"$root/init" <<EOF
 #!/bin/sh

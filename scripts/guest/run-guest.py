@@ -13,29 +13,17 @@ import sys
 import tempfile
 import threading
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from guest_image import KERNEL_CMDLINE, initrd_with_script  # noqa: E402
+
 MARKER = re.compile(rb"GUEST-EXIT-STATUS=(\d+)\s*$")
-
-
-def newc_entry(name, data, mode):
-    fields = [0, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
-    entry = b"070701" + b"".join(b"%08x" % f for f in fields) + name.encode() + b"\0"
-    entry += b"\0" * (-len(entry) % 4) + data
-    return entry + b"\0" * (-len(entry) % 4)
-
-
-def script_cpio(script, files):
-    """/test.sh, and each host file in `files` as /BASENAME (executable)."""
-    out = newc_entry("test.sh", script, 0o100755)
-    for path in files:
-        with open(path, "rb") as f:
-            out += newc_entry(os.path.basename(path), f.read(), 0o100755)
-    return out + newc_entry("TRAILER!!!", b"", 0)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--guest", required=True, help="directory make-guest.sh wrote")
-    ap.add_argument("--script", required=True, help="shell script to run in the guest as /test.sh")
+    ap.add_argument("--script", help="shell script to run in the guest as /test.sh (with --boot disk, the "
+                                     "disk holds it)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--memory", type=int, default=512, help="guest RAM in MB")
     ap.add_argument("--memfd", action="store_true", help="shared memfd guest RAM (for vhost-user devices)")
@@ -44,38 +32,44 @@ def main():
     ap.add_argument("--file", action="append", default=[], help="host file to put in the guest's / (repeatable)")
     ap.add_argument("--allow-reboot", action="store_true",
                     help="a reboot in the guest restarts it (and runs the script again) instead of ending QEMU")
+    ap.add_argument("--boot", choices=["pvh", "bzimage", "disk"], default="pvh",
+                    help="pvh: -kernel vmlinux, straight to Linux (fastest); bzimage: -kernel vmlinuz, "
+                         "whose real-mode setup first asks the BIOS about its disks (EDD); disk: no "
+                         "-kernel, the firmware boots a disk in the QEMU arguments (make-boot-disk.py)")
+    ap.add_argument("--firmware", choices=["seabios", "ovmf"], default="seabios",
+                    help="ovmf: UEFI (Debian's OVMF.fd)")
+    ap.add_argument("--firmware-log", help="write the firmware's debug port (0x402) here")
     ap.add_argument("qemu_args", nargs=argparse.REMAINDER, help="-- then extra QEMU arguments")
     args = ap.parse_args()
     extra = args.qemu_args[1:] if args.qemu_args[:1] == ["--"] else args.qemu_args
 
-    try:
-        with open(os.path.join(args.guest, "initramfs.cpio.gz"), "rb") as f:
-            base = f.read()
-    except OSError as e:
-        ap.error(f"{e} (build the guest with scripts/guest/make-guest.sh)")
-    with open(args.script, "rb") as f:
-        script = f.read()
-    # Linux unpacks concatenated archives, but an uncompressed one must start
-    # 4-byte aligned (zero padding is skipped).
-    initrd_data = base + b"\0" * (-len(base) % 4) + script_cpio(script, args.file)
+    if args.boot != "disk" and not args.script:
+        ap.error("--script is needed unless the firmware boots a disk (--boot disk)")
 
     with tempfile.TemporaryDirectory(prefix="ioplane-guest-") as tmp:
-        initrd = os.path.join(tmp, "initrd")
-        with open(initrd, "wb") as f:
-            f.write(initrd_data)
-        # vmlinux (PVH entry) boots about twice as fast as vmlinuz under TCG.
-        kernel = os.path.join(args.guest, "vmlinux")
-        if not os.path.exists(kernel):
-            kernel = os.path.join(args.guest, "vmlinuz")
-        # The kernel's crypto self-tests take ~0.8 s under TCG, and
-        # mitigations ~0.3 s; neither is under test in a throwaway guest.
         # -display none -serial stdio rather than -nographic: no QEMU monitor on
         # stdio, and SeaBIOS's serial console (which -nographic turns on) does
         # not send its terminal-reset escapes.
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-display", "none", "-serial", "stdio",
-               "-nic", "none",
-               "-m", str(args.memory), "-kernel", kernel, "-initrd", initrd,
-               "-append", "console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests mitigations=off"]
+               "-nic", "none", "-m", str(args.memory)]
+        if args.boot != "disk":
+            initrd = os.path.join(tmp, "initrd")
+            try:
+                initrd_data = initrd_with_script(args.guest, args.script, args.file)
+            except OSError as e:
+                ap.error(f"{e} (build the guest with scripts/guest/make-guest.sh)")
+            with open(initrd, "wb") as f:
+                f.write(initrd_data)
+            # vmlinux (PVH entry) boots about twice as fast as vmlinuz under TCG.
+            kernel = os.path.join(args.guest, "vmlinux" if args.boot == "pvh" else "vmlinuz")
+            if not os.path.exists(kernel):
+                kernel = os.path.join(args.guest, "vmlinuz")
+            cmd += ["-kernel", kernel, "-initrd", initrd, "-append", KERNEL_CMDLINE]
+        if args.firmware == "ovmf":
+            cmd += ["-bios", "/usr/share/ovmf/OVMF.fd"]
+        if args.firmware_log:
+            cmd += ["-chardev", f"file,id=fwlog,path={args.firmware_log}",
+                    "-device", "isa-debugcon,iobase=0x402,chardev=fwlog"]
         if not args.allow_reboot:
             cmd += ["-no-reboot"]
         if args.memfd:
