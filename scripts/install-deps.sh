@@ -10,8 +10,11 @@ build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev 
                 nlohmann-json3-dev liburing-dev)
 client_packages=(qemu-utils libnbd-bin)
 # Fuzzing (clang-16 + libFuzzer), the real clients the tests drive, and
-# qemu-storage-daemon (qemu-system-common), the peer the QMP tests compare with.
-test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common qemu-system-x86 cpio xz-utils diod "${client_packages[@]}")
+# qemu-storage-daemon (qemu-system-common), the peer the QMP tests compare with;
+# firmware and boot loaders for the guests that boot from an ioplane disk
+# (OVMF, syslinux, systemd-boot) and the tools that make their disks.
+test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common qemu-system-x86 cpio xz-utils diod
+               ovmf syslinux syslinux-common systemd-boot-efi fdisk dosfstools mtools "${client_packages[@]}")
 
 want=("${build_packages[@]}")
 case "${1:-build}" in
