@@ -119,6 +119,14 @@ AioContext::~AioContext() {
     }
 }
 
+AioContext::WaitingWork AioContext::waiting_work() const {
+    assert_in_context(*this);
+    WaitingWork w;
+    for (const auto& [fd, h] : handlers_) w.fds += h->internal ? 0 : 1;
+    w.timers = timers_.size();
+    return w;
+}
+
 void AioContext::drain() {
     assert_in_context(*this);
     for (;;) {

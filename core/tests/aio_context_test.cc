@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "ioplane/core/clock.h"
 #include "ioplane/core/event_notifier.h"
+#include "ioplane/core/timer.h"
 
 namespace ioplane {
 namespace {
@@ -39,6 +40,24 @@ TEST(AioContext, IdlePollMakesNoProgress) {
     auto ctx = make_context("t");
     EXPECT_FALSE(ctx->poll(false));
     EXPECT_EQ(AioContext::current(), nullptr);
+}
+
+// What an IOThread's deletion checks: fds and timers that something still
+// waits on (the context's own wake-up notifier is not counted).
+TEST(AioContext, WaitingWorkCountsWatchedFdsAndArmedTimers) {
+    auto ctx = make_context("t");
+    EXPECT_TRUE(ctx->waiting_work().empty());
+    Pipe p;
+    FdHandlerSpec spec;
+    spec.on_read = [] {};
+    ASSERT_TRUE(ctx->set_fd_handler(p.rd, std::move(spec)));
+    Timer timer(*ctx, [] {});
+    timer.arm_in(1'000'000'000);
+    EXPECT_EQ(ctx->waiting_work().fds, 1u);
+    EXPECT_EQ(ctx->waiting_work().timers, 1u);
+    timer.cancel();
+    ctx->remove_fd_handler(p.rd);
+    EXPECT_TRUE(ctx->waiting_work().empty());
 }
 
 TEST(AioContext, ReadHandlerRunsWhenFdIsReadable) {

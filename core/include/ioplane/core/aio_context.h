@@ -125,6 +125,17 @@ public:
 
     TimerHeap& timers() { return timers_; }
 
+    // Home. What still waits in this context for something to happen: fds
+    // watched (the context's own notifier aside) and armed timers. An
+    // IOThread with any left must not be stopped: what waits would never
+    // resume.
+    struct WaitingWork {
+        size_t fds = 0;
+        size_t timers = 0;
+        bool empty() const { return fds == 0 && timers == 0; }
+    };
+    WaitingWork waiting_work() const;
+
 private:
     struct FdHandler;
 
