@@ -101,20 +101,24 @@ Task<void> Connection::run() {
         // A drained node may be moving: join once it has settled, so that the
         // fd goes to the node's final context and the move's list of
         // connections does not change under it.
-        while (exp.blk().node().quiesced()) co_await sleep_for(1'000'000);
+        co_await exp.wait_until_settled();
         exp.add_connection(self);
         // Removed while we negotiated or waited: its removal did not see us.
         if (!server_.serves(&exp)) broken_ = true;
         LOG_INFO("nbd client %s: connected to export '%s'", peer_.c_str(), exp.name().c_str());
         // Continue in the export's context, with the fd. The node may move
-        // while we hop (a move attaches our fd for us then): settle in its
-        // current context while it is not drained.
+        // while we hop (a move attaches our fd for us then), and the context
+        // it left may be deleted right after: wait for a move to end back in
+        // the main loop, never in the context the node is leaving. Not
+        // drained first, then the context: a move sets the context between
+        // its drain and its end.
         if (&exp.blk().ctx() != &server_.main_ctx()) {
             afd_->detach();
             for (;;) {
-                if (AioContext::current() != &exp.blk().ctx()) co_await schedule_on(exp.blk().ctx());
-                if (AioContext::current() == &exp.blk().ctx() && !exp.blk().node().quiesced()) break;
-                co_await sleep_for(1'000'000);
+                co_await schedule_on(exp.blk().ctx());
+                if (!exp.blk().node().quiesced() && AioContext::current() == &exp.blk().ctx()) break;
+                co_await schedule_on(server_.main_ctx());
+                co_await exp.wait_until_settled();
             }
             if (afd_->context() == nullptr) {
                 if (auto r = afd_->attach(*AioContext::current()); !r) broken_ = true;

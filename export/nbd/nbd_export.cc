@@ -72,7 +72,15 @@ constexpr int64_t kStallCheckPeriodNs = 1'000'000'000;
 
 void NbdExport::drained_begin() { stall_check_.arm_in(kStallCheckPeriodNs); }
 
-void NbdExport::drained_end() { stall_check_.cancel(); }
+void NbdExport::drained_end() {
+    stall_check_.cancel();
+    settled_.restart_all();  // after quiesced() became false: wait_while() cannot miss it
+}
+
+Task<void> NbdExport::wait_until_settled() {
+    assert_in_context(*main_context());
+    while (blk_->node().quiesced()) co_await settled_.wait_while([this] { return blk_->node().quiesced(); });
+}
 
 // The timer fires while the main loop runs inside the drained section: in
 // drained_begin()'s wait, or in a move's waits for the other contexts. The

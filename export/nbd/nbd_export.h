@@ -14,6 +14,8 @@
 
 #include "export_stats.h"
 #include "ioplane/block/backend.h"
+#include "ioplane/core/co_queue.h"
+#include "ioplane/core/coroutine.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
 
@@ -50,6 +52,10 @@ public:
     void add_connection(std::shared_ptr<Connection> c) { connections_.push_back(std::move(c)); }
     void remove_connection(const std::shared_ptr<Connection>& c);
     bool has_connection(const Connection* c) const;
+    // Coroutine in the main loop: returns once the node is not drained (no
+    // move under way). Joining connections wait here, in the one context that
+    // outlives every IOThread, never in the node's.
+    Task<void> wait_until_settled();
 
     // A drained section waits until every request has sent its reply. A
     // client that stops reading would hold it, and the command or shutdown
@@ -70,6 +76,7 @@ private:
     std::vector<std::shared_ptr<Connection>> connections_;
     AioContext* detached_from_ = nullptr;  // set while the node moves
     Timer stall_check_;                    // main loop; armed while drained
+    CoQueue settled_;                      // woken when the node's drained section ends
     ExportStats stats_;
 };
 
