@@ -1,5 +1,6 @@
 #include "daemon/storage_daemon.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include "ioplane/core/aio_wait.h"
@@ -7,6 +8,18 @@
 #include "ioplane/core/log.h"
 
 namespace ioplane::daemon {
+
+namespace {
+
+// The export's own iothread, or one of its queues' (vhost-user-blk's list).
+bool uses_iothread(const ExportOptions& e, const std::string& id) {
+    if (e.iothread == id) return true;
+    if (!e.vhost_user_blk) return false;
+    const auto& queues = e.vhost_user_blk->queue_iothreads;
+    return std::find(queues.begin(), queues.end(), id) != queues.end();
+}
+
+}  // namespace
 
 StorageDaemon::~StorageDaemon() { shutdown(); }
 
@@ -69,7 +82,15 @@ Result<void> StorageDaemon::del_iothread(const std::string& id) {
         if (&node->ctx() == &it->second->ctx())
             return fail(EBUSY, "iothread '" + id + "' is in use by node '" + node->node_name() + "'");
     for (const Export& e : exports_)
-        if (e.options.iothread == id) return fail(EBUSY, "iothread '" + id + "' is in use by export '" + e.options.id + "'");
+        if (uses_iothread(e.options, id))
+            return fail(EBUSY, "iothread '" + id + "' is in use by export '" + e.options.id + "'");
+    // Nodes and exports left it; anything still waiting there (a connection
+    // that did not follow its node, a timer) would never run again.
+    AioContext::WaitingWork left;
+    run_in_context_sync(it->second->ctx(), [&] { left = it->second->ctx().waiting_work(); });
+    if (!left.empty())
+        return fail(EBUSY, "iothread '" + id + "' still has work waiting in it (" + std::to_string(left.fds) +
+                               " fds watched, " + std::to_string(left.timers) + " timers armed); not deleted");
     it->second->stop();
     iothreads_.erase(it);
     LOG_INFO("iothread '%s' stopped", id.c_str());
