@@ -184,6 +184,11 @@ constexpr const char* kUsage =
     "\n"
     "  --pidfile <path>       write process ID to a file after startup\n"
     "\n"
+    "  --max-buffer-memory <size>\n"
+    "                         the memory all clients together may hold in requests\n"
+    "                         and replies the daemon buffers (default: 1/8 of RAM);\n"
+    "                         a client past its share waits (not in qemu-storage-daemon)\n"
+    "\n"
     "Options are processed in the order given: a node, iothread or chardev must be\n"
     "defined before the option that refers to it. Options written as key=value\n"
     "lists also accept a JSON object, e.g. --blockdev '{\"driver\":\"file\",...}'.\n"
@@ -224,7 +229,20 @@ constexpr const char* kStdioChardevHelp =
 
 // ---------------------------------------------------------------- argv
 
-enum class Opt { blockdev, chardev, daemonize, export_, help, monitor, nbd_server, object, pidfile, trace, version };
+enum class Opt {
+    blockdev,
+    chardev,
+    daemonize,
+    export_,
+    help,
+    max_buffer_memory,
+    monitor,
+    nbd_server,
+    object,
+    pidfile,
+    trace,
+    version
+};
 
 struct LongOption {
     std::string_view name;
@@ -236,7 +254,8 @@ struct LongOption {
 constexpr LongOption kLongOptions[] = {
     {"blockdev", Opt::blockdev, true},  {"chardev", Opt::chardev, true},
     {"daemonize", Opt::daemonize, false}, {"export", Opt::export_, true},
-    {"help", Opt::help, false},          {"monitor", Opt::monitor, true},
+    {"help", Opt::help, false},          {"max-buffer-memory", Opt::max_buffer_memory, true},
+    {"monitor", Opt::monitor, true},
     {"nbd-server", Opt::nbd_server, true}, {"object", Opt::object, true},
     {"pidfile", Opt::pidfile, true},     {"trace", Opt::trace, true},
     {"version", Opt::version, false},
@@ -369,6 +388,13 @@ public:
                 if (item.arg.empty()) return invalid("must not be empty");
                 config_.pidfile = item.arg;  // QEMU: the last one wins
                 return {};
+            case Opt::max_buffer_memory: {
+                auto n = parse_size_value(item.arg);
+                if (!n) return invalid(n.error().message);
+                if (*n < (1u << 20)) return invalid("must be at least 1M");
+                config_.max_buffer_memory = *n;
+                return {};
+            }
             case Opt::trace:
                 warnings_.push_back("ignored: ioplane has no QEMU trace events");
                 return {};

@@ -135,6 +135,10 @@ struct DaemonConfig {
     std::vector<MonitorOptions> monitors;
     std::optional<std::string> pidfile;
     bool daemonize = false;
+    // --max-buffer-memory SIZE (ioplane's own): what all connections of all
+    // exports may hold in buffered requests and replies together. Empty: an
+    // eighth of the machine's RAM.
+    std::optional<uint64_t> max_buffer_memory;
     // -h/--help: print usage_text() and exit 0. -V/--version: print the
     // version and exit 0. As in QEMU's first pass, the first of them ends
     // parsing: options before it are only checked for getopt errors (unknown

@@ -29,6 +29,9 @@ void StorageDaemon::request_shutdown(std::string reason) {
 }
 
 Result<void> StorageDaemon::start(const DaemonConfig& config) {
+    if (config.max_buffer_memory) buffer_memory_.set_limit(*config.max_buffer_memory);
+    LOG_INFO("clients may hold up to %llu MiB of buffered requests and replies",
+             (unsigned long long)(buffer_memory_.limit() >> 20));
     for (const IOThreadOptions& t : config.iothreads)
         if (auto r = add_iothread(t); !r) return r;
     for (const BlockdevOptions& b : config.blockdevs)
@@ -117,7 +120,8 @@ Result<void> StorageDaemon::del_blockdev(const std::string& node_name) {
 
 Result<void> StorageDaemon::start_nbd_server(const NbdServerOptions& o) {
     if (nbd_server_) return fail(EEXIST, "NBD server already running");
-    auto server = nbd::NbdServer::start(main_loop_.ctx(), {.addr = o.addr, .max_connections = o.max_connections});
+    auto server = nbd::NbdServer::start(
+        main_loop_.ctx(), {.addr = o.addr, .max_connections = o.max_connections, .memory_budget = &buffer_memory_});
     if (!server) return std::unexpected(server.error());
     nbd_server_ = std::move(*server);
     LOG_INFO("nbd server listening on %s", describe(o.addr).c_str());
@@ -203,7 +207,11 @@ Result<void> StorageDaemon::add_9p_export(const ExportOptions& e) {
         if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
         ctx = &it->second->ctx();
     }
-    fs9p::Fs9pExportOptions o{.id = e.id, .path = e.fs9p->path, .addr = e.fs9p->addr, .readonly = e.fs9p->readonly};
+    fs9p::Fs9pExportOptions o{.id = e.id,
+                              .path = e.fs9p->path,
+                              .addr = e.fs9p->addr,
+                              .readonly = e.fs9p->readonly,
+                              .memory_budget = &buffer_memory_};
     auto exp = fs9p::Fs9pExport::start(main_loop_.ctx(), *ctx, std::move(o));
     if (!exp) return std::unexpected(exp.error());
     exports_.push_back({e, nullptr, std::move(*exp)});

@@ -19,6 +19,7 @@
 #include "ioplane/block/graph.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
+#include "ioplane/core/memory_budget.h"
 #include "fs9p_export.h"
 #include "vhost_user_blk_export.h"
 #include "nbd/server.h"
@@ -82,6 +83,8 @@ private:
     bool flush_all_nodes();
 
     MainLoop& main_loop_;
+    // Before the exports and the NBD server, whose connections charge it.
+    MemoryBudget buffer_memory_{default_buffer_memory()};
     monitor::QmpDispatcher dispatcher_;
     std::map<std::string, std::unique_ptr<IOThread>> iothreads_;
     block::BlockGraph graph_;

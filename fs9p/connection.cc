@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "fs9p_export.h"
@@ -15,16 +16,29 @@ namespace ioplane::fs9p {
 namespace {
 
 // Tags are 16 bits; the Linux client keeps far fewer in flight. Past these,
-// the receive loop stops reading until requests finish (back pressure, not
-// an error).
+// or past the daemon's memory budget, the receive loop stops reading until
+// requests finish (back pressure, not an error).
 constexpr size_t kMaxRequestsInFlight = 256;
 constexpr uint64_t kMaxBytesInFlight = 64ull << 20;
 constexpr size_t kRecvBufferSize = 256 * 1024;
 
+// The most a request's reply may hold beyond its header: the data of a
+// read or a directory read (at most msize, checked by the session); other
+// replies are small and fixed.
+uint64_t reply_bytes(const Request& req, uint32_t msize) {
+    if (const auto* r = std::get_if<Read>(&req.body)) return std::min(r->count, msize);
+    if (const auto* r = std::get_if<Readdir>(&req.body)) return std::min(r->count, msize);
+    return 0;
+}
+
 }  // namespace
 
 Connection::Connection(Fs9pExport& exp, int fd, std::string peer)
-    : export_(exp), fd_(fd), peer_(std::move(peer)), session_(exp.share()) {}
+    : export_(exp),
+      fd_(fd),
+      peer_(std::move(peer)),
+      session_(exp.share()),
+      memory_(exp.memory_budget(), kMaxBytesInFlight) {}
 
 Connection::~Connection() { ::close(fd_); }
 
@@ -57,8 +71,7 @@ Task<void> Connection::run() {
 
 Task<void> Connection::receive_loop() {
     for (;;) {
-        while (active_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight)
-            co_await slot_free_.wait();
+        while (active_ >= kMaxRequestsInFlight) co_await slot_free_.wait();
         if (broken_) co_return;
         uint8_t size_field[4];
         if (auto r = co_await recv_->read_exact(size_field, sizeof size_field); !r) {
@@ -102,17 +115,23 @@ Task<void> Connection::receive_loop() {
             co_await send(r);
             continue;
         }
-        bytes_in_flight_ += size;
         if (req->type == Tflush) {
-            spawn_now(flush(tag, std::get<Flush>(req->body).oldtag));
-            bytes_in_flight_ -= size;  // nothing to hold
-        } else {
-            spawn_now(serve(std::move(*req), std::move(msg), size));
+            spawn_now(flush(tag, std::get<Flush>(req->body).oldtag));  // holds nothing
+            continue;
         }
+        // Its message and its reply, charged before it runs: while they do
+        // not fit, nothing more is read (the message read meanwhile is the
+        // one request's worth a connection may always hold).
+        const uint64_t charge = size + reply_bytes(*req, session_.msize());
+        while (!memory_.try_charge(charge)) {
+            co_await slot_free_.wait();
+            if (broken_) co_return;
+        }
+        spawn_now(serve(std::move(*req), std::move(msg), charge));
     }
 }
 
-Task<void> Connection::serve(Request req, IoBuffer msg, uint32_t size) {
+Task<void> Connection::serve(Request req, IoBuffer msg, uint64_t charged) {
     InFlight me;
     active_++;
     in_flight_[req.tag] = &me;
@@ -123,7 +142,7 @@ Task<void> Connection::serve(Request req, IoBuffer msg, uint32_t size) {
     if (!me.dropped) co_await send(r);
     me.done.restart_all();
     msg.reset();
-    request_done(size);
+    request_done(charged);
 }
 
 Task<void> Connection::flush(uint16_t tag, uint16_t oldtag) {
@@ -159,8 +178,8 @@ Task<void> Connection::wait_idle() {
     while (active_ > 0) co_await idle_.wait();
 }
 
-void Connection::request_done(uint32_t size) {
-    bytes_in_flight_ -= size;
+void Connection::request_done(uint64_t charged) {
+    memory_.release(charged);
     active_--;
     slot_free_.next();
     if (active_ == 0) idle_.restart_all();

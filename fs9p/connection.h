@@ -23,6 +23,7 @@
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/io_buffer.h"
+#include "ioplane/core/memory_budget.h"
 #include "session.h"
 
 namespace ioplane::fs9p {
@@ -48,12 +49,12 @@ private:
 
     Task<void> run();
     Task<void> receive_loop();
-    Task<void> serve(Request req, IoBuffer msg, uint32_t size);
+    Task<void> serve(Request req, IoBuffer msg, uint64_t charged);
     Task<void> flush(uint16_t tag, uint16_t oldtag);
     Task<void> send(Reply& r);
     // Waits until every active request has ended.
     Task<void> wait_idle();
-    void request_done(uint32_t size);
+    void request_done(uint64_t charged);
 
     Fs9pExport& export_;
     const int fd_;
@@ -66,8 +67,10 @@ private:
     // Requests whose reply has not been queued yet, by tag (a tag is free
     // again once its reply is queued).
     std::unordered_map<uint16_t, InFlight*> in_flight_;
-    unsigned active_ = 0;          // requests (and flushes) whose coroutine has not ended
-    uint64_t bytes_in_flight_ = 0;  // message sizes of the active requests
+    unsigned active_ = 0;  // requests (and flushes) whose coroutine has not ended
+    // What the active requests hold: their messages and the largest replies
+    // they can make (a Tread's or Treaddir's count), in the daemon's budget.
+    BudgetShare memory_;
     CoQueue slot_free_;  // the receive loop waits here when too much is in flight
     CoQueue idle_;       // wait_idle() waits here
     bool broken_ = false;

@@ -18,6 +18,7 @@ Fs9pExport::Fs9pExport(AioContext& main_ctx, AioContext& ctx, Fs9pExportOptions 
 
 Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioContext& ctx,
                                                       Fs9pExportOptions options) {
+    IOPLANE_ASSERT(options.memory_budget != nullptr);
     std::unique_ptr<Fs9pExport> exp(new Fs9pExport(main_ctx, ctx, std::move(options)));
     const std::string who = "9p export '" + exp->options_.id + "'";
     const int root = ::open(exp->options_.path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -15,6 +15,7 @@
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
+#include "ioplane/core/memory_budget.h"
 #include "session.h"
 
 namespace ioplane::fs9p {
@@ -26,6 +27,9 @@ struct Fs9pExportOptions {
     std::string path;  // the directory to serve
     ListenAddress addr;
     bool readonly = false;
+    // The daemon's budget for buffered requests and replies (not null; it
+    // outlives the export).
+    MemoryBudget* memory_budget = nullptr;
 };
 
 class Fs9pExport {
@@ -43,6 +47,7 @@ public:
     const ShareConfig& share() const { return share_; }
     AioContext& context() const { return ctx_; }
     AioContext& main_context() const { return main_ctx_; }
+    MemoryBudget& memory_budget() const { return *options_.memory_budget; }
     size_t connection_count() const { return connections_.size(); }
     // Disconnects every client and waits until they are gone.
     void disconnect_clients();

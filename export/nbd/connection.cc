@@ -41,7 +41,7 @@ constexpr size_t kMaxExtentsPerReply = 1024;
 }  // namespace
 
 Connection::Connection(NbdServer& server, int fd, std::string peer)
-    : server_(server), fd_(fd), peer_(std::move(peer)) {}
+    : server_(server), fd_(fd), peer_(std::move(peer)), memory_(server.memory_budget(), kMaxBytesInFlight) {}
 
 Connection::~Connection() { ::close(fd_); }
 
@@ -282,11 +282,7 @@ Task<void> Connection::transmission(NbdExport& exp) {
     block::BlockBackend& blk = exp.blk();
     bool clean_end = false;
     for (;;) {
-        while (requests_in_flight_ >= kMaxRequestsInFlight || bytes_in_flight_ >= kMaxBytesInFlight) {
-            co_await slot_free_.wait();
-            // Woken by a request that finished; the node may have moved since.
-            if (AioContext::current() != &blk.ctx()) co_await schedule_on(blk.ctx());
-        }
+        while (requests_in_flight_ >= kMaxRequestsInFlight) co_await wait_for_a_request(blk);
         if (broken_) break;
         uint8_t hdr[kRequestSize];
         if (auto r = co_await recv_->read_exact(hdr, sizeof hdr); !r) {
@@ -307,37 +303,47 @@ Task<void> Connection::transmission(NbdExport& exp) {
             clean_end = true;
             break;
         }
+        // The data it will hold (a write's payload, a read's reply), charged
+        // before it is read or allocated: while it does not fit, nothing more
+        // is read from the socket.
+        const bool moves_data = (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) && v.nbd_error == 0;
+        const uint64_t charge = moves_data && !v.disconnect ? req->length : 0;
+        while (!memory_.try_charge(charge)) {
+            co_await wait_for_a_request(blk);
+            if (broken_) break;
+        }
+        if (broken_) break;
         IoBuffer payload;
+        bool payload_read = true;
         if (req->type == NBD_CMD_WRITE && !v.disconnect && (v.nbd_error == 0 || v.consume_payload)) {
             if (v.nbd_error == 0) {
                 payload = IoBuffer::allocate(req->length);
-                if (!payload) break;
-                if (auto r = co_await recv_->read_exact(payload.get(), req->length); !r) break;
-            } else if (auto r = co_await recv_->skip(req->length); !r) {
-                break;
+                payload_read = payload && co_await recv_->read_exact(payload.get(), req->length);
+            } else {
+                payload_read = bool(co_await recv_->skip(req->length));
             }
         }
-        if (v.disconnect) {
-            LOG_WARN("nbd client %s: invalid %s request (length %u); disconnecting", peer_.c_str(),
-                     command_name(req->type), req->length);
+        if (v.disconnect || !payload_read) {
+            memory_.release(charge);
+            if (v.disconnect)
+                LOG_WARN("nbd client %s: invalid %s request (length %u); disconnecting", peer_.c_str(),
+                         command_name(req->type), req->length);
             break;
         }
         // Admitted: counted until its reply is out (a drained section waits for
         // it, and parks us here while it lasts).
         co_await blk.co_begin_request();
         requests_in_flight_++;
-        if (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) bytes_in_flight_ += req->length;
-        if (v.nbd_error != 0)
+        if (v.nbd_error != 0)  // charged nothing
             spawn_now([](Connection& c, Request r, uint32_t err, NbdExport& exp) -> Task<void> {
                 block::BlockBackend& blk = exp.blk();
                 if (auto op = export_op(r.type)) exp.stats().record(*op, 0, false, 0);
                 co_await c.send_error(r, err, "invalid request");
-                c.bytes_in_flight_ -= (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
                 c.request_done();  // before end_request: its wake-ups are queued ahead of a drain's next step
                 blk.end_request();
             }(*this, *req, v.nbd_error, exp));
         else
-            spawn_now(handle_request(exp, *req, std::move(payload)));
+            spawn_now(handle_request(exp, *req, std::move(payload), charge));
     }
     // A clean end lets the replies of requests in flight go out (the spec's
     // SHOULD); a protocol error ends the connection at once.
@@ -351,13 +357,19 @@ Task<void> Connection::transmission(NbdExport& exp) {
     }
 }
 
+Task<void> Connection::wait_for_a_request(block::BlockBackend& blk) {
+    co_await slot_free_.wait();
+    // Woken by a request that finished; the node may have moved since.
+    if (AioContext::current() != &blk.ctx()) co_await schedule_on(blk.ctx());
+}
+
 void Connection::request_done() {
     requests_in_flight_--;
     slot_free_.next();
     if (requests_in_flight_ == 0) idle_.restart_all();
 }
 
-Task<void> Connection::handle_request(NbdExport& exp, Request req, IoBuffer payload) {
+Task<void> Connection::handle_request(NbdExport& exp, Request req, IoBuffer payload, uint64_t charged) {
     block::BlockBackend& blk = exp.blk();
     const int64_t start_ns = now_ns();
     Result<void> r;
@@ -416,7 +428,7 @@ Task<void> Connection::handle_request(NbdExport& exp, Request req, IoBuffer payl
         exp.stats().record(*op, moves_data ? req.length : 0, bool(r), now_ns() - start_ns);
     }
     payload.reset();
-    if (req.type == NBD_CMD_READ || req.type == NBD_CMD_WRITE) bytes_in_flight_ -= req.length;
+    memory_.release(charged);
     // Wake-ups of the receive loop are queued in this context before the last
     // end_request() lets a drain proceed to move the connection.
     request_done();

@@ -19,8 +19,13 @@
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/io_buffer.h"
+#include "ioplane/core/memory_budget.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
+
+namespace ioplane::block {
+class BlockBackend;
+}
 
 namespace ioplane::nbd {
 
@@ -54,11 +59,14 @@ private:
     Task<Result<bool>> handle_option(uint32_t option, std::vector<uint8_t>& payload, std::shared_ptr<NbdExport>& chosen);
     Task<Result<void>> send_option_reply(std::vector<uint8_t>& bytes);
     Task<void> transmission(NbdExport& exp);
-    Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload);
+    Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload, uint64_t charged);
     Task<Result<void>> handle_read(NbdExport& exp, const Request& req);
     Task<Result<void>> handle_block_status(NbdExport& exp, const Request& req);
     Task<void> send_error(const Request& req, uint32_t nbd_error, const std::string& message);
     Task<Result<void>> send(std::span<iovec> iov);
+    // Waits until one of this connection's requests ends, then continues in
+    // the node's context (the node may have moved meanwhile).
+    Task<void> wait_for_a_request(block::BlockBackend& blk);
     void request_done();
 
     NbdServer& server_;
@@ -79,7 +87,9 @@ private:
     // Transmission phase, in the connection's context.
     CoQueue slot_free_;          // the receive loop waits here when too much is in flight
     unsigned requests_in_flight_ = 0;
-    uint64_t bytes_in_flight_ = 0;
+    // The data of reads and writes in flight (a write's payload, a read's
+    // reply), in the daemon's budget.
+    BudgetShare memory_;
     CoQueue idle_;               // the closing receive loop waits here for requests to end
     bool broken_ = false;        // a reply could not be sent: stop
 };

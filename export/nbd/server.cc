@@ -12,6 +12,7 @@
 
 namespace ioplane::nbd {
 Result<std::unique_ptr<NbdServer>> NbdServer::start(AioContext& main_ctx, NbdServerOptions options) {
+    IOPLANE_ASSERT(options.memory_budget != nullptr);
     std::unique_ptr<NbdServer> server(new NbdServer(main_ctx, std::move(options)));
     auto listener = Listener::start(main_ctx, server->options_.addr, "nbd-server",
                                     [p = server.get()](int fd, std::string peer) { p->on_client(fd, std::move(peer)); });
