@@ -2,6 +2,7 @@
 // runtime. Parses the options, builds the configuration in the main loop,
 // serves until SIGINT/SIGTERM, then shuts down cleanly (exit 0).
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -29,9 +30,21 @@ Result<void> write_pidfile(const std::string& path) {
     return {};
 }
 
+// Every client connection, 9P fid and open image is a descriptor: take all
+// the hard limit allows (systemd and shells often leave the soft one at 1024).
+void raise_descriptor_limit() {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+    const rlim_t was = r.rlim_cur;
+    r.rlim_cur = r.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &r) == 0)
+        LOG_INFO("open files limit raised from %llu to %llu", (unsigned long long)was, (unsigned long long)r.rlim_max);
+}
+
 int run(const daemon::DaemonConfig& config) {
     daemon::block_termination_signals();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);              // a vanished client is EPIPE, not death
+    raise_descriptor_limit();
 
     auto main_loop = MainLoop::create();
     if (!main_loop) {

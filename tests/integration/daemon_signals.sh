@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The daemon starts its runtime (an IOThread here), reports it, and exits 0
-# on SIGTERM and on SIGINT; bad options exit 1 with a one-line error naming
-# the option.
+# on SIGTERM and on SIGINT; it raises its open files limit to the hard one;
+# bad options exit 1 with a one-line error naming the option.
 set -euo pipefail
 daemon=$1
 dir=$(mktemp -d /tmp/ioplane-signals-XXXXXX)
@@ -35,6 +35,22 @@ for sig in TERM INT; do
     grep -q "iothread 'io0' stopped" "$log" || fail "iothread not stopped on SIG$sig"
     grep -q "exiting" "$log" || fail "no clean exit on SIG$sig"
 done
+
+# The soft limit of open files is raised to the hard one at start.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -gt 1024 ]; then
+    (ulimit -Sn 1024 && exec "$daemon") >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        grep -q "ready" "$log" && break
+        sleep 0.05
+    done
+    soft=$(awk '/Max open files/ { print $4 }' /proc/"$pid"/limits)
+    kill -TERM "$pid"
+    wait "$pid" || true
+    [ "$soft" = "$hard" ] || fail "open files limit $soft, want the hard limit $hard"
+    grep -q "open files limit raised from 1024 to $hard" "$log" || fail "the raise is not logged"
+fi
 
 status=0
 "$daemon" --no-such-option >"$log" 2>&1 || status=$?
