@@ -9,10 +9,14 @@ close. A connection settling into the node's context must follow the node
 (or be closed), never wait in a context that is gone: every GO and READ must
 be answered, the export must count no connection once the clients left,
 block-export-del mode=hard must return, and SIGTERM must end the daemon.
+The same for a 9P export in its own IOThread: block-export-add, clients that
+connect, read a file and close, then block-export-del mode=hard and
+object-del sent in one write; both must return and no client may hang.
 Also: object-del of an IOThread that one queue of a vhost-user-blk export
 runs in (iothread.1=q1) is refused.
 Usage: iothread_del_race.py DAEMON [SECONDS]
 """
+import errno
 import os
 import socket
 import subprocess
@@ -23,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbd_wire import connect, go, read_ok  # noqa: E402
+import p9  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 DAEMON = sys.argv[1]
@@ -38,10 +43,66 @@ def fail(msg, log=None):
     sys.exit(1)
 
 
+def race_9p(qmp, share, sock, seconds, log):
+    """Rounds of: a 9P export in a new IOThread, clients, then export and
+    IOThread deleted in one write. Clients may be refused or cut off (the
+    export is going away), never left waiting."""
+    stop = threading.Event()
+    errors, reads = [], [0]
+
+    def client():
+        while not stop.is_set():
+            try:
+                with p9.Client.unix(sock, timeout=CLIENT_TIMEOUT_S) as c:
+                    c.version()
+                    root = c.new_fid()
+                    c.attach(root, aname="")
+                    fid = c.walk_new(root, ["data"])
+                    c.lopen(fid, os.O_RDONLY)
+                    if c.read(fid, 0, 5) != b"hello":
+                        errors.append("9P: a read returned other data")
+                    reads[0] += 1
+            except socket.timeout:
+                errors.append(f"9P client: no reply in {CLIENT_TIMEOUT_S} s after {reads[0]} reads")
+                return
+            except (ConnectionError, p9.ConnectionClosed):
+                pass  # the export went away under it
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EPIPE, errno.ECONNRESET):
+                    errors.append(f"9P client: {e!r}")
+                    return
+
+    t = threading.Thread(target=client)
+    t.start()
+    deadline, rounds = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and not errors:
+        qmp.ok("object-add", qom_type="iothread", id="io2")
+        qmp.ok("block-export-add", type="9p", id="s9", path=share, addr={"type": "unix", "path": sock},
+               iothread="io2")
+        time.sleep(0.02)  # let a client in
+        qmp.send_raw(b'{"execute":"block-export-del","arguments":{"id":"s9","mode":"hard"}}'
+                     b'{"execute":"object-del","arguments":{"id":"io2"}}')
+        deleted, gone = qmp.reply(), qmp.reply()
+        if "return" not in deleted or "return" not in gone:
+            errors.append(f"block-export-del {deleted}, object-del {gone}")
+        rounds += 1
+    stop.set()
+    t.join(CLIENT_TIMEOUT_S + 5)
+    if t.is_alive():
+        fail("the 9P client hangs", log)
+    if errors:
+        fail(f"9P, after {rounds} rounds: {errors[0]}", log)
+    print(f"ok: {rounds} 9P exports in their own IOThread added and deleted with it under {reads[0]} client sessions")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="ioplane-iothread-del-")
-    img, nbd_sock, qmp_sock, vub_sock, log = (os.path.join(tmp, n) for n in
-                                              ("disk.img", "nbd.sock", "qmp.sock", "vub.sock", "daemon.log"))
+    img, nbd_sock, qmp_sock, vub_sock, p9_sock, log = (
+        os.path.join(tmp, n) for n in ("disk.img", "nbd.sock", "qmp.sock", "vub.sock", "9p.sock", "daemon.log"))
+    share = os.path.join(tmp, "share")
+    os.mkdir(share)
+    with open(os.path.join(share, "data"), "wb") as f:
+        f.write(b"hello")
     with open(img, "wb") as f:
         f.write(bytes(range(256)) * 4096)  # 1 MiB with a pattern
     with open(img, "rb") as f:
@@ -103,6 +164,7 @@ def main():
         if errors:
             fail(f"after {rounds} rounds: {errors[0]}", log)
         print(f"ok: {rounds} IOThreads added, used and deleted under {reads[0]} client connections")
+        race_9p(qmp, share, p9_sock, SECONDS / 2, log)
 
         # Every connection ended: none is left counted, in a deleted thread.
         for _ in range(100):
