@@ -12,9 +12,12 @@ block-export-del mode=hard must return, and SIGTERM must end the daemon.
 The same for a 9P export in its own IOThread: block-export-add, clients that
 connect, read a file and close, then block-export-del mode=hard and
 object-del sent in one write; both must return and no client may hang.
-Also: object-del of an IOThread that one queue of a vhost-user-blk export
-runs in (iothread.1=q1) is refused.
-Usage: iothread_del_race.py DAEMON [SECONDS]
+And for a vhost-user-blk export whose queues follow its node: the node moves
+to a new IOThread and back, and the IOThread is deleted, under a front end
+(ioplane-vublk) that connects, writes and verifies, and disconnects; every
+run must end without an error. Also: object-del of an IOThread that one
+queue of a vhost-user-blk export runs in (iothread.1=q1) is refused.
+Usage: iothread_del_race.py DAEMON VUBLK [SECONDS]
 """
 import errno
 import os
@@ -30,8 +33,8 @@ from nbd_wire import connect, go, read_ok  # noqa: E402
 import p9  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
-DAEMON = sys.argv[1]
-SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 15
+DAEMON, VUBLK = sys.argv[1], sys.argv[2]
+SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 15
 CLIENT_TIMEOUT_S = 10  # a reply later than this means it is never coming
 
 
@@ -95,10 +98,57 @@ def race_9p(qmp, share, sock, seconds, log):
     print(f"ok: {rounds} 9P exports in their own IOThread added and deleted with it under {reads[0]} client sessions")
 
 
+def race_vhost_user_blk(qmp, sock, seconds, log):
+    """The node under a vhost-user-blk export (queues following it) moves to
+    a new IOThread and back, which is then deleted, while ioplane-vublk runs
+    short verified jobs against it."""
+    stop = threading.Event()
+    errors, runs = [], [0]
+
+    def front_end():
+        while not stop.is_set():
+            try:
+                r = subprocess.run([VUBLK, "--socket", sock, "--rw", "randrw", "--bs", "4k", "--iodepth", "4",
+                                    "--runtime", "0.3", "--verify", "--quiet"],
+                                   capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S * 2)
+            except subprocess.TimeoutExpired:
+                errors.append(f"vhost-user-blk front end hangs after {runs[0]} runs")
+                return
+            if r.returncode != 0:
+                errors.append(f"vhost-user-blk front end: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+                return
+            runs[0] += 1
+
+    t = threading.Thread(target=front_end)
+    t.start()
+    deadline, rounds = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and not errors:
+        qmp.ok("object-add", qom_type="iothread", id="io3")
+        qmp.ok("x-blockdev-set-iothread", node_name="vnode", iothread="io3", force=True)
+        time.sleep(0.01)
+        qmp.send_raw(b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"vnode",'
+                     b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io3"}}')
+        back, deleted = qmp.reply(), qmp.reply()
+        if "return" not in back or "return" not in deleted:
+            errors.append(f"move back {back}, object-del {deleted}")
+        rounds += 1
+    stop.set()
+    t.join(CLIENT_TIMEOUT_S * 2 + 5)
+    if t.is_alive():
+        fail("the vhost-user-blk front end hangs", log)
+    if errors:
+        fail(f"vhost-user-blk, after {rounds} rounds: {errors[0]}", log)
+    print(f"ok: {rounds} IOThreads used by a vhost-user-blk node and deleted under {runs[0]} verified front-end runs")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="ioplane-iothread-del-")
-    img, nbd_sock, qmp_sock, vub_sock, p9_sock, log = (
-        os.path.join(tmp, n) for n in ("disk.img", "nbd.sock", "qmp.sock", "vub.sock", "9p.sock", "daemon.log"))
+    img, nbd_sock, qmp_sock, vub_sock, vub2_sock, p9_sock, log = (
+        os.path.join(tmp, n) for n in ("disk.img", "nbd.sock", "qmp.sock", "vub.sock", "vub2.sock", "9p.sock",
+                                       "daemon.log"))
+    img2 = os.path.join(tmp, "disk2.img")
+    with open(img2, "wb") as f:
+        f.truncate(64 << 20)
     share = os.path.join(tmp, "share")
     os.mkdir(share)
     with open(os.path.join(share, "data"), "wb") as f:
@@ -115,6 +165,8 @@ def main():
          "--blockdev", "driver=null-co,node-name=vdisk,size=1048576",
          "--export", f"type=vhost-user-blk,id=v0,node-name=vdisk,addr.type=unix,addr.path={vub_sock},"
                      "num-queues=2,iothread.0=q0,iothread.1=q1",
+         "--blockdev", f"driver=file,node-name=vnode,filename={img2}",
+         "--export", f"type=vhost-user-blk,id=v1,node-name=vnode,writable=on,addr.type=unix,addr.path={vub2_sock}",
          "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
         stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
@@ -165,6 +217,7 @@ def main():
             fail(f"after {rounds} rounds: {errors[0]}", log)
         print(f"ok: {rounds} IOThreads added, used and deleted under {reads[0]} client connections")
         race_9p(qmp, share, p9_sock, SECONDS / 2, log)
+        race_vhost_user_blk(qmp, vub2_sock, SECONDS / 2, log)
 
         # Every connection ended: none is left counted, in a deleted thread.
         for _ in range(100):
