@@ -46,14 +46,71 @@ def fail(msg, log=None):
     sys.exit(1)
 
 
-def race_9p(qmp, share, sock, seconds, log):
+def race(what, client, one_round, seconds, log):
+    """Runs `client(errors)` in a thread (it loops until `errors` is not
+    empty or the race ends, appending what went wrong; returns a count of
+    what it did) while `one_round()` runs again and again in this thread
+    (returning an error or None). Fails on the first error, or if the client
+    hangs; returns (rounds, what the client counted)."""
+    stop, errors, done = threading.Event(), [], []
+    t = threading.Thread(target=lambda: done.append(client(stop, errors)))
+    t.start()
+    deadline, rounds = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and not errors:
+        err = one_round()
+        if err:
+            errors.append(err)
+        rounds += 1
+    stop.set()
+    t.join(CLIENT_TIMEOUT_S * 2 + 5)
+    if t.is_alive():
+        fail(f"{what}: the client hangs", log)
+    if errors:
+        fail(f"{what}, after {rounds} rounds: {errors[0]}", log)
+    return rounds, done[0]
+
+
+def both_return(qmp, two_commands):
+    """Sends two commands in one write; an error text unless both succeed."""
+    qmp.send_raw(two_commands)
+    first, second = qmp.reply(), qmp.reply()
+    return None if "return" in first and "return" in second else f"{first}, then {second}"
+
+
+def race_nbd(qmp, sock, first_sector, log):
+    """The node of an NBD export moves into a new IOThread and back, and the
+    IOThread is deleted in the same write, while clients join the export."""
+    def client(stop, errors):
+        reads = 0
+        while not stop.is_set():
+            try:
+                s = connect(sock)
+                s.settimeout(CLIENT_TIMEOUT_S)
+                go(s, b"disk")
+                if read_ok(s, 0, 512) != first_sector:
+                    errors.append("a READ returned other data")
+                s.close()
+                reads += 1
+            except (OSError, AssertionError) as e:
+                errors.append(f"client: {e!r} after {reads} reads")
+        return reads
+
+    def one_round():
+        qmp.ok("object-add", qom_type="iothread", id="io1")
+        qmp.ok("x-blockdev-set-iothread", node_name="disk", iothread="io1", force=True)
+        return both_return(qmp, b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"disk",'
+                                b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io1"}}')
+
+    rounds, reads = race("NBD", client, one_round, SECONDS, log)
+    print(f"ok: {rounds} IOThreads added, used and deleted under {reads} NBD client connections")
+
+
+def race_9p(qmp, share, sock, log):
     """Rounds of: a 9P export in a new IOThread, clients, then export and
     IOThread deleted in one write. Clients may be refused or cut off (the
     export is going away), never left waiting."""
-    stop = threading.Event()
-    errors, reads = [], [0]
-
-    def client():
+    def client(stop, errors):
+        reads = 0
         while not stop.is_set():
             try:
                 with p9.Client.unix(sock, timeout=CLIENT_TIMEOUT_S) as c:
@@ -63,82 +120,57 @@ def race_9p(qmp, share, sock, seconds, log):
                     fid = c.walk_new(root, ["data"])
                     c.lopen(fid, os.O_RDONLY)
                     if c.read(fid, 0, 5) != b"hello":
-                        errors.append("9P: a read returned other data")
-                    reads[0] += 1
+                        errors.append("a read returned other data")
+                    reads += 1
             except socket.timeout:
-                errors.append(f"9P client: no reply in {CLIENT_TIMEOUT_S} s after {reads[0]} reads")
-                return
+                errors.append(f"no reply in {CLIENT_TIMEOUT_S} s after {reads} reads")
             except (ConnectionError, p9.ConnectionClosed):
                 pass  # the export went away under it
             except OSError as e:
                 if e.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EPIPE, errno.ECONNRESET):
-                    errors.append(f"9P client: {e!r}")
-                    return
+                    errors.append(f"{e!r}")
+        return reads
 
-    t = threading.Thread(target=client)
-    t.start()
-    deadline, rounds = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline and not errors:
+    def one_round():
         qmp.ok("object-add", qom_type="iothread", id="io2")
         qmp.ok("block-export-add", type="9p", id="s9", path=share, addr={"type": "unix", "path": sock},
                iothread="io2")
         time.sleep(0.02)  # let a client in
-        qmp.send_raw(b'{"execute":"block-export-del","arguments":{"id":"s9","mode":"hard"}}'
-                     b'{"execute":"object-del","arguments":{"id":"io2"}}')
-        deleted, gone = qmp.reply(), qmp.reply()
-        if "return" not in deleted or "return" not in gone:
-            errors.append(f"block-export-del {deleted}, object-del {gone}")
-        rounds += 1
-    stop.set()
-    t.join(CLIENT_TIMEOUT_S + 5)
-    if t.is_alive():
-        fail("the 9P client hangs", log)
-    if errors:
-        fail(f"9P, after {rounds} rounds: {errors[0]}", log)
-    print(f"ok: {rounds} 9P exports in their own IOThread added and deleted with it under {reads[0]} client sessions")
+        return both_return(qmp, b'{"execute":"block-export-del","arguments":{"id":"s9","mode":"hard"}}'
+                                b'{"execute":"object-del","arguments":{"id":"io2"}}')
+
+    rounds, reads = race("9P", client, one_round, SECONDS / 2, log)
+    print(f"ok: {rounds} 9P exports in their own IOThread added and deleted with it under {reads} client sessions")
 
 
-def race_vhost_user_blk(qmp, sock, seconds, log):
+def race_vhost_user_blk(qmp, sock, log):
     """The node under a vhost-user-blk export (queues following it) moves to
     a new IOThread and back, which is then deleted, while ioplane-vublk runs
     short verified jobs against it."""
-    stop = threading.Event()
-    errors, runs = [], [0]
-
-    def front_end():
+    def client(stop, errors):
+        runs = 0
         while not stop.is_set():
             try:
                 r = subprocess.run([VUBLK, "--socket", sock, "--rw", "randrw", "--bs", "4k", "--iodepth", "4",
                                     "--runtime", "0.3", "--verify", "--quiet"],
                                    capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S * 2)
             except subprocess.TimeoutExpired:
-                errors.append(f"vhost-user-blk front end hangs after {runs[0]} runs")
-                return
+                errors.append(f"the front end hangs after {runs} runs")
+                break
             if r.returncode != 0:
-                errors.append(f"vhost-user-blk front end: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-                return
-            runs[0] += 1
+                errors.append(f"front end: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+            runs += 1
+        return runs
 
-    t = threading.Thread(target=front_end)
-    t.start()
-    deadline, rounds = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline and not errors:
+    def one_round():
         qmp.ok("object-add", qom_type="iothread", id="io3")
         qmp.ok("x-blockdev-set-iothread", node_name="vnode", iothread="io3", force=True)
         time.sleep(0.01)
-        qmp.send_raw(b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"vnode",'
-                     b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io3"}}')
-        back, deleted = qmp.reply(), qmp.reply()
-        if "return" not in back or "return" not in deleted:
-            errors.append(f"move back {back}, object-del {deleted}")
-        rounds += 1
-    stop.set()
-    t.join(CLIENT_TIMEOUT_S * 2 + 5)
-    if t.is_alive():
-        fail("the vhost-user-blk front end hangs", log)
-    if errors:
-        fail(f"vhost-user-blk, after {rounds} rounds: {errors[0]}", log)
-    print(f"ok: {rounds} IOThreads used by a vhost-user-blk node and deleted under {runs[0]} verified front-end runs")
+        return both_return(qmp, b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"vnode",'
+                                b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io3"}}')
+
+    rounds, runs = race("vhost-user-blk", client, one_round, SECONDS / 2, log)
+    print(f"ok: {rounds} IOThreads used by a vhost-user-blk node and deleted under {runs} verified front-end runs")
 
 
 def main():
@@ -179,45 +211,9 @@ def main():
         if "in use by export 'v0'" not in refused.get("desc", ""):
             fail(f"object-del of a vhost-user-blk queue's IOThread: {refused}", log)
         print("ok: object-del of the IOThread of a vhost-user-blk queue is refused")
-        stop = threading.Event()
-        errors, reads = [], [0]
-
-        def client():
-            while not stop.is_set():
-                try:
-                    s = connect(nbd_sock)
-                    s.settimeout(CLIENT_TIMEOUT_S)
-                    go(s, b"disk")
-                    data = read_ok(s, 0, 512)
-                    if data != first_sector:
-                        errors.append("a READ returned other data")
-                    s.close()
-                    reads[0] += 1
-                except (OSError, AssertionError) as e:
-                    errors.append(f"client: {e!r} after {reads[0]} reads")
-                    return
-
-        t = threading.Thread(target=client)
-        t.start()
-        deadline, rounds = time.monotonic() + SECONDS, 0
-        while time.monotonic() < deadline and not errors:
-            qmp.ok("object-add", qom_type="iothread", id="io1")
-            qmp.ok("x-blockdev-set-iothread", node_name="disk", iothread="io1", force=True)
-            qmp.send_raw(b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"disk",'
-                         b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io1"}}')
-            back, deleted = qmp.reply(), qmp.reply()
-            if "return" not in back or "return" not in deleted:
-                errors.append(f"move back {back}, object-del {deleted}")
-            rounds += 1
-        stop.set()
-        t.join(CLIENT_TIMEOUT_S + 5)
-        if t.is_alive():
-            fail("the client hangs", log)
-        if errors:
-            fail(f"after {rounds} rounds: {errors[0]}", log)
-        print(f"ok: {rounds} IOThreads added, used and deleted under {reads[0]} client connections")
-        race_9p(qmp, share, p9_sock, SECONDS / 2, log)
-        race_vhost_user_blk(qmp, vub2_sock, SECONDS / 2, log)
+        race_nbd(qmp, nbd_sock, first_sector, log)
+        race_9p(qmp, share, p9_sock, log)
+        race_vhost_user_blk(qmp, vub2_sock, log)
 
         # Every connection ended: none is left counted, in a deleted thread.
         for _ in range(100):
