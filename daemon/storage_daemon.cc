@@ -1,5 +1,7 @@
 #include "daemon/storage_daemon.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 
@@ -28,10 +30,26 @@ void StorageDaemon::request_shutdown(std::string reason) {
     main_loop_.request_stop();
 }
 
+// Of the open-files limit, an eighth (at least 64) is kept for what must
+// always work: accepting connections, monitors, opening images. Clients'
+// fids share the rest; one connection may take a quarter of it.
+void StorageDaemon::set_descriptor_budget() {
+    rlimit r{};
+    if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return;
+    const uint64_t limit = r.rlim_cur, reserve = std::max<uint64_t>(64, limit / 8);
+    const uint64_t for_clients = limit > 2 * reserve ? limit - reserve : limit / 2;
+    descriptors_->set_limit(for_clients);
+    descriptors_per_connection_ = std::max<uint64_t>(for_clients / 4, 2 * fs9p::kDescriptorsPerFid);
+    LOG_INFO("clients' files may hold up to %llu descriptors (%llu per connection) of the %llu allowed",
+             (unsigned long long)for_clients, (unsigned long long)descriptors_per_connection_,
+             (unsigned long long)limit);
+}
+
 Result<void> StorageDaemon::start(const DaemonConfig& config) {
     if (config.max_buffer_memory) buffer_memory_.set_limit(*config.max_buffer_memory);
     LOG_INFO("clients may hold up to %llu MiB of buffered requests and replies",
              (unsigned long long)(buffer_memory_.limit() >> 20));
+    set_descriptor_budget();
     for (const IOThreadOptions& t : config.iothreads)
         if (auto r = add_iothread(t); !r) return r;
     for (const BlockdevOptions& b : config.blockdevs)
@@ -211,7 +229,9 @@ Result<void> StorageDaemon::add_9p_export(const ExportOptions& e) {
                               .path = e.fs9p->path,
                               .addr = e.fs9p->addr,
                               .readonly = e.fs9p->readonly,
-                              .memory_budget = &buffer_memory_};
+                              .memory_budget = &buffer_memory_,
+                              .descriptors = descriptors_,
+                              .descriptors_per_connection = descriptors_per_connection_};
     auto exp = fs9p::Fs9pExport::start(main_loop_.ctx(), *ctx, std::move(o));
     if (!exp) return std::unexpected(exp.error());
     exports_.push_back({e, nullptr, std::move(*exp)});

@@ -19,7 +19,7 @@
 #include "ioplane/block/graph.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
-#include "ioplane/core/memory_budget.h"
+#include "ioplane/core/budget.h"
 #include "fs9p_export.h"
 #include "vhost_user_blk_export.h"
 #include "nbd/server.h"
@@ -75,6 +75,8 @@ public:
 
 private:
     Result<void> add_monitor(const MonitorOptions& monitor, const std::vector<ChardevOptions>& chardevs);
+    // Sets the descriptor budget from the open-files limit.
+    void set_descriptor_budget();
     Result<void> add_9p_export(const ExportOptions& options);
     Result<void> add_vhost_user_blk_export(const ExportOptions& options);
     // Moves `node` to the export's iothread, if it names one.
@@ -83,8 +85,10 @@ private:
     bool flush_all_nodes();
 
     MainLoop& main_loop_;
-    // Before the exports and the NBD server, whose connections charge it.
-    MemoryBudget buffer_memory_{default_buffer_memory()};
+    // Before the exports and the NBD server, whose connections charge them.
+    Budget buffer_memory_{default_buffer_memory()};
+    std::shared_ptr<Budget> descriptors_ = std::make_shared<Budget>(UINT64_MAX);  // 9P fids
+    uint64_t descriptors_per_connection_ = UINT64_MAX;
     monitor::QmpDispatcher dispatcher_;
     std::map<std::string, std::unique_ptr<IOThread>> iothreads_;
     block::BlockGraph graph_;

@@ -27,6 +27,10 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
     exp->share_.path = exp->options_.path;
     exp->share_.root_fd = root;
     exp->share_.readonly = exp->options_.readonly;
+    if (exp->options_.descriptors) {
+        exp->share_.descriptors = exp->options_.descriptors;
+        exp->share_.descriptors_per_connection = exp->options_.descriptors_per_connection;
+    }
     struct stat root_st;
     if (::fstat(root, &root_st) == 0 && keeps_inodes_in_memory(root)) {
         exp->share_.inline_calls = true;

@@ -15,7 +15,7 @@
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
-#include "ioplane/core/memory_budget.h"
+#include "ioplane/core/budget.h"
 #include "session.h"
 
 namespace ioplane::fs9p {
@@ -29,7 +29,11 @@ struct Fs9pExportOptions {
     bool readonly = false;
     // The daemon's budget for buffered requests and replies (not null; it
     // outlives the export).
-    MemoryBudget* memory_budget = nullptr;
+    Budget* memory_budget = nullptr;
+    // The daemon's descriptor budget, which fids charge, and the most one
+    // connection may hold of it (ShareConfig). Null: no limit but max_fids.
+    std::shared_ptr<Budget> descriptors;
+    uint64_t descriptors_per_connection = UINT64_MAX;
 };
 
 class Fs9pExport {
@@ -47,7 +51,7 @@ public:
     const ShareConfig& share() const { return share_; }
     AioContext& context() const { return ctx_; }
     AioContext& main_context() const { return main_ctx_; }
-    MemoryBudget& memory_budget() const { return *options_.memory_budget; }
+    Budget& memory_budget() const { return *options_.memory_budget; }
     size_t connection_count() const { return connections_.size(); }
     // Disconnects every client and waits until they are gone.
     void disconnect_clients();

@@ -29,9 +29,21 @@ FidRef Session::find(uint32_t fid) const {
 }
 
 bool Session::put(uint32_t fid, FidRef f) {
-    if (!fids_.contains(fid) && fids_.size() >= share_.max_fids) return false;
+    if (!fids_.contains(fid) &&
+        (fids_.size() >= share_.max_fids || !descriptors_.try_charge(kDescriptorsPerFid)))
+        return false;
     fids_[fid] = std::move(f);
     return true;
+}
+
+void Session::forget_fid(std::unordered_map<uint32_t, FidRef>::iterator it) {
+    fids_.erase(it);
+    descriptors_.release(kDescriptorsPerFid);
+}
+
+void Session::forget_all_fids() {
+    descriptors_.release(kDescriptorsPerFid * fids_.size());
+    fids_.clear();
 }
 
 void Session::rename_paths(const std::string& from, const std::string& to) {
@@ -45,7 +57,7 @@ void Session::rename_paths(const std::string& from, const std::string& to) {
 }
 
 Reply Session::version(uint16_t tag, const Version& m) {
-    fids_.clear();
+    forget_all_fids();
     // Our maximum, or less if the client asks (version(5): never more). A
     // client that offers less than a getattr reply or a walk of 16 names
     // needs gets no session.
@@ -245,7 +257,7 @@ Task<Reply> Session::clunk(uint16_t tag, const Clunk& m) {
     auto it = fids_.find(m.fid);
     if (it == fids_.end()) co_return error_reply(tag, EBADF);
     FidRef f = std::move(it->second);
-    fids_.erase(it);  // gone whatever happens next, as the spec says
+    forget_fid(it);  // gone whatever happens next, as the spec says
     if (f->kind != Fid::Kind::xattr_write) co_return detail::empty_reply(Rclunk, tag);
     // The attribute is set now, with exactly the bytes announced.
     if (f->xattr.size() != f->xattr_size) co_return error_reply(tag, EINVAL);

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "fid.h"
+#include "ioplane/core/budget.h"
 #include "ioplane/core/io_buffer.h"
 #include "ioplane/core/page_cache.h"
 #include "ioplane/core/task.h"
@@ -54,7 +55,15 @@ struct ShareConfig {
     bool tree_in_memory = false;
     uint32_t max_msize = 4u << 20;
     size_t max_fids = 16384;
+    // The daemon's descriptor budget, which every fid charges
+    // (kDescriptorsPerFid); a connection holds at most
+    // `descriptors_per_connection` of it. By default no limit but max_fids.
+    std::shared_ptr<Budget> descriptors = std::make_shared<Budget>(UINT64_MAX);
+    uint64_t descriptors_per_connection = UINT64_MAX;
 };
+
+// A fid holds the object's O_PATH fd and, once opened, the open file's.
+inline constexpr uint64_t kDescriptorsPerFid = 2;
 
 struct Reply {
     std::vector<uint8_t> head;  // the whole message, or its start when data follows
@@ -64,7 +73,9 @@ struct Reply {
 
 class Session {
 public:
-    explicit Session(const ShareConfig& share) : share_(share) {}
+    explicit Session(const ShareConfig& share)
+        : share_(share), descriptors_(*share.descriptors, share.descriptors_per_connection) {}
+    ~Session() { forget_all_fids(); }
 
     // The msize in force: the server's maximum until Tversion negotiates.
     uint32_t msize() const { return msize_; }
@@ -79,7 +90,7 @@ public:
     size_t fid_count() const { return fids_.size(); }
     // Forgets every fid (closing their fds once no request holds them).
     void reset() {
-        fids_.clear();
+        forget_all_fids();
         negotiated_ = false;
     }
 
@@ -118,8 +129,12 @@ private:
                           Make make);
 
     FidRef find(uint32_t fid) const;
-    // Adds (or replaces, for walk's newfid == fid) an entry; false past max_fids.
+    // Adds (or replaces, for walk's newfid == fid) an entry; false past
+    // max_fids or this connection's share of the descriptor budget.
     bool put(uint32_t fid, FidRef f);
+    // Removes an entry (clunk, remove) and gives its descriptors back.
+    void forget_fid(std::unordered_map<uint32_t, FidRef>::iterator it);
+    void forget_all_fids();
     // Renames in this session change the paths other fids hold.
     void rename_paths(const std::string& from, const std::string& to);
     uint32_t iounit() const { return msize_ - uint32_t(kIoHeaderSize); }
@@ -139,6 +154,7 @@ private:
     uint32_t msize_ = 8192;
     bool negotiated_ = false;
     std::unordered_map<uint32_t, FidRef> fids_;
+    BudgetShare descriptors_;  // kDescriptorsPerFid for each entry of fids_
 };
 
 // Thread contract: pure; any thread. Replies that carry no payload.

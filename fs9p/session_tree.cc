@@ -163,7 +163,7 @@ Task<Reply> Session::remove(uint16_t tag, const Remove& m) {
     auto it = fids_.find(m.fid);
     if (it == fids_.end()) co_return error_reply(tag, EBADF);
     FidRef f = std::move(it->second);
-    fids_.erase(it);  // clunked even if the removal fails (remove(5))
+    forget_fid(it);  // clunked even if the removal fails (remove(5))
     if (f->kind != Fid::Kind::object) co_return error_reply(tag, EINVAL);
     if (share_.readonly) co_return error_reply(tag, EROFS);
     if (f->path.empty()) co_return error_reply(tag, EBUSY);

@@ -19,7 +19,7 @@
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/io_buffer.h"
-#include "ioplane/core/memory_budget.h"
+#include "ioplane/core/budget.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
 

@@ -13,7 +13,7 @@
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
-#include "ioplane/core/memory_budget.h"
+#include "ioplane/core/budget.h"
 #include "nbd/nbd_export.h"
 
 namespace ioplane::nbd {
@@ -26,7 +26,7 @@ struct NbdServerOptions {
     int64_t handshake_timeout_ns = 10'000'000'000;
     // The daemon's budget for buffered requests and replies (not null; it
     // outlives the server).
-    MemoryBudget* memory_budget = nullptr;
+    Budget* memory_budget = nullptr;
 };
 
 class NbdServer {
@@ -47,7 +47,7 @@ public:
     void disconnect_clients(NbdExport* only = nullptr);
 
     AioContext& main_ctx() const { return main_ctx_; }
-    MemoryBudget& memory_budget() const { return *options_.memory_budget; }
+    Budget& memory_budget() const { return *options_.memory_budget; }
     // Where clients connect, as an NBD URI prefix (nbd+unix:///NAME?socket=... or nbd://host:port/NAME).
     std::string uri(const std::string& export_name) const;
 

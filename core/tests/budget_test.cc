@@ -1,4 +1,4 @@
-#include "ioplane/core/memory_budget.h"
+#include "ioplane/core/budget.h"
 
 #include <gtest/gtest.h>
 
@@ -8,8 +8,8 @@
 namespace ioplane {
 namespace {
 
-TEST(MemoryBudget, ChargesWithinTheLimitOnly) {
-    MemoryBudget b(100);
+TEST(Budget, ChargesWithinTheLimitOnly) {
+    Budget b(100);
     EXPECT_TRUE(b.try_charge(60, false));
     EXPECT_FALSE(b.try_charge(41, false));
     EXPECT_TRUE(b.try_charge(40, false));
@@ -22,7 +22,7 @@ TEST(MemoryBudget, ChargesWithinTheLimitOnly) {
 }
 
 TEST(BudgetShare, CapAndBudgetBothBindButNeverWhileNothingIsHeld) {
-    MemoryBudget b(100);
+    Budget b(100);
     BudgetShare greedy(b, 80);
     BudgetShare other(b, 80);
     EXPECT_TRUE(greedy.try_charge(50));
@@ -45,7 +45,7 @@ TEST(BudgetShare, CapAndBudgetBothBindButNeverWhileNothingIsHeld) {
 }
 
 TEST(BudgetShare, ReleasesWhatItHoldsWhenDestroyed) {
-    MemoryBudget b(100);
+    Budget b(100);
     {
         BudgetShare s(b, 100);
         ASSERT_TRUE(s.try_charge(70));
@@ -53,8 +53,8 @@ TEST(BudgetShare, ReleasesWhatItHoldsWhenDestroyed) {
     EXPECT_EQ(b.used(), 0u);
 }
 
-TEST(MemoryBudget, ConcurrentChargesNeverPassTheLimit) {
-    MemoryBudget b(1000);
+TEST(Budget, ConcurrentChargesNeverPassTheLimit) {
+    Budget b(1000);
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; t++)
         threads.emplace_back([&b] {

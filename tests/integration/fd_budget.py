@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""9P clients that hoard fids cannot take the daemon's descriptors from
+everyone else.
+
+The daemon runs with an open-files limit of 1024. Two 9P connections clone
+their root fid until the daemon refuses (each fid is a descriptor): each
+must get Rlerror(EMFILE) before 1100 fids, and after at least 50. Then a
+new NBD client, a new 9P client and a new QMP client must all connect and
+work: the daemon keeps descriptors for them.
+Usage: fd_budget.py DAEMON
+"""
+import errno
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import p9  # noqa: E402
+from nbd_wire import connect, go, read_ok  # noqa: E402
+from qmp import Qmp  # noqa: E402
+
+DAEMON = sys.argv[1]
+LIMIT = 1024
+
+
+def fail(msg, log):
+    print(f"FAIL: {msg}")
+    with open(log, errors="replace") as f:
+        print("--- daemon log (tail):\n" + "".join(f.readlines()[-20:]))
+    sys.exit(1)
+
+
+def hoard(sock, log):
+    """Clones the root fid until refused; returns (the client, fids held)."""
+    c = p9.Client.unix(sock)
+    c.version()
+    root = c.new_fid()
+    c.attach(root, aname="")
+    for n in range(1, 1100):
+        try:
+            c.walk(root, c.new_fid(), [])
+        except p9.P9Error as e:
+            if e.errno != errno.EMFILE:
+                fail(f"fid {n + 1}: {e!r}, expected EMFILE", log)
+            return c, n
+    fail("1100 fids and no EMFILE", log)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ioplane-fds-")
+    share, img = os.path.join(tmp, "share"), os.path.join(tmp, "disk.img")
+    p9_sock, nbd_sock, qmp_sock, log = (os.path.join(tmp, n) for n in ("9p.sock", "nbd.sock", "qmp.sock", "daemon.log"))
+    os.mkdir(share)
+    with open(os.path.join(share, "data"), "wb") as f:
+        f.write(b"hello")
+    with open(img, "wb") as f:
+        f.write(b"\xa5" * 65536)
+    daemon = subprocess.Popen(
+        [DAEMON, "--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
+         "--blockdev", f"driver=file,node-name=disk,filename={img}",
+         "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
+         "--export", "type=nbd,id=e0,node-name=disk",
+         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT)))
+    hoarders = []
+    try:
+        for _ in range(200):
+            if all(os.path.exists(p) for p in (p9_sock, nbd_sock, qmp_sock)):
+                break
+            time.sleep(0.05)
+        for _ in range(2):
+            c, n = hoard(p9_sock, log)
+            hoarders.append(c)
+            if n < 50:
+                fail(f"EMFILE after {n} fids: the share is too small", log)
+            print(f"ok: a 9P connection got EMFILE after {n} fids")
+        open_fds = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+        print(f"daemon holds {open_fds} descriptors of {LIMIT}")
+
+        s = connect(nbd_sock)
+        s.settimeout(10)
+        go(s, b"disk")
+        if read_ok(s, 0, 4096) != b"\xa5" * 4096:
+            fail("a new NBD client read other data", log)
+        s.close()
+        with p9.Client.unix(p9_sock) as c:
+            c.version()
+            root = c.new_fid()
+            c.attach(root, aname="")
+            fid = c.walk_new(root, ["data"])
+            c.lopen(fid, os.O_RDONLY)
+            if c.read(fid, 0, 5) != b"hello":
+                fail("a new 9P client read other data", log)
+        qmp = Qmp(qmp_sock, timeout=10)
+        qmp.ok("query-version")
+        qmp.close()
+        print("ok: new NBD, 9P and QMP clients are served beside the fid hoarders")
+    except (OSError, AssertionError, p9.ProtocolError) as e:
+        fail(f"{e!r}", log)
+    finally:
+        for c in hoarders:
+            c.close()
+        if daemon.poll() is None:
+            daemon.terminate()
+            try:
+                status = daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+                fail("SIGTERM did not end the daemon", log)
+            if status != 0:
+                fail(f"daemon exit status {status} after SIGTERM", log)
+        subprocess.run(["rm", "-rf", tmp])
+    print("ok: SIGTERM ends the daemon")
+
+
+if __name__ == "__main__":
+    main()
