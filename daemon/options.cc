@@ -168,6 +168,10 @@ constexpr const char* kUsage =
     "                         export the specified block node as a vhost-user-blk\n"
     "                         device; with an iothread list, queue i runs in the\n"
     "                         (i mod n)-th\n"
+    "  --export type=9p,id=<id>,path=<dir>,addr.type=unix,addr.path=<socket-path>\n"
+    "           [,readonly=on|off][,max-connections=<n>][,iothread=<id>]\n"
+    "                         serve a directory over 9P2000.L (also addr.type=inet;\n"
+    "                         max-connections: default 64; not in qemu-storage-daemon)\n"
     "\n"
     "  --monitor [chardev=]<id>[,id=<id>][,mode=control][,pretty=on|off]\n"
     "                         configure a QMP monitor\n"
@@ -615,7 +619,8 @@ Result<NbdServerOptions> parse_nbd_server(const OptionTree& tree) {
 
 namespace {
 
-// type=9p: path, addr, readonly, iothread; no node and no block options.
+// type=9p: path, addr, readonly, max-connections, iothread; no node and no
+// block options.
 Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
     Fs9pExportOptions fs;
     auto path = r.require_string("path");
@@ -630,6 +635,13 @@ Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
     if (!a) return std::unexpected(a.error());
     fs.addr = std::move(*a);
     if (auto b = read_bool(r, "readonly", fs.readonly); !b) return std::unexpected(b.error());
+    auto max = r.get_uint64("max-connections");
+    if (!max) return std::unexpected(max.error());
+    if (*max) {
+        if (**max == 0 || **max > 65536)
+            return invalid("parameter 'max-connections': " + std::to_string(**max) + " is out of range (1 to 65536)");
+        fs.max_connections = uint32_t(**max);
+    }
     auto iothread = r.get_string("iothread");
     if (!iothread) return std::unexpected(iothread.error());
     out.iothread = std::move(*iothread);

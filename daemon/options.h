@@ -78,6 +78,7 @@ struct Fs9pExportOptions {
     std::string path;  // the directory to serve
     SocketAddress addr;
     bool readonly = false;
+    uint32_t max_connections = 64;  // clients past it are refused
 };
 
 // The vhost-user-blk-specific part of an export.

@@ -31,8 +31,9 @@ void StorageDaemon::request_shutdown(std::string reason) {
 }
 
 // Of the open-files limit, an eighth (at least 64) is kept for what must
-// always work: accepting connections, monitors, opening images. Clients'
-// fids share the rest; one connection may take a quarter of it.
+// always work: monitors, opening images, accepting (and refusing) clients.
+// Clients' sockets and 9P fids share the rest; one connection may take a
+// quarter of it.
 void StorageDaemon::set_descriptor_budget() {
     rlimit r{};
     if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return;
@@ -40,7 +41,7 @@ void StorageDaemon::set_descriptor_budget() {
     const uint64_t for_clients = limit > 2 * reserve ? limit - reserve : limit / 2;
     descriptors_->set_limit(for_clients);
     descriptors_per_connection_ = std::max<uint64_t>(for_clients / 4, 2 * fs9p::kDescriptorsPerFid);
-    LOG_INFO("clients' files may hold up to %llu descriptors (%llu per connection) of the %llu allowed",
+    LOG_INFO("clients may hold up to %llu descriptors (%llu per connection) of the %llu allowed",
              (unsigned long long)for_clients, (unsigned long long)descriptors_per_connection_,
              (unsigned long long)limit);
 }
@@ -139,7 +140,10 @@ Result<void> StorageDaemon::del_blockdev(const std::string& node_name) {
 Result<void> StorageDaemon::start_nbd_server(const NbdServerOptions& o) {
     if (nbd_server_) return fail(EEXIST, "NBD server already running");
     auto server = nbd::NbdServer::start(
-        main_loop_.ctx(), {.addr = o.addr, .max_connections = o.max_connections, .memory_budget = &buffer_memory_});
+        main_loop_.ctx(), {.addr = o.addr,
+                           .max_connections = o.max_connections,
+                           .memory_budget = &buffer_memory_,
+                           .descriptors = descriptors_});
     if (!server) return std::unexpected(server.error());
     nbd_server_ = std::move(*server);
     LOG_INFO("nbd server listening on %s", describe(o.addr).c_str());
@@ -229,6 +233,7 @@ Result<void> StorageDaemon::add_9p_export(const ExportOptions& e) {
                               .path = e.fs9p->path,
                               .addr = e.fs9p->addr,
                               .readonly = e.fs9p->readonly,
+                              .max_connections = e.fs9p->max_connections,
                               .memory_budget = &buffer_memory_,
                               .descriptors = descriptors_,
                               .descriptors_per_connection = descriptors_per_connection_};

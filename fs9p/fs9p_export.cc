@@ -38,11 +38,8 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
         exp->share_.page_cache = page_cache_mode(root);
         exp->share_.tree_in_memory = exp->share_.page_cache == PageCacheMode::memory;
     }
-    auto listener = Listener::start(main_ctx, exp->options_.addr, who, [p = exp.get()](int fd, std::string peer) {
-        auto c = std::make_shared<Connection>(*p, fd, std::move(peer));
-        p->connections_.push_back(c);
-        c->start();
-    });
+    auto listener = Listener::start(main_ctx, exp->options_.addr, who,
+                                    [p = exp.get()](int fd, std::string peer) { p->on_client(fd, std::move(peer)); });
     if (!listener) return std::unexpected(listener.error());
     exp->listener_ = std::move(*listener);
     LOG_INFO("%s: '%s' served over 9P2000.L on %s%s", who.c_str(), exp->options_.path.c_str(),
@@ -61,8 +58,25 @@ void Fs9pExport::disconnect_clients() {
     aio_wait_while(main_ctx_, [this] { return !connections_.empty(); });
 }
 
+void Fs9pExport::on_client(int fd, std::string peer) {
+    const char* refused = nullptr;
+    if (connections_.size() >= options_.max_connections)
+        refused = "max-connections reached";
+    else if (!share_.descriptors->try_charge(1, false))
+        refused = "the descriptors left to clients are taken";
+    if (refused) {
+        LOG_WARN("9p export '%s': refusing client %s: %s", options_.id.c_str(), peer.c_str(), refused);
+        ::close(fd);
+        return;
+    }
+    auto c = std::make_shared<Connection>(*this, fd, std::move(peer));
+    connections_.push_back(c);
+    c->start();
+}
+
 void Fs9pExport::connection_closed(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
+    share_.descriptors->release(1);  // its socket
 }
 
 }  // namespace ioplane::fs9p

@@ -27,11 +27,13 @@ struct Fs9pExportOptions {
     std::string path;  // the directory to serve
     ListenAddress addr;
     bool readonly = false;
+    uint32_t max_connections = 64;  // clients past it are refused
     // The daemon's budget for buffered requests and replies (not null; it
     // outlives the export).
     Budget* memory_budget = nullptr;
-    // The daemon's descriptor budget, which fids charge, and the most one
-    // connection may hold of it (ShareConfig). Null: no limit but max_fids.
+    // The daemon's descriptor budget, which each connection's socket and
+    // fids charge, and the most one connection may hold of it
+    // (ShareConfig). Null: no limit but max_fids.
     std::shared_ptr<Budget> descriptors;
     uint64_t descriptors_per_connection = UINT64_MAX;
 };
@@ -61,6 +63,9 @@ public:
 
 private:
     Fs9pExport(AioContext& main_ctx, AioContext& ctx, Fs9pExportOptions options);
+    // A client accepted: refused past max_connections or the descriptor
+    // budget (its socket is a descriptor).
+    void on_client(int fd, std::string peer);
 
     AioContext& main_ctx_;
     AioContext& ctx_;

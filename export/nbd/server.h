@@ -27,6 +27,9 @@ struct NbdServerOptions {
     // The daemon's budget for buffered requests and replies (not null; it
     // outlives the server).
     Budget* memory_budget = nullptr;
+    // The daemon's descriptor budget: each connection's socket charges it,
+    // and clients past it are refused. Null: no limit.
+    std::shared_ptr<Budget> descriptors;
 };
 
 class NbdServer {

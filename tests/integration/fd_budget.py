@@ -6,7 +6,9 @@ The daemon runs with an open-files limit of 1024. Two 9P connections clone
 their root fid until the daemon refuses (each fid is a descriptor): each
 must get Rlerror(EMFILE) before 1100 fids, and after at least 50. Then a
 new NBD client, a new 9P client and a new QMP client must all connect and
-work: the daemon keeps descriptors for them.
+work: the daemon keeps descriptors for them. Then 700 NBD connections that
+never negotiate: those past the clients' descriptors are refused (closed at
+once), QMP still answers, and once they are gone a new NBD client is served.
 Usage: fd_budget.py DAEMON
 """
 import errno
@@ -50,7 +52,25 @@ def hoard(sock, log):
     fail("1100 fids and no EMFILE", log)
 
 
+def flood_connect(path):
+    """A connection that never negotiates; waits while the backlog is full."""
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
+
+
 def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))  # this test's own 700 sockets
     tmp = tempfile.mkdtemp(prefix="ioplane-fds-")
     share, img = os.path.join(tmp, "share"), os.path.join(tmp, "disk.img")
     p9_sock, nbd_sock, qmp_sock, log = (os.path.join(tmp, n) for n in ("9p.sock", "nbd.sock", "qmp.sock", "daemon.log"))
@@ -100,6 +120,26 @@ def main():
         qmp.ok("query-version")
         qmp.close()
         print("ok: new NBD, 9P and QMP clients are served beside the fid hoarders")
+
+        flood = [flood_connect(nbd_sock) for _ in range(700)]
+        qmp = Qmp(qmp_sock, timeout=10)
+        qmp.ok("query-version")
+        for f in flood:
+            f.close()
+        time.sleep(0.5)
+        s = connect(nbd_sock)
+        s.settimeout(10)
+        go(s, b"disk")
+        if read_ok(s, 0, 4096) != b"\xa5" * 4096:
+            fail("an NBD client after the flood read other data", log)
+        s.close()
+        qmp.close()
+        with open(log) as f:
+            refusals = f.read().count("refusing client")
+        if refusals == 0:
+            fail("700 NBD connections and none refused", log)
+        print(f"ok: {refusals} of 700 idle NBD connections refused; QMP answered meanwhile, and a new client is "
+              "served once they left")
     except (OSError, AssertionError, p9.ProtocolError) as e:
         fail(f"{e!r}", log)
     finally:
