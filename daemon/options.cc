@@ -170,8 +170,11 @@ constexpr const char* kUsage =
     "                         (i mod n)-th\n"
     "  --export type=9p,id=<id>,path=<dir>,addr.type=unix,addr.path=<socket-path>\n"
     "           [,readonly=on|off][,max-connections=<n>][,iothread=<id>]\n"
+    "           [,security-model=passthrough|mapped-xattr|none]\n"
     "                         serve a directory over 9P2000.L (also addr.type=inet;\n"
-    "                         max-connections: default 64; not in qemu-storage-daemon)\n"
+    "                         max-connections: default 64; security-model: default\n"
+    "                         passthrough, mapped-xattr when running as root;\n"
+    "                         not in qemu-storage-daemon)\n"
     "\n"
     "  --monitor [chardev=]<id>[,id=<id>][,mode=control][,pretty=on|off]\n"
     "                         configure a QMP monitor\n"
@@ -619,8 +622,8 @@ Result<NbdServerOptions> parse_nbd_server(const OptionTree& tree) {
 
 namespace {
 
-// type=9p: path, addr, readonly, max-connections, iothread; no node and no
-// block options.
+// type=9p: path, addr, readonly, max-connections, security-model, iothread;
+// no node and no block options.
 Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
     Fs9pExportOptions fs;
     auto path = r.require_string("path");
@@ -641,6 +644,14 @@ Result<ExportOptions> parse_9p_export(OptionReader& r, ExportOptions out) {
         if (**max == 0 || **max > 65536)
             return invalid("parameter 'max-connections': " + std::to_string(**max) + " is out of range (1 to 65536)");
         fs.max_connections = uint32_t(**max);
+    }
+    auto model = r.get_string("security-model");
+    if (!model) return std::unexpected(model.error());
+    if (*model) {
+        if (**model != "passthrough" && **model != "mapped-xattr" && **model != "mapped" && **model != "none")
+            return invalid("parameter 'security-model': expected 'passthrough', 'mapped-xattr' or 'none', got " +
+                           in_quotes(**model));
+        fs.security_model = **model;
     }
     auto iothread = r.get_string("iothread");
     if (!iothread) return std::unexpected(iothread.error());

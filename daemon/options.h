@@ -79,6 +79,7 @@ struct Fs9pExportOptions {
     SocketAddress addr;
     bool readonly = false;
     uint32_t max_connections = 64;  // clients past it are refused
+    std::string security_model = "passthrough";  // passthrough, mapped-xattr (mapped), none
 };
 
 // The vhost-user-blk-specific part of an export.

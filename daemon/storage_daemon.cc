@@ -234,6 +234,7 @@ Result<void> StorageDaemon::add_9p_export(const ExportOptions& e) {
                               .addr = e.fs9p->addr,
                               .readonly = e.fs9p->readonly,
                               .max_connections = e.fs9p->max_connections,
+                              .security_model = *fs9p::parse_security_model(e.fs9p->security_model),
                               .memory_budget = &buffer_memory_,
                               .descriptors = descriptors_,
                               .descriptors_per_connection = descriptors_per_connection_};

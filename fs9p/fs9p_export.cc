@@ -27,6 +27,7 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
     exp->share_.path = exp->options_.path;
     exp->share_.root_fd = root;
     exp->share_.readonly = exp->options_.readonly;
+    exp->share_.security_model = exp->options_.security_model;
     if (exp->options_.descriptors) {
         exp->share_.descriptors = exp->options_.descriptors;
         exp->share_.descriptors_per_connection = exp->options_.descriptors_per_connection;
@@ -42,8 +43,9 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
                                     [p = exp.get()](int fd, std::string peer) { p->on_client(fd, std::move(peer)); });
     if (!listener) return std::unexpected(listener.error());
     exp->listener_ = std::move(*listener);
-    LOG_INFO("%s: '%s' served over 9P2000.L on %s%s", who.c_str(), exp->options_.path.c_str(),
-             describe(exp->options_.addr).c_str(), exp->options_.readonly ? " (read-only)" : "");
+    LOG_INFO("%s: '%s' served over 9P2000.L on %s%s, security model %s", who.c_str(), exp->options_.path.c_str(),
+             describe(exp->options_.addr).c_str(), exp->options_.readonly ? " (read-only)" : "",
+             security_model_name(exp->options_.security_model));
     return exp;
 }
 

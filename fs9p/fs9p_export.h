@@ -28,6 +28,7 @@ struct Fs9pExportOptions {
     ListenAddress addr;
     bool readonly = false;
     uint32_t max_connections = 64;  // clients past it are refused
+    SecurityModel security_model = SecurityModel::passthrough;
     // The daemon's budget for buffered requests and replies (not null; it
     // outlives the export).
     Budget* memory_budget = nullptr;

@@ -123,10 +123,10 @@ Task<Reply> Session::attach(uint16_t tag, const Attach& m) {
     if (fids_.contains(m.fid)) co_return error_reply(tag, EBADF);
     struct stat st;
     const int root = share_.root_fd;
-    const int fd = co_await run_in_worker([root, &st] {
+    const int fd = co_await run_in_worker([root, &st, model = share_.security_model] {
         const int fd = open_beneath(root, "");
         if (fd < 0) return fd;
-        if (int r = stat_fd(fd, st); r < 0) {
+        if (int r = stat_for_client(fd, st, model); r < 0) {
             ::close(fd);
             return r;
         }
@@ -159,8 +159,9 @@ struct WalkState {
 // caught by openat2. With `stay_on` (the part of a walk run inline), stops
 // before a name that would look beyond that filesystem: a name under an
 // object on another one, and ".." (resolved from the root, by path). On an
-// error, s.fd is closed.
-void walk_names(WalkState& s, const std::vector<std::string_view>& names, int root, const dev_t* stay_on) {
+// error, s.fd is closed. `model`: how objects look to the client.
+void walk_names(WalkState& s, const std::vector<std::string_view>& names, int root, const dev_t* stay_on,
+                SecurityModel model) {
     while (s.err == 0 && s.qids.size() < names.size()) {
         const std::string_view name = names[s.qids.size()];
         if (stay_on && (s.dev != *stay_on || name == "..")) return;
@@ -182,7 +183,7 @@ void walk_names(WalkState& s, const std::vector<std::string_view>& names, int ro
         }
         struct stat st;
         if (next >= 0) {
-            if (int r = stat_fd(next, st); r < 0) {
+            if (int r = stat_for_client(next, st, model); r < 0) {
                 ::close(next);
                 next = r;
             }
@@ -227,10 +228,11 @@ Task<Reply> Session::walk(uint16_t tag, const Walk& m) {
     const int root = share_.root_fd;
     if (tree_inline(*from)) {
         s.dev = share_.root_dev;
-        walk_names(s, m.names, root, &share_.root_dev);
+        walk_names(s, m.names, root, &share_.root_dev, share_.security_model);
     }
     if (s.err == 0 && s.qids.size() < m.names.size())
-        co_await run_in_worker([&m, root, &s] { walk_names(s, m.names, root, nullptr); });
+        co_await run_in_worker(
+            [&m, root, &s, model = share_.security_model] { walk_names(s, m.names, root, nullptr, model); });
     if (s.err != 0) {
         // A partial walk answers with the qids it reached (and creates no
         // newfid); failing on the first name is an error.
@@ -279,7 +281,8 @@ Task<Reply> Session::getattr(uint16_t tag, const Getattr& m) {
     const int fd = f->path_fd.get();
     // Inline, where fstat cannot wait (ShareConfig::inline_calls): a worker
     // hop would cost two thread wake-ups for a call of a microsecond.
-    const int r = co_await run_here_or_in_worker(f->inline_stat, [fd, &st] { return stat_fd(fd, st); });
+    const int r = co_await run_here_or_in_worker(
+        f->inline_stat, [fd, &st, model = share_.security_model] { return stat_for_client(fd, st, model); });
     if (r < 0) co_return error_reply(tag, -r);
     co_return reply(Rgetattr, tag, [&](WireWriter& w) {
         w.u64(kGetattrBasic);

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "fid.h"
+#include "security_model.h"
 #include "ioplane/core/budget.h"
 #include "ioplane/core/io_buffer.h"
 #include "ioplane/core/page_cache.h"
@@ -55,6 +56,7 @@ struct ShareConfig {
     bool tree_in_memory = false;
     uint32_t max_msize = 4u << 20;
     size_t max_fids = 16384;
+    SecurityModel security_model = SecurityModel::passthrough;
     // The daemon's descriptor budget, which every fid charges
     // (kDescriptorsPerFid); a connection holds at most
     // `descriptors_per_connection` of it. By default no limit but max_fids.
@@ -124,9 +126,12 @@ private:
     // Creates `name` in the directory `dir` with `make` (a worker call given
     // the directory's O_PATH fd, returning -errno or 0), then replies with
     // the new object's qid (and gives it to `uid`/`gid` when we can).
+    // `client_mode` (with the file type) and `rdev`: what mapped-xattr
+    // stores for the client; `make` then makes what the host keeps.
     template <class Make>
     Task<Reply> create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::string_view name, uint32_t gid,
-                          Make make);
+                          mode_t client_mode, dev_t rdev, Make make);
+    bool mapped() const { return share_.security_model == SecurityModel::mapped_xattr; }
 
     FidRef find(uint32_t fid) const;
     // Adds (or replaces, for walk's newfid == fid) an entry; false past

@@ -26,6 +26,22 @@ namespace {
 constexpr int kWriteFlags = O_WRONLY | O_RDWR | O_TRUNC | O_APPEND;
 constexpr size_t kXattrMax = 64 * 1024;  // XATTR_SIZE_MAX and XATTR_LIST_MAX
 
+// Removes mapped-xattr's own names from a listxattr list (names, each
+// NUL-terminated) in place; returns the new length.
+size_t drop_mapped_names(uint8_t* list, size_t len) {
+    size_t out = 0;
+    for (size_t at = 0; at < len;) {
+        const char* name = reinterpret_cast<const char*>(list + at);
+        const size_t n = ::strnlen(name, len - at) + 1;
+        if (!is_mapped_xattr(std::string_view(name, n - 1))) {
+            std::memmove(list + out, list + at, std::min(n, len - at));
+            out += std::min(n, len - at);
+        }
+        at += n;
+    }
+    return out;
+}
+
 // Writes the `n` low bytes of v, little-endian as 9P has them; returns the end.
 uint8_t* put_le(uint8_t* p, uint64_t v, int n) {
     for (int i = 0; i < n; i++) *p++ = uint8_t(v >> (8 * i));
@@ -76,13 +92,17 @@ Task<Reply> Session::lcreate(uint16_t tag, const Lcreate& m) {
     const int dir = f->path_fd.get();
     const uint32_t uid = f->uid;
     const std::string name(m.name);
-    Created c = co_await run_here_or_in_worker(tree_inline(*f), [dir, &name, flags = int(m.flags), mode = m.mode & 07777, uid, gid = m.gid] {
+    const SecurityModel model = share_.security_model;
+    const mode_t mode = m.mode & 07777;
+    const mode_t host_mode = model == SecurityModel::mapped_xattr ? kMappedFileMode : mode;
+    Created c = co_await run_here_or_in_worker(tree_inline(*f), [dir, &name, flags = int(m.flags), mode, host_mode, uid,
+                                                                 gid = m.gid, model] {
         Created c;
         // A plain name in a directory we hold: O_NOFOLLOW is enough to never
         // create or open through a symlink; O_NONBLOCK that a fifo found
         // there (without O_EXCL) cannot hang us before fstat refuses it.
         const int clean = (flags & ~(O_DIRECTORY | O_PATH | O_NOCTTY)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-        c.fd = ::openat(dir, name.c_str(), clean, mode);
+        c.fd = ::openat(dir, name.c_str(), clean, host_mode);
         if (c.fd < 0) {
             c.fd = -errno;
             return c;
@@ -93,7 +113,20 @@ Task<Reply> Session::lcreate(uint16_t tag, const Lcreate& m) {
             return c;
         }
         if (!(flags & O_NONBLOCK)) ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) & ~O_NONBLOCK);
-        if (::geteuid() == 0) (void)::fchown(c.fd, uid, gid);  // the creator owns it, as on a local disk
+        if (model == SecurityModel::mapped_xattr) {
+            // Without O_EXCL the file may have existed: it keeps what it had.
+            if (!has_mapped_mode(c.fd)) {
+                const MappedAttrs a{.uid = uid, .gid = gid, .mode = S_IFREG | mode};
+                if (int r = store_mapped(c.fd, a); r < 0) {
+                    ::close(c.fd);
+                    c.fd = r;
+                    return c;
+                }
+            }
+            apply_mapped(c.fd, c.st);
+        } else if (::geteuid() == 0) {
+            (void)::fchown(c.fd, uid, gid);  // the creator owns it, as on a local disk
+        }
         c.path_fd = ::open(proc_path(c.fd).c_str(), O_PATH | O_CLOEXEC);
         if (c.path_fd < 0) {
             ::close(c.fd);
@@ -305,11 +338,13 @@ Task<Reply> Session::xattrwalk(uint16_t tag, const Xattrwalk& m) {
     x->xattr.resize(kXattrMax);
     const int fd = f->path_fd.get();
     const std::string name(m.name);
-    const ssize_t n = co_await run_in_worker([fd, &name, buf = x->xattr.data()] {
+    if (mapped() && is_mapped_xattr(m.name)) co_return error_reply(tag, ENODATA);
+    const ssize_t n = co_await run_in_worker([fd, &name, buf = x->xattr.data(), mapped = mapped()] {
         const std::string p = proc_path(fd);
         const ssize_t got = name.empty() ? ::listxattr(p.c_str(), reinterpret_cast<char*>(buf), kXattrMax)
                                          : ::getxattr(p.c_str(), name.c_str(), buf, kXattrMax);
-        return got < 0 ? ssize_t(-errno) : got;
+        if (got < 0) return ssize_t(-errno);
+        return name.empty() && mapped ? ssize_t(drop_mapped_names(buf, size_t(got))) : got;
     });
     if (n < 0) co_return error_reply(tag, int(-n));
     x->xattr.resize(size_t(n));
@@ -325,6 +360,7 @@ Task<Reply> Session::xattrcreate(uint16_t tag, const Xattrcreate& m) {
     if (m.size > kXattrMax) co_return error_reply(tag, E2BIG);
     if (m.name.empty() || m.name.find('\0') != std::string_view::npos) co_return error_reply(tag, EINVAL);
     if (m.flags & ~uint32_t(XATTR_CREATE | XATTR_REPLACE)) co_return error_reply(tag, EINVAL);
+    if (mapped() && is_mapped_xattr(m.name)) co_return error_reply(tag, EPERM);  // the model's own
     // The fid becomes a write-only attribute; clunk sets it.
     f->kind = Fid::Kind::xattr_write;
     f->xattr_name = std::string(m.name);

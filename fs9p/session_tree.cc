@@ -19,6 +19,18 @@ using detail::reply;
 
 namespace {
 
+// mapped-xattr: a regular file of the daemon's, with `content`, stands for
+// what the client made (a symlink: its target; a device node, fifo or
+// socket: nothing).
+int make_mapped_file(int dir, const char* name, std::string_view content) {
+    const int fd = ::openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, kMappedFileMode);
+    if (fd < 0) return -errno;
+    const ssize_t n = content.empty() ? 0 : ::write(fd, content.data(), content.size());
+    const int rc = n == ssize_t(content.size()) ? 0 : n < 0 ? -errno : -EIO;
+    ::close(fd);
+    return rc;
+}
+
 // The fid of a directory to change, or an errno.
 int check_dir(const FidRef& d, bool readonly) {
     if (!d || d->kind != Fid::Kind::object) return EBADF;
@@ -30,19 +42,30 @@ int check_dir(const FidRef& d, bool readonly) {
 
 template <class Make>
 Task<Reply> Session::create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::string_view name, uint32_t gid,
-                               Make make) {
+                               mode_t client_mode, dev_t rdev, Make make) {
     FidRef d = find(dfid);
     if (int e = check_dir(d, share_.readonly)) co_return error_reply(tag, e);
     if (!is_plain_name(name)) co_return error_reply(tag, EINVAL);
     struct stat st;
     const int dir = d->path_fd.get();
     const std::string n(name);
-    const int r = co_await run_here_or_in_worker(tree_inline(*d), [&, dir, uid = d->uid] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*d), [&, dir, uid = d->uid, model = share_.security_model] {
         if (int rc = make(dir, n.c_str()); rc < 0) return rc;
         const int fd = open_child(dir, n);
         if (fd < 0) return fd;
-        if (::geteuid() == 0) (void)::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-        const int rc = stat_fd(fd, st);
+        if (model == SecurityModel::mapped_xattr) {
+            const MappedAttrs a{.uid = uid, .gid = gid, .mode = client_mode,
+                                .rdev = rdev != 0 ? std::optional<uint64_t>(rdev) : std::nullopt};
+            if (int rc = store_mapped(fd, a); rc < 0) {
+                // Not left behind looking like the daemon's own file.
+                ::close(fd);
+                ::unlinkat(dir, n.c_str(), S_ISDIR(client_mode) ? AT_REMOVEDIR : 0);
+                return rc;
+            }
+        } else if (::geteuid() == 0) {
+            (void)::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        }
+        const int rc = stat_for_client(fd, st, model);
         ::close(fd);
         return rc;
     });
@@ -51,8 +74,10 @@ Task<Reply> Session::create_in(uint16_t tag, uint8_t rtype, uint32_t dfid, std::
 }
 
 Task<Reply> Session::mkdir(uint16_t tag, const Mkdir& m) {
-    return create_in(tag, Rmkdir, m.dfid, m.name, m.gid, [mode = m.mode & 07777](int dir, const char* name) {
-        return ::mkdirat(dir, name, mode) == 0 ? 0 : -errno;
+    const mode_t mode = m.mode & 07777;
+    const mode_t host_mode = mapped() ? kMappedDirMode : mode;
+    return create_in(tag, Rmkdir, m.dfid, m.name, m.gid, S_IFDIR | mode, 0, [host_mode](int dir, const char* name) {
+        return ::mkdirat(dir, name, host_mode) == 0 ? 0 : -errno;
     });
 }
 
@@ -62,16 +87,28 @@ Task<Reply> Session::symlink(uint16_t tag, const Symlink& m) {
         co_return error_reply(tag, EINVAL);
     // A named local, not a temporary in the co_await (see run_in_worker.h).
     const std::string target(m.target);
-    auto make = [&target](int dir, const char* name) { return ::symlinkat(target.c_str(), dir, name) == 0 ? 0 : -errno; };
-    co_return co_await create_in(tag, Rsymlink, m.fid, m.name, m.gid, make);
+    auto make = [&target, mapped = mapped()](int dir, const char* name) {
+        if (mapped) return make_mapped_file(dir, name, target);
+        return ::symlinkat(target.c_str(), dir, name) == 0 ? 0 : -errno;
+    };
+    co_return co_await create_in(tag, Rsymlink, m.fid, m.name, m.gid, S_IFLNK | 0777, 0, make);
 }
 
 Task<Reply> Session::mknod(uint16_t tag, const Mknod& m) {
+    const mode_t type = m.mode & S_IFMT;
+    const mode_t mode = m.mode & (S_IFMT | 07777);
+    if (mapped()) {
+        if (type != S_IFREG && type != S_IFIFO && type != S_IFCHR && type != S_IFBLK && type != S_IFSOCK)
+            co_return error_reply(tag, EINVAL);
+        // Any type: on the host it is a plain file of the daemon's.
+        const dev_t rdev = (type == S_IFCHR || type == S_IFBLK) ? makedev(m.major, m.minor) : 0;
+        co_return co_await create_in(tag, Rmknod, m.dfid, m.name, m.gid, mode, rdev,
+                                     [](int dir, const char* name) { return make_mapped_file(dir, name, {}); });
+    }
     // Regular files and fifos only: a device node made by a client would
     // give it the host's devices.
-    const mode_t type = m.mode & S_IFMT;
     if (type != S_IFREG && type != S_IFIFO) co_return error_reply(tag, EPERM);
-    co_return co_await create_in(tag, Rmknod, m.dfid, m.name, m.gid, [mode = m.mode & (S_IFMT | 07777)](int dir, const char* name) {
+    co_return co_await create_in(tag, Rmknod, m.dfid, m.name, m.gid, mode, 0, [mode](int dir, const char* name) {
         return ::mknodat(dir, name, mode, 0) == 0 ? 0 : -errno;
     });
 }
@@ -82,8 +119,16 @@ Task<Reply> Session::readlink(uint16_t tag, const Readlink& m) {
     if (f->qid.type != kQtSymlink) co_return error_reply(tag, EINVAL);  // as readlink(2)
     std::string target(PATH_MAX, '\0');
     const int fd = f->path_fd.get();
-    const ssize_t n = co_await run_here_or_in_worker(tree_inline(*f), [fd, &target] {
-        const ssize_t got = ::readlinkat(fd, "", target.data(), target.size());
+    const ssize_t n = co_await run_here_or_in_worker(tree_inline(*f), [fd, &target, mapped = mapped()] {
+        ssize_t got = ::readlinkat(fd, "", target.data(), target.size());
+        // A file holding the target (mapped-xattr): readlinkat(fd, "") says
+        // ENOENT for an object that is not a symlink.
+        if (got < 0 && (errno == ENOENT || errno == EINVAL) && mapped) {
+            const int file = reopen(fd, O_RDONLY);
+            if (file < 0) return ssize_t(file);
+            got = ::read(file, target.data(), target.size());
+            ::close(file);
+        }
         return got < 0 ? ssize_t(-errno) : got;
     });
     if (n < 0) co_return error_reply(tag, int(-n));
@@ -185,13 +230,29 @@ Task<Reply> Session::setattr(uint16_t tag, const Setattr& m) {
     if (share_.readonly) co_return error_reply(tag, EROFS);
     if ((m.valid & kSetattrSize) && m.size > uint64_t(LLONG_MAX)) co_return error_reply(tag, EINVAL);
     const int fd = f->path_fd.get();
-    const int r = co_await run_here_or_in_worker(tree_inline(*f), [fd, m] {
+    const int r = co_await run_here_or_in_worker(tree_inline(*f), [fd, m, model = share_.security_model] {
         const std::string p = proc_path(fd);
-        if ((m.valid & kSetattrMode) && ::chmod(p.c_str(), m.mode & 07777) != 0) return -errno;
-        if (m.valid & (kSetattrUid | kSetattrGid)) {
-            const uid_t uid = (m.valid & kSetattrUid) ? m.uid : uid_t(-1);
-            const gid_t gid = (m.valid & kSetattrGid) ? m.gid : gid_t(-1);
-            if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return -errno;
+        if (model == SecurityModel::mapped_xattr) {
+            // Owner and mode as the client sees them, never the host's.
+            MappedAttrs a;
+            if (m.valid & kSetattrMode) {
+                struct stat st;
+                if (int rc = stat_for_client(fd, st, model); rc < 0) return rc;
+                a.mode = (st.st_mode & S_IFMT) | (m.mode & 07777);
+            }
+            if (m.valid & kSetattrUid) a.uid = m.uid;
+            if (m.valid & kSetattrGid) a.gid = m.gid;
+            if (int rc = store_mapped(fd, a); rc < 0) return rc;
+        } else {
+            if ((m.valid & kSetattrMode) && ::chmod(p.c_str(), m.mode & 07777) != 0) return -errno;
+            if (m.valid & (kSetattrUid | kSetattrGid)) {
+                const uid_t uid = (m.valid & kSetattrUid) ? m.uid : uid_t(-1);
+                const gid_t gid = (m.valid & kSetattrGid) ? m.gid : gid_t(-1);
+                // `none`: a change of owner the host refuses is not the client's error.
+                if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 &&
+                    model != SecurityModel::none)
+                    return -errno;
+            }
         }
         if (m.valid & kSetattrSize) {
             struct stat st;
