@@ -23,19 +23,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import p9  # noqa: E402
+from daemon_run import Daemon  # noqa: E402
 from nbd_wire import NBD_CMD_READ, REQ_MAGIC, connect, go, read_ok  # noqa: E402
 
 DAEMON = sys.argv[1]
 MIB = 1 << 20
 BUDGET = 128 * MIB
 NBD_READ = 32 * MIB  # the largest NBD request
-
-
-def fail(msg, log):
-    print(f"FAIL: {msg}")
-    with open(log, errors="replace") as f:
-        print("--- daemon log (tail):\n" + "".join(f.readlines()[-20:]))
-    sys.exit(1)
 
 
 def rss(pid):
@@ -81,19 +75,14 @@ def main():
     with open(img, "wb") as f:
         f.truncate(512 * MIB)
         f.write(data)
-    daemon = subprocess.Popen(
-        [DAEMON, "--max-buffer-memory", str(BUDGET),
-         "--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
-         "--blockdev", f"driver=file,node-name=disk,filename={img}",
-         "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
-         "--export", "type=nbd,id=e0,node-name=disk"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    daemon = Daemon(DAEMON, ["--max-buffer-memory", str(BUDGET),
+                             "--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
+                             "--blockdev", f"driver=file,node-name=disk,filename={img}",
+                             "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
+                             "--export", "type=nbd,id=e0,node-name=disk"], log)
     hostile = []
     try:
-        for _ in range(200):
-            if os.path.exists(p9_sock) and os.path.exists(nbd_sock):
-                break
-            time.sleep(0.05)
+        daemon.wait_for(p9_sock, nbd_sock)
         time.sleep(0.2)
         before = rss(daemon.pid)
         hostile += [hostile_9p(p9_sock) for _ in range(2)]
@@ -109,7 +98,7 @@ def main():
         slack = 2 * 4 * MIB + 3 * NBD_READ + 32 * MIB  # one request per connection, allocator overhead
         print(f"RSS grew by {grown // MIB} MiB (budget {BUDGET // MIB} MiB, allowed {(BUDGET + slack) // MIB} MiB)")
         if grown > BUDGET + slack:
-            fail(f"the daemon's RSS grew by {grown // MIB} MiB: more than the budget allows", log)
+            daemon.fail(f"the daemon's RSS grew by {grown // MIB} MiB: more than the budget allows")
         print("ok: 2 9P and 3 NBD connections that never read their replies stay within the budget")
 
         # Clients that read their replies are still served, correctly.
@@ -121,30 +110,21 @@ def main():
             c.lopen(fid, os.O_RDONLY)
             got = b"".join(c.read(fid, off, 65536) for off in range(0, len(data), 65536))
             if got != data:
-                fail("a 9P client read other data", log)
+                daemon.fail("a 9P client read other data")
         s = connect(nbd_sock)
         go(s, b"disk")
         if read_ok(s, 0, len(data)) != data:
-            fail("an NBD client read other data", log)
+            daemon.fail("an NBD client read other data")
         s.close()
         print("ok: a 9P and an NBD client that read their replies get their data meanwhile")
-    except (OSError, p9.ProtocolError) as e:
-        fail(f"{e!r}", log)
-    finally:
         for h in hostile:
             (h if isinstance(h, socket.socket) else h.sock).close()
-        if daemon.poll() is None:
-            daemon.terminate()
-            try:
-                status = daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-                fail("SIGTERM did not end the daemon", log)
-            if status != 0:
-                fail(f"daemon exit status {status} after SIGTERM", log)
+        daemon.stop()
+    except (OSError, p9.ProtocolError) as e:
+        daemon.fail(f"{e!r}")
+    finally:
+        daemon.kill()
         subprocess.run(["rm", "-rf", tmp])
-    print("ok: SIGTERM ends the daemon")
 
 
 if __name__ == "__main__":

@@ -23,20 +23,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import p9  # noqa: E402
 from nbd_wire import connect, go, read_ok  # noqa: E402
+from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 DAEMON = sys.argv[1]
 LIMIT = 1024
+PATTERN = b"\xa5" * 65536
 
 
-def fail(msg, log):
-    print(f"FAIL: {msg}")
-    with open(log, errors="replace") as f:
-        print("--- daemon log (tail):\n" + "".join(f.readlines()[-20:]))
-    sys.exit(1)
-
-
-def hoard(sock, log):
+def hoard(sock, daemon):
     """Clones the root fid until refused; returns (the client, fids held)."""
     c = p9.Client.unix(sock)
     c.version()
@@ -47,9 +42,9 @@ def hoard(sock, log):
             c.walk(root, c.new_fid(), [])
         except p9.P9Error as e:
             if e.errno != errno.EMFILE:
-                fail(f"fid {n + 1}: {e!r}, expected EMFILE", log)
+                daemon.fail(f"fid {n + 1}: {e!r}, expected EMFILE")
             return c, n
-    fail("1100 fids and no EMFILE", log)
+    daemon.fail("1100 fids and no EMFILE")
 
 
 def flood_connect(path):
@@ -68,6 +63,15 @@ def flood_connect(path):
             time.sleep(0.001)
 
 
+def nbd_reads_back(sock):
+    s = connect(sock)
+    s.settimeout(10)
+    go(s, b"disk")
+    ok = read_ok(s, 0, 4096) == PATTERN[:4096]
+    s.close()
+    return ok
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))  # this test's own 700 sockets
@@ -78,85 +82,54 @@ def main():
     with open(os.path.join(share, "data"), "wb") as f:
         f.write(b"hello")
     with open(img, "wb") as f:
-        f.write(b"\xa5" * 65536)
-    daemon = subprocess.Popen(
-        [DAEMON, "--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
-         "--blockdev", f"driver=file,node-name=disk,filename={img}",
-         "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
-         "--export", "type=nbd,id=e0,node-name=disk",
-         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT)))
+        f.write(PATTERN)
+    daemon = Daemon(DAEMON, ["--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
+                             "--blockdev", f"driver=file,node-name=disk,filename={img}",
+                             "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
+                             "--export", "type=nbd,id=e0,node-name=disk",
+                             "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
+                    log, nofile=LIMIT)
     hoarders = []
     try:
-        for _ in range(200):
-            if all(os.path.exists(p) for p in (p9_sock, nbd_sock, qmp_sock)):
-                break
-            time.sleep(0.05)
+        daemon.wait_for(p9_sock, nbd_sock, qmp_sock)
         for _ in range(2):
-            c, n = hoard(p9_sock, log)
+            c, n = hoard(p9_sock, daemon)
             hoarders.append(c)
             if n < 50:
-                fail(f"EMFILE after {n} fids: the share is too small", log)
+                daemon.fail(f"EMFILE after {n} fids: the share is too small")
             print(f"ok: a 9P connection got EMFILE after {n} fids")
-        open_fds = len(os.listdir(f"/proc/{daemon.pid}/fd"))
-        print(f"daemon holds {open_fds} descriptors of {LIMIT}")
+        print(f"daemon holds {len(os.listdir(f'/proc/{daemon.pid}/fd'))} descriptors of {LIMIT}")
 
-        s = connect(nbd_sock)
-        s.settimeout(10)
-        go(s, b"disk")
-        if read_ok(s, 0, 4096) != b"\xa5" * 4096:
-            fail("a new NBD client read other data", log)
-        s.close()
-        with p9.Client.unix(p9_sock) as c:
-            c.version()
-            root = c.new_fid()
-            c.attach(root, aname="")
-            fid = c.walk_new(root, ["data"])
-            c.lopen(fid, os.O_RDONLY)
-            if c.read(fid, 0, 5) != b"hello":
-                fail("a new 9P client read other data", log)
+        if not nbd_reads_back(nbd_sock):
+            daemon.fail("a new NBD client read other data")
+        if p9.read_file(p9_sock, "data", 5) != b"hello":
+            daemon.fail("a new 9P client read other data")
         qmp = Qmp(qmp_sock, timeout=10)
         qmp.ok("query-version")
-        qmp.close()
         print("ok: new NBD, 9P and QMP clients are served beside the fid hoarders")
 
         flood = [flood_connect(nbd_sock) for _ in range(700)]
-        qmp = Qmp(qmp_sock, timeout=10)
         qmp.ok("query-version")
         for f in flood:
             f.close()
         time.sleep(0.5)
-        s = connect(nbd_sock)
-        s.settimeout(10)
-        go(s, b"disk")
-        if read_ok(s, 0, 4096) != b"\xa5" * 4096:
-            fail("an NBD client after the flood read other data", log)
-        s.close()
+        if not nbd_reads_back(nbd_sock):
+            daemon.fail("an NBD client after the flood read other data")
         qmp.close()
         with open(log) as f:
             refusals = f.read().count("refusing client")
         if refusals == 0:
-            fail("700 NBD connections and none refused", log)
+            daemon.fail("700 NBD connections and none refused")
         print(f"ok: {refusals} of 700 idle NBD connections refused; QMP answered meanwhile, and a new client is "
               "served once they left")
-    except (OSError, AssertionError, p9.ProtocolError) as e:
-        fail(f"{e!r}", log)
-    finally:
         for c in hoarders:
             c.close()
-        if daemon.poll() is None:
-            daemon.terminate()
-            try:
-                status = daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-                fail("SIGTERM did not end the daemon", log)
-            if status != 0:
-                fail(f"daemon exit status {status} after SIGTERM", log)
+        daemon.stop()
+    except (OSError, AssertionError, p9.ProtocolError) as e:
+        daemon.fail(f"{e!r}")
+    finally:
+        daemon.kill()
         subprocess.run(["rm", "-rf", tmp])
-    print("ok: SIGTERM ends the daemon")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import p9  # noqa: E402
+from daemon_run import Daemon  # noqa: E402
 from p9 import SETATTR_GID, SETATTR_MODE, SETATTR_UID  # noqa: E402
 
 DAEMON = sys.argv[1]
@@ -134,35 +134,27 @@ def passthrough_cases(sock, share, model):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="ioplane-9psec-")
-    log = os.path.join(tmp, "daemon.log")
-    shares = {}
-    cmd = [DAEMON]
+    shares, args = {}, []
     for model in ("passthrough", "mapped-xattr", "none"):
         share, sock = os.path.join(tmp, model), os.path.join(tmp, model + ".sock")
         os.mkdir(share)
         shares[model] = (share, sock)
-        cmd += ["--export", f"type=9p,id={model},path={share},addr.type=unix,addr.path={sock},security-model={model}"]
-    daemon = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        args += ["--export", f"type=9p,id={model},path={share},addr.type=unix,addr.path={sock},security-model={model}"]
+    daemon = Daemon(DAEMON, args, os.path.join(tmp, "daemon.log"))
     try:
-        for _ in range(200):
-            if all(os.path.exists(s) for _, s in shares.values()):
-                break
-            time.sleep(0.05)
+        daemon.wait_for(*(sock for _, sock in shares.values()))
         mapped_cases(shares["mapped-xattr"][1], shares["mapped-xattr"][0])
         passthrough_cases(shares["passthrough"][1], shares["passthrough"][0], "passthrough")
         passthrough_cases(shares["none"][1], shares["none"][0], "none")
-    except (OSError, p9.ProtocolError) as e:
-        check(False, f"{e!r}")
-    finally:
-        daemon.terminate()
-        status = daemon.wait(20)
-        check(status == 0, f"daemon exit status {status} after SIGTERM")
         if failures:
-            with open(log, errors="replace") as f:
-                print("--- daemon log (tail):\n" + "".join(f.readlines()[-20:]))
+            daemon.fail(f"{len(failures)} failed: {failures}")
+        daemon.stop()
+    except (OSError, p9.ProtocolError) as e:
+        daemon.fail(f"{e!r}")
+    finally:
+        daemon.kill()
         subprocess.run(["rm", "-rf", tmp])
-    print(f"{len(failures)} failed" if failures else "all passed")
-    sys.exit(1 if failures else 0)
+    print("all passed")
 
 
 if __name__ == "__main__":

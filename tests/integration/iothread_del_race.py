@@ -31,6 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbd_wire import connect, go, read_ok  # noqa: E402
 import p9  # noqa: E402
+from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 DAEMON, VUBLK = sys.argv[1], sys.argv[2]
@@ -38,15 +39,7 @@ SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 15
 CLIENT_TIMEOUT_S = 10  # a reply later than this means it is never coming
 
 
-def fail(msg, log=None):
-    print(f"FAIL: {msg}")
-    if log:
-        with open(log, errors="replace") as f:
-            print("--- daemon log (tail):\n" + "".join(f.readlines()[-30:]))
-    sys.exit(1)
-
-
-def race(what, client, one_round, seconds, log):
+def race(what, client, one_round, seconds, daemon):
     """Runs `client(errors)` in a thread (it loops until `errors` is not
     empty or the race ends, appending what went wrong; returns a count of
     what it did) while `one_round()` runs again and again in this thread
@@ -64,9 +57,9 @@ def race(what, client, one_round, seconds, log):
     stop.set()
     t.join(CLIENT_TIMEOUT_S * 2 + 5)
     if t.is_alive():
-        fail(f"{what}: the client hangs", log)
+        daemon.fail(f"{what}: the client hangs")
     if errors:
-        fail(f"{what}, after {rounds} rounds: {errors[0]}", log)
+        daemon.fail(f"{what}, after {rounds} rounds: {errors[0]}")
     return rounds, done[0]
 
 
@@ -77,7 +70,7 @@ def both_return(qmp, two_commands):
     return None if "return" in first and "return" in second else f"{first}, then {second}"
 
 
-def race_nbd(qmp, sock, first_sector, log):
+def race_nbd(qmp, sock, first_sector, daemon):
     """The node of an NBD export moves into a new IOThread and back, and the
     IOThread is deleted in the same write, while clients join the export."""
     def client(stop, errors):
@@ -101,11 +94,11 @@ def race_nbd(qmp, sock, first_sector, log):
         return both_return(qmp, b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"disk",'
                                 b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io1"}}')
 
-    rounds, reads = race("NBD", client, one_round, SECONDS, log)
+    rounds, reads = race("NBD", client, one_round, SECONDS, daemon)
     print(f"ok: {rounds} IOThreads added, used and deleted under {reads} NBD client connections")
 
 
-def race_9p(qmp, share, sock, log):
+def race_9p(qmp, share, sock, daemon):
     """Rounds of: a 9P export in a new IOThread, clients, then export and
     IOThread deleted in one write. Clients may be refused or cut off (the
     export is going away), never left waiting."""
@@ -113,15 +106,9 @@ def race_9p(qmp, share, sock, log):
         reads = 0
         while not stop.is_set():
             try:
-                with p9.Client.unix(sock, timeout=CLIENT_TIMEOUT_S) as c:
-                    c.version()
-                    root = c.new_fid()
-                    c.attach(root, aname="")
-                    fid = c.walk_new(root, ["data"])
-                    c.lopen(fid, os.O_RDONLY)
-                    if c.read(fid, 0, 5) != b"hello":
-                        errors.append("a read returned other data")
-                    reads += 1
+                if p9.read_file(sock, "data", 5, timeout=CLIENT_TIMEOUT_S) != b"hello":
+                    errors.append("a read returned other data")
+                reads += 1
             except socket.timeout:
                 errors.append(f"no reply in {CLIENT_TIMEOUT_S} s after {reads} reads")
             except (ConnectionError, p9.ConnectionClosed):
@@ -139,11 +126,11 @@ def race_9p(qmp, share, sock, log):
         return both_return(qmp, b'{"execute":"block-export-del","arguments":{"id":"s9","mode":"hard"}}'
                                 b'{"execute":"object-del","arguments":{"id":"io2"}}')
 
-    rounds, reads = race("9P", client, one_round, SECONDS / 2, log)
+    rounds, reads = race("9P", client, one_round, SECONDS / 2, daemon)
     print(f"ok: {rounds} 9P exports in their own IOThread added and deleted with it under {reads} client sessions")
 
 
-def race_vhost_user_blk(qmp, sock, log):
+def race_vhost_user_blk(qmp, sock, daemon):
     """The node under a vhost-user-blk export (queues following it) moves to
     a new IOThread and back, which is then deleted, while ioplane-vublk runs
     short verified jobs against it."""
@@ -169,7 +156,7 @@ def race_vhost_user_blk(qmp, sock, log):
         return both_return(qmp, b'{"execute":"x-blockdev-set-iothread","arguments":{"node-name":"vnode",'
                                 b'"iothread":null,"force":true}}{"execute":"object-del","arguments":{"id":"io3"}}')
 
-    rounds, runs = race("vhost-user-blk", client, one_round, SECONDS / 2, log)
+    rounds, runs = race("vhost-user-blk", client, one_round, SECONDS / 2, daemon)
     print(f"ok: {rounds} IOThreads used by a vhost-user-blk node and deleted under {runs} verified front-end runs")
 
 
@@ -189,8 +176,7 @@ def main():
         f.write(bytes(range(256)) * 4096)  # 1 MiB with a pattern
     with open(img, "rb") as f:
         first_sector = f.read(512)
-    daemon = subprocess.Popen(
-        [DAEMON, "--blockdev", f"driver=file,node-name=disk,filename={img}",
+    daemon = Daemon(DAEMON, ["--blockdev", f"driver=file,node-name=disk,filename={img}",
          "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
          "--export", "type=nbd,id=e0,node-name=disk",
          "--object", "iothread,id=q0", "--object", "iothread,id=q1",
@@ -199,21 +185,17 @@ def main():
                      "num-queues=2,iothread.0=q0,iothread.1=q1",
          "--blockdev", f"driver=file,node-name=vnode,filename={img2}",
          "--export", f"type=vhost-user-blk,id=v1,node-name=vnode,writable=on,addr.type=unix,addr.path={vub2_sock}",
-         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"], log)
     try:
-        for _ in range(200):
-            if os.path.exists(qmp_sock) and os.path.exists(nbd_sock):
-                break
-            time.sleep(0.05)
+        daemon.wait_for(qmp_sock, nbd_sock)
         qmp = Qmp(qmp_sock)
         refused = qmp.error("object-del", id="q1")
         if "in use by export 'v0'" not in refused.get("desc", ""):
-            fail(f"object-del of a vhost-user-blk queue's IOThread: {refused}", log)
+            daemon.fail(f"object-del of a vhost-user-blk queue's IOThread: {refused}")
         print("ok: object-del of the IOThread of a vhost-user-blk queue is refused")
-        race_nbd(qmp, nbd_sock, first_sector, log)
-        race_9p(qmp, share, p9_sock, log)
-        race_vhost_user_blk(qmp, vub2_sock, log)
+        race_nbd(qmp, nbd_sock, first_sector, daemon)
+        race_9p(qmp, share, p9_sock, daemon)
+        race_vhost_user_blk(qmp, vub2_sock, daemon)
 
         # Every connection ended: none is left counted, in a deleted thread.
         for _ in range(100):
@@ -222,29 +204,20 @@ def main():
                 break
             time.sleep(0.05)
         else:
-            fail(f"connections still counted after the clients left: {stats}", log)
+            daemon.fail(f"connections still counted after the clients left: {stats}")
         qmp.sock.settimeout(10)
         try:
             qmp.ok("block-export-del", id="e0", mode="hard")
             qmp.ok("nbd-server-stop")
         except socket.timeout:
-            fail("block-export-del / nbd-server-stop did not return", log)
+            daemon.fail("block-export-del / nbd-server-stop did not return")
         print("ok: no connection left; block-export-del and nbd-server-stop return")
-        daemon.terminate()
-        try:
-            status = daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            fail("SIGTERM did not end the daemon", log)
-        if status != 0:
-            fail(f"daemon exit status {status} after SIGTERM", log)
-        print("ok: SIGTERM ends the daemon")
+        daemon.stop()
         with open(log) as f:
             if "destroyed with" in f.read():
-                fail("a context was destroyed with work left in it", log)
+                daemon.fail("a context was destroyed with work left in it")
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        daemon.kill()
         subprocess.run(["rm", "-rf", tmp])
 
 

@@ -627,3 +627,15 @@ class Client:
                 pass
             raise
         self.clunk(xf)
+
+
+def read_file(path, name, count, timeout=10.0):
+    """A whole session on unix socket `path`: version, attach, walk to `name`
+    in the share's root, open it and read `count` bytes from its start."""
+    with Client.unix(path, timeout) as c:
+        c.version()
+        root = c.new_fid()
+        c.attach(root, aname="")
+        fid = c.walk_new(root, [name])
+        c.lopen(fid, os.O_RDONLY)
+        return c.read(fid, 0, count)

@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import p9  # noqa: E402
 from nbd_wire import NBD_CMD_READ, NBD_CMD_WRITE, REQ_MAGIC, connect, go, read_ok, request, simple_reply  # noqa: E402
+from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -214,30 +215,25 @@ def main():
         f.truncate(2 << 30)
     with open(soak.img, "wb") as f:
         f.truncate(IMAGE_SIZE)
-    daemon = subprocess.Popen(
-        [DAEMON, "--max-buffer-memory", str(BUDGET),
+    daemon = Daemon(DAEMON, [
+         "--max-buffer-memory", str(BUDGET),
          "--object", "iothread,id=io0", "--object", "iothread,id=io1",
          "--blockdev", f"driver=file,node-name=disk,filename={soak.img}",
          "--nbd-server", f"addr.type=unix,addr.path={soak.nbd_sock}",
          "--export", "type=nbd,id=e0,node-name=disk,writable=on,iothread=io0",
          "--export", f"type=9p,id=share,path={soak.share},addr.type=unix,addr.path={soak.p9_sock},iothread=io1",
          "--chardev", f"socket,id=c0,path={soak.qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
-        stdout=open(soak.log, "w"), stderr=subprocess.STDOUT,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT)))
-
-    def fail(msg):
-        print(f"FAIL: {msg}")
-        with open(soak.log, errors="replace") as f:
-            print("--- daemon log (tail):\n" + "".join(f.readlines()[-25:]))
-        if daemon.poll() is None:
-            daemon.kill()
+        soak.log, nofile=FD_LIMIT)
+    try:
+        run(soak, daemon)
+    finally:
+        daemon.kill()
         subprocess.run(["rm", "-rf", tmp])
-        sys.exit(1)
 
-    for _ in range(200):
-        if all(os.path.exists(p) for p in (soak.nbd_sock, soak.p9_sock, soak.qmp_sock)):
-            break
-        time.sleep(0.05)
+
+def run(soak, daemon):
+    fail = daemon.fail
+    daemon.wait_for(soak.nbd_sock, soak.p9_sock, soak.qmp_sock)
     time.sleep(0.3)
     fds_before, rss_before = len(os.listdir(f"/proc/{daemon.pid}/fd")), rss(daemon.pid)
     mover = Qmp(soak.qmp_sock, timeout=60)
@@ -258,8 +254,8 @@ def main():
     deadline = time.monotonic() + SECONDS
     while time.monotonic() < deadline and not soak.stop.is_set():
         time.sleep(0.5)
-        if daemon.poll() is not None:
-            soak.error(f"the daemon exited with status {daemon.returncode}")
+        if daemon.proc.poll() is not None:
+            soak.error(f"the daemon exited with status {daemon.proc.returncode}")
             break
         peak_rss = max(peak_rss, rss(daemon.pid))
         peak_fds = max(peak_fds, len(os.listdir(f"/proc/{daemon.pid}/fd")))
@@ -297,15 +293,7 @@ def main():
     print(f"ok: RSS grew by at most {grown // MIB} MiB (budget {BUDGET // MIB} MiB)"
           + ("" if CHECK_RSS else "; not checked under a sanitizer"))
     mover.close()
-    daemon.terminate()
-    try:
-        status = daemon.wait(30)
-    except subprocess.TimeoutExpired:
-        fail("SIGTERM did not end the daemon")
-    if status != 0:
-        fail(f"daemon exit status {status} after SIGTERM")
-    print("ok: SIGTERM ends the daemon")
-    subprocess.run(["rm", "-rf", tmp])
+    daemon.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The daemon under a Python integration test: started with its output in a
+log file (and, if asked, an open-files limit), waited for until its sockets
+exist, stopped with SIGTERM (it must exit 0), and on a failure the log's
+tail printed and the daemon killed."""
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+class Daemon:
+    def __init__(self, binary, args, log, nofile=None):
+        self.log = log
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([binary] + args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_for(self, *paths, timeout=10):
+        """Until every path exists (the daemon listens on it)."""
+        deadline = time.monotonic() + timeout
+        while not all(os.path.exists(p) for p in paths):
+            if self.proc.poll() is not None:
+                self.fail(f"the daemon exited with status {self.proc.returncode} at startup")
+            if time.monotonic() > deadline:
+                self.fail(f"the daemon did not listen on {', '.join(paths)}")
+            time.sleep(0.05)
+
+    def fail(self, msg):
+        print(f"FAIL: {msg}")
+        with open(self.log, errors="replace") as f:
+            print("--- daemon log (tail):\n" + "".join(f.readlines()[-25:]))
+        self.kill()
+        sys.exit(1)
+
+    def stop(self, timeout=30):
+        """SIGTERM; fails unless the daemon exits 0 in time."""
+        self.proc.terminate()
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.fail("SIGTERM did not end the daemon")
+        if status != 0:
+            self.fail(f"daemon exit status {status} after SIGTERM")
+        print("ok: SIGTERM ends the daemon")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
