@@ -11,15 +11,34 @@
 namespace ioplane {
 namespace {
 
+// Whether a server accepts connections on the socket file: a connect that
+// is refused means its process is gone. Non-blocking: a full backlog
+// (EAGAIN) is a live server too, and nothing waits.
+Result<bool> someone_listens(const sockaddr_un& sun) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail_errno("socket");
+    const int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&sun), sizeof sun);
+    const int err = r == 0 ? 0 : errno;
+    ::close(fd);
+    if (err == 0 || err == EAGAIN || err == EINPROGRESS) return true;
+    if (err == ECONNREFUSED) return false;
+    return fail(err, std::string("checking whether a server listens on '") + sun.sun_path + "'");
+}
+
 Result<std::vector<int>> listen_unix(const ListenAddress& addr) {
     sockaddr_un sun{};
     sun.sun_family = AF_UNIX;
     if (addr.path.empty() || addr.path.size() >= sizeof sun.sun_path)
         return fail(EINVAL, "bad unix socket path '" + addr.path + "'");
     std::strcpy(sun.sun_path, addr.path.c_str());
-    // A socket left behind by a previous run is replaced; anything else is not.
+    // A socket left behind by a process that is gone is replaced; one a live
+    // server listens on is not taken over, nor is anything else.
     struct stat st;
-    if (::lstat(addr.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(addr.path.c_str());
+    if (::lstat(addr.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (auto live = someone_listens(sun); !live) return std::unexpected(live.error());
+        else if (*live) return fail(EADDRINUSE, "unix socket '" + addr.path + "' is in use by a running server");
+        ::unlink(addr.path.c_str());
+    }
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return fail_errno("socket");
     if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) < 0 || ::listen(fd, 128) < 0) {

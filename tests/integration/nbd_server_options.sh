@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # --nbd-server over TCP (loopback), max-connections, and the deadline for a
-# client that never negotiates.
+# client that never negotiates; a unix socket a live daemon listens on is
+# refused to a second one, a stale one (its daemon killed) is replaced.
 set -euo pipefail
 DAEMON=$1
 . "$(dirname "$0")/lib.sh"
@@ -38,3 +39,23 @@ PY
 daemon_alive || fail "daemon died"
 stop_daemon
 pass "server options"
+
+SOCK=$TMP/nbd.sock
+ARGS=(--blockdev driver=file,node-name=disk,filename="$TMP/disk.img" --nbd-server addr.type=unix,addr.path="$SOCK"
+      --export type=nbd,id=e0,node-name=disk)
+start_daemon "${ARGS[@]}"
+status=0
+"$DAEMON" "${ARGS[@]}" >"$TMP/second.log" 2>&1 || status=$?
+[ "$status" -eq 1 ] || fail "a second daemon on the same unix socket: exit status $status"
+grep -q "unix socket '$SOCK' is in use by a running server" "$TMP/second.log" ||
+    fail "no clear error for a socket in use: $(cat "$TMP/second.log")"
+nbdinfo --size "nbd+unix:///disk?socket=$SOCK" >/dev/null || fail "the first daemon lost its socket"
+pass "a unix socket in use by a live daemon is refused, and keeps serving"
+kill -9 "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+DAEMON_PID=
+[ -S "$SOCK" ] || fail "the killed daemon left no socket file (the case to test)"
+start_daemon "${ARGS[@]}"
+nbdinfo --size "nbd+unix:///disk?socket=$SOCK" >/dev/null || fail "the stale socket was not replaced"
+stop_daemon
+pass "a stale unix socket (its daemon killed) is replaced"
