@@ -1,8 +1,10 @@
 // ioplane-storage-daemon: qemu-storage-daemon's command line, ioplane's
 // runtime. Parses the options, builds the configuration in the main loop,
 // serves until SIGINT/SIGTERM, then shuts down cleanly (exit 0).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -41,7 +43,54 @@ void raise_descriptor_limit() {
         LOG_INFO("open files limit raised from %llu to %llu", (unsigned long long)was, (unsigned long long)r.rlim_max);
 }
 
+// --daemonize, as QEMU does it: the parent waits on a pipe and exits 0 only
+// once the daemon (a grandchild, in its own session) reports that start-up
+// is complete, with its pidfile written; if start-up fails the daemon exits
+// 1, its error already on the standard error it shares with the parent,
+// and the parent, reading no report, exits 1 too. Returns the pipe's write
+// end, in the daemon. Before any thread exists (fork keeps only the caller).
+int daemonize() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        std::perror("--daemonize: pipe");
+        std::exit(1);
+    }
+    const pid_t child = ::fork();
+    if (child < 0) {
+        std::perror("--daemonize: fork");
+        std::exit(1);
+    }
+    if (child > 0) {
+        ::close(fds[1]);
+        uint8_t status = 1;
+        ssize_t n;
+        do n = ::read(fds[0], &status, 1); while (n < 0 && errno == EINTR);
+        std::exit(n == 1 && status == 0 ? 0 : 1);
+    }
+    ::close(fds[0]);
+    ::setsid();  // no controlling terminal: its hang-up and job control are not ours
+    const pid_t daemon = ::fork();
+    if (daemon < 0) std::_Exit(1);
+    if (daemon > 0) std::_Exit(0);  // the session leader goes; the parent still waits on the pipe
+    ::umask(027);
+    return fds[1];
+}
+
+// Start-up is complete: tell the waiting parent, and give up the terminal's
+// standard streams (the daemon logs nothing once detached).
+void report_ready(int pipe_fd) {
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        for (int fd = 0; fd <= 2; fd++) ::dup2(null, fd);
+        ::close(null);
+    }
+    const uint8_t ok = 0;
+    (void)!::write(pipe_fd, &ok, 1);
+    ::close(pipe_fd);
+}
+
 int run(const daemon::DaemonConfig& config) {
+    const int ready_pipe = config.daemonize ? daemonize() : -1;
     daemon::block_termination_signals();  // before any thread exists
     ::signal(SIGPIPE, SIG_IGN);              // a vanished client is EPIPE, not death
     raise_descriptor_limit();
@@ -79,6 +128,7 @@ int run(const daemon::DaemonConfig& config) {
         }
     }
     LOG_INFO("ready; stop with SIGINT (Ctrl-C) or SIGTERM");
+    if (ready_pipe >= 0) report_ready(ready_pipe);
     (*main_loop)->run();
     bool flushed;
     {
@@ -111,10 +161,6 @@ int main(int argc, char** argv) {
     if (config->option_help) {
         std::fputs(config->option_help->c_str(), stdout);
         return 0;
-    }
-    if (config->daemonize) {
-        std::fprintf(stderr, "%s: --daemonize is not supported yet (run it under a supervisor)\n", kProgram);
-        return 1;
     }
     return run(*config);
 }

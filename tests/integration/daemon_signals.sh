@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The daemon starts its runtime (an IOThread here), reports it, and exits 0
 # on SIGTERM and on SIGINT; it raises its open files limit to the hard one;
-# bad options exit 1 with a one-line error naming the option.
+# --daemonize returns once it serves; bad options exit 1 with a one-line
+# error naming the option.
 set -euo pipefail
 daemon=$1
 dir=$(mktemp -d /tmp/ioplane-signals-XXXXXX)
@@ -51,6 +52,27 @@ if [ "$hard" != unlimited ] && [ "$hard" -gt 1024 ]; then
     [ "$soft" = "$hard" ] || fail "open files limit $soft, want the hard limit $hard"
     grep -q "open files limit raised from 1024 to $hard" "$log" || fail "the raise is not logged"
 fi
+
+# --daemonize: the parent exits 0 once the daemon is ready, the pidfile
+# names the daemon (not the parent), which serves and ends on SIGTERM;
+# an error at start-up reaches the parent's exit status and stderr.
+truncate -s 1M "$dir/disk.img"
+status=0
+"$daemon" --daemonize --pidfile "$dir/pid" --blockdev driver=file,node-name=d,filename="$dir/disk.img" \
+    --nbd-server addr.type=unix,addr.path="$dir/nbd.sock" --export type=nbd,id=e,node-name=d >"$log" 2>&1 || status=$?
+[ "$status" -eq 0 ] || fail "--daemonize: parent exit status $status"
+pid=$(cat "$dir/pid")
+kill -0 "$pid" 2>/dev/null || fail "--daemonize: the pidfile's process $pid is not running"
+[ -S "$dir/nbd.sock" ] || fail "--daemonize: not serving when the parent exited"
+nbdinfo --size "nbd+unix:///d?socket=$dir/nbd.sock" | grep -qx 1048576 || fail "--daemonize: the export does not answer"
+kill -TERM "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$pid" 2>/dev/null && fail "--daemonize: SIGTERM did not end the daemon"
+[ ! -e "$dir/pid" ] || fail "--daemonize: the pidfile stayed"
+status=0
+"$daemon" --daemonize --blockdev driver=file,node-name=d,filename="$dir/no-such.img" >"$log" 2>&1 || status=$?
+[ "$status" -eq 1 ] || fail "--daemonize with a bad image: parent exit status $status, want 1"
+grep -q "no-such.img" "$log" || fail "--daemonize: the start-up error did not reach the parent's stderr"
 
 status=0
 "$daemon" --no-such-option >"$log" 2>&1 || status=$?
