@@ -1,6 +1,7 @@
 #include "daemon/options.h"
 
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstring>
 #include <initializer_list>
@@ -100,6 +101,18 @@ Result<void> walk_nested_nodes(const json& v, const std::string& path, std::vect
     return {};
 }
 
+// An inherited fd, by number. QEMU also takes a name the monitor's getfd
+// gave an fd; a daemon started with its sockets has none.
+Result<int> parse_fd_number(const std::string& text, const std::string& param) {
+    int fd = -1;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || fd < 0)
+        return unsupported("parameter " + in_quotes(param) + ": " + in_quotes(text) +
+                           " is not an fd number (fd names from the monitor's getfd are not supported)");
+    if (fd <= 2) return invalid("parameter " + in_quotes(param) + ": fd " + text + " is standard input, output or error");
+    return fd;
+}
+
 Result<SocketAddress> read_socket_address(OptionReader& a) {
     auto type = a.require_string("type");
     if (!type) return std::unexpected(type.error());
@@ -123,11 +136,18 @@ Result<SocketAddress> read_socket_address(OptionReader& a) {
         addr.type = SocketAddress::Type::inet;
         addr.host = std::move(*host);
         addr.port = std::move(*port);
-    } else if (*type == "fd" || *type == "vsock") {
+    } else if (*type == "fd") {
+        auto str = a.require_string("str");
+        if (!str) return std::unexpected(str.error());
+        auto fd = parse_fd_number(*str, a.full_name("str"));
+        if (!fd) return std::unexpected(fd.error());
+        addr.type = SocketAddress::Type::fd;
+        addr.fd = *fd;
+    } else if (*type == "vsock") {
         return unsupported("parameter " + in_quotes(a.full_name("type")) + ": " + in_quotes(*type) +
                            " is not supported");
     } else {
-        return invalid("parameter " + in_quotes(a.full_name("type")) + ": expected 'unix' or 'inet', got " +
+        return invalid("parameter " + in_quotes(a.full_name("type")) + ": expected 'unix', 'inet' or 'fd', got " +
                        in_quotes(*type));
     }
     if (auto r = a.check_all_used(); !r) return std::unexpected(r.error());
@@ -151,6 +171,7 @@ constexpr const char* kUsage =
     "\n"
     "  --chardev socket,id=<id>,path=<path>[,server=on|off][,wait=on|off]\n"
     "  --chardev socket,id=<id>,host=<host>,port=<port>[,server=on|off][,wait=on|off]\n"
+    "  --chardev socket,id=<id>,fd=<fd>,server=on[,wait=on|off]\n"
     "  --chardev stdio,id=<id>\n"
     "                         configure a character device backend (for --monitor)\n"
     "\n"
@@ -163,7 +184,7 @@ constexpr const char* kUsage =
     "                         export the specified block node over NBD\n"
     "                         (requires --nbd-server)\n"
     "  --export [type=]vhost-user-blk,id=<id>,node-name=<node-name>,addr.type=unix,\n"
-    "           addr.path=<socket-path>[,writable=on|off][,num-queues=<n>]\n"
+    "           addr.path=<socket-path>|addr.type=fd,addr.str=<fd>[,writable=on|off][,num-queues=<n>]\n"
     "           [,logical-block-size=<size>][,iothread=<id>|iothread.0=<id>,iothread.1=<id>...]\n"
     "                         export the specified block node as a vhost-user-blk\n"
     "                         device; with an iothread list, queue i runs in the\n"
@@ -182,6 +203,7 @@ constexpr const char* kUsage =
     "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
     "               [,max-connections=<n>]\n"
     "  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
+    "  --nbd-server addr.type=fd,addr.str=<fd>[,max-connections=<n>]\n"
     "                         start an NBD server for exporting block nodes\n"
     "\n"
     "  --object help          list object types that can be added\n"
@@ -199,8 +221,8 @@ constexpr const char* kUsage =
     "Options are processed in the order given: a node, iothread or chardev must be\n"
     "defined before the option that refers to it. Options written as key=value\n"
     "lists also accept a JSON object, e.g. --blockdev '{\"driver\":\"file\",...}'.\n"
-    "TLS, file descriptor passing and object types other than iothread are not\n"
-    "supported.\n";
+    "addr.type=fd takes a listening socket the daemon inherited, by number. TLS and\n"
+    "object types other than iothread are not supported.\n";
 
 constexpr const char* kObjectTypesHelp =
     "List of user creatable objects:\n"
@@ -693,7 +715,7 @@ Result<ExportOptions> parse_vhost_user_blk_export(OptionReader& r, ExportOptions
     if (!*addr) return invalid("missing 'addr'");
     auto a = read_socket_address(**addr);
     if (!a) return std::unexpected(a.error());
-    if (a->type != SocketAddress::Type::unix_socket) return invalid("parameter 'addr.type': vhost-user-blk needs 'unix'");
+    if (a->type == SocketAddress::Type::inet) return invalid("parameter 'addr.type': vhost-user-blk needs 'unix' or 'fd'");
     v.addr = std::move(*a);
     auto queues = r.get_uint64("num-queues");
     if (!queues) return std::unexpected(queues.error());
@@ -782,7 +804,7 @@ Result<ChardevOptions> parse_chardev(const OptionTree& tree) {
         }
         out.backend = ChardevOptions::Backend::stdio;
     } else if (*backend == "socket") {
-        if (auto u = reject_unsupported(r, {"fd", "reconnect", "telnet", "tn3270", "websocket", "tls-creds",
+        if (auto u = reject_unsupported(r, {"reconnect", "telnet", "tn3270", "websocket", "tls-creds",
                                             "tls-authz", "delay", "nodelay", "abstract", "tight", "to", "ipv4",
                                             "ipv6", "mux", "logfile", "logappend"});
             !u) {
@@ -802,7 +824,15 @@ Result<ChardevOptions> parse_chardev(const OptionTree& tree) {
         if (!host) return std::unexpected(host.error());
         auto port = r.get_string("port");
         if (!port) return std::unexpected(port.error());
-        if (*path) {
+        auto fd = r.get_string("fd");
+        if (!fd) return std::unexpected(fd.error());
+        if (*fd) {
+            if (*path || *host || *port) return invalid("'fd' cannot be combined with 'path', 'host' or 'port'");
+            auto n = parse_fd_number(**fd, "fd");
+            if (!n) return std::unexpected(n.error());
+            out.addr.type = SocketAddress::Type::fd;
+            out.addr.fd = *n;
+        } else if (*path) {
             if (*host || *port) return invalid("'path' cannot be combined with 'host' or 'port'");
             if ((*path)->empty()) return invalid("parameter 'path': must not be empty");
             out.addr.type = SocketAddress::Type::unix_socket;

@@ -1,11 +1,13 @@
 #include "ioplane/core/listen_socket.h"
 
 #include <netdb.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 
 namespace ioplane {
@@ -49,6 +51,22 @@ Result<std::vector<int>> listen_unix(const ListenAddress& addr) {
     return std::vector<int>{fd};
 }
 
+// A socket handed over by whoever started us (QEMU's addr.type=fd): it must
+// already listen, as the spec's example makes it.
+Result<std::vector<int>> listen_inherited(const ListenAddress& addr) {
+    int type = 0, listening = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(addr.fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+        return fail_errno("fd " + std::to_string(addr.fd) + " is not an open socket");
+    len = sizeof listening;
+    if (type != SOCK_STREAM || ::getsockopt(addr.fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening)
+        return fail(EINVAL, "fd " + std::to_string(addr.fd) + " is not a listening stream socket");
+    if (::fcntl(addr.fd, F_SETFL, ::fcntl(addr.fd, F_GETFL) | O_NONBLOCK) != 0 ||
+        ::fcntl(addr.fd, F_SETFD, FD_CLOEXEC) != 0)
+        return fail_errno("fd " + std::to_string(addr.fd));
+    return std::vector<int>{addr.fd};
+}
+
 Result<std::vector<int>> listen_inet(const ListenAddress& addr) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -82,7 +100,12 @@ Result<std::vector<int>> listen_inet(const ListenAddress& addr) {
 }  // namespace
 
 Result<std::vector<int>> listen_on(const ListenAddress& addr) {
-    return addr.type == ListenAddress::Type::unix_socket ? listen_unix(addr) : listen_inet(addr);
+    switch (addr.type) {
+        case ListenAddress::Type::unix_socket: return listen_unix(addr);
+        case ListenAddress::Type::inet: return listen_inet(addr);
+        case ListenAddress::Type::fd: return listen_inherited(addr);
+    }
+    return fail(EINVAL, "unknown address type");
 }
 
 void stop_listening(const ListenAddress& addr, std::vector<int>& fds) {
@@ -91,8 +114,31 @@ void stop_listening(const ListenAddress& addr, std::vector<int>& fds) {
     fds.clear();
 }
 
+ListenAddress bound_address(const ListenAddress& addr) {
+    if (addr.type != ListenAddress::Type::fd) return addr;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(addr.fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return addr;
+    ListenAddress out;
+    if (ss.ss_family == AF_UNIX) {
+        const auto* sun = reinterpret_cast<const sockaddr_un*>(&ss);
+        if (len <= offsetof(sockaddr_un, sun_path) || sun->sun_path[0] == '\0') return addr;  // unnamed, abstract
+        out.path.assign(sun->sun_path, strnlen(sun->sun_path, len - offsetof(sockaddr_un, sun_path)));
+        return out;
+    }
+    char host[NI_MAXHOST] = "", port[NI_MAXSERV] = "";
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return addr;
+    out.type = ListenAddress::Type::inet;
+    out.host = host;
+    out.port = port;
+    return out;
+}
+
 std::string describe(const ListenAddress& addr) {
     if (addr.type == ListenAddress::Type::unix_socket) return "unix:" + addr.path;
+    if (addr.type == ListenAddress::Type::fd) return "fd:" + std::to_string(addr.fd);
     return (addr.host.find(':') != std::string::npos ? "[" + addr.host + "]" : addr.host) + ":" + addr.port;
 }
 

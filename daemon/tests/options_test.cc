@@ -350,6 +350,9 @@ TEST(NbdServer, Forms) {
     EXPECT_EQ(c.nbd_server->max_connections, 4u);
     c = ok({"--nbd-server", "addr.type=unix,addr.path=s,max-connections=4294967295"});
     EXPECT_EQ(c.nbd_server->max_connections, 4294967295u);
+    c = ok({"--nbd-server", "addr.type=fd,addr.str=7"});  // a socket passed by whoever starts the daemon
+    EXPECT_EQ(c.nbd_server->addr.type, SocketAddress::Type::fd);
+    EXPECT_EQ(c.nbd_server->addr.fd, 7);
 }
 
 TEST(NbdServer, Errors) {
@@ -361,15 +364,19 @@ TEST(NbdServer, Errors) {
               "an integer, got 'many'");
     EXPECT_EQ(error({"--nbd-server", "addr.type=unix,addr.path=s,tls-creds=tls0"}, ENOTSUP),
               "--nbd-server 'addr.type=unix,addr.path=s,tls-creds=tls0': parameter 'tls-creds' is not supported");
-    EXPECT_EQ(error({"--nbd-server", "addr.type=fd,addr.str=3"}, ENOTSUP),
-              "--nbd-server 'addr.type=fd,addr.str=3': parameter 'addr.type': 'fd' is not supported");
+    EXPECT_EQ(error({"--nbd-server", "addr.type=fd,addr.str=nbdfd"}, ENOTSUP),
+              "--nbd-server 'addr.type=fd,addr.str=nbdfd': parameter 'addr.str': 'nbdfd' is not an fd number (fd "
+              "names from the monitor's getfd are not supported)");
+    EXPECT_EQ(error({"--nbd-server", "addr.type=fd,addr.str=1"}),
+              "--nbd-server 'addr.type=fd,addr.str=1': parameter 'addr.str': fd 1 is standard input, output or error");
+    EXPECT_EQ(error({"--nbd-server", "addr.type=fd"}), "--nbd-server 'addr.type=fd': missing 'addr.str'");
     EXPECT_EQ(error({"--nbd-server", "max-connections=1"}), "--nbd-server 'max-connections=1': missing 'addr'");
     EXPECT_EQ(error({"--nbd-server", "addr.path=s"}), "--nbd-server 'addr.path=s': missing 'addr.type'");
     EXPECT_EQ(error({"--nbd-server", "addr.type=unix"}), "--nbd-server 'addr.type=unix': missing 'addr.path'");
     EXPECT_EQ(error({"--nbd-server", "addr.type=inet,addr.host=h"}),
               "--nbd-server 'addr.type=inet,addr.host=h': missing 'addr.port'");
     EXPECT_EQ(error({"--nbd-server", "addr.type=tcp,addr.host=h"}),
-              "--nbd-server 'addr.type=tcp,addr.host=h': parameter 'addr.type': expected 'unix' or 'inet', got 'tcp'");
+              "--nbd-server 'addr.type=tcp,addr.host=h': parameter 'addr.type': expected 'unix', 'inet' or 'fd', got 'tcp'");
     EXPECT_EQ(error({"--nbd-server", "addr.type=unix,addr.path=s,addr.host=h"}),
               "--nbd-server 'addr.type=unix,addr.path=s,addr.host=h': unexpected parameter 'addr.host'");
     EXPECT_EQ(error({"--nbd-server", "addr=s"}), "--nbd-server 'addr=s': parameter 'addr': expected an object, got a string");
@@ -482,6 +489,9 @@ TEST(Chardev, Forms) {
     EXPECT_EQ(c.chardevs[1].backend, ChardevOptions::Backend::stdio);
     c = ok({"--chardev", "socket,id=c0,path=p"});
     EXPECT_FALSE(c.chardevs.at(0).server);
+    c = ok({"--chardev", "socket,id=c0,fd=5,server=on"});
+    EXPECT_EQ(c.chardevs.at(0).addr.type, SocketAddress::Type::fd);
+    EXPECT_EQ(c.chardevs.at(0).addr.fd, 5);
 }
 
 TEST(Chardev, LegacyFlagsWarn) {
@@ -503,8 +513,8 @@ TEST(Chardev, Errors) {
               "mode");
     EXPECT_EQ(error({"--chardev", "socket,id=c0"}),
               "--chardev 'socket,id=c0': missing 'path' (UNIX socket) or 'host' and 'port' (TCP)");
-    EXPECT_EQ(error({"--chardev", "socket,id=c0,fd=3,server=on"}, ENOTSUP),
-              "--chardev 'socket,id=c0,fd=3,server=on': parameter 'fd' is not supported");
+    EXPECT_EQ(error({"--chardev", "socket,id=c0,fd=3,path=p,server=on"}),
+              "--chardev 'socket,id=c0,fd=3,path=p,server=on': 'fd' cannot be combined with 'path', 'host' or 'port'");
     EXPECT_EQ(error({"--chardev", "pty,id=c0"}, ENOTSUP),
               "--chardev 'pty,id=c0': chardev backend 'pty' is not supported (ioplane supports 'socket' and 'stdio')");
     EXPECT_EQ(error({"--chardev", "socket,id=c0,path=p,color=blue"}),

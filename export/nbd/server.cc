@@ -87,7 +87,8 @@ void NbdServer::disconnect_clients(NbdExport* only) {
 }
 
 std::string NbdServer::uri(const std::string& export_name) const {
-    const ListenAddress& a = options_.addr;
+    const ListenAddress a = bound_address(options_.addr);
+    if (a.type == ListenAddress::Type::fd) return "the NBD server socket passed as fd " + std::to_string(a.fd);
     if (a.type == ListenAddress::Type::unix_socket) return "nbd+unix:///" + export_name + "?socket=" + a.path;
     return "nbd://" + (a.host.empty() ? std::string("localhost") : a.host) + ":" + a.port + "/" + export_name;
 }

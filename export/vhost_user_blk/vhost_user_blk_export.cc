@@ -20,8 +20,8 @@ Result<void> check_vhost_user_blk_options(const VhostUserBlkExportOptions& o) {
     const uint32_t lbs = o.logical_block_size;
     if (lbs < 512 || lbs > 32768 || (lbs & (lbs - 1)))
         return fail(EINVAL, "logical-block-size must be a power of 2 between 512 and 32768");
-    if (o.addr.type != ListenAddress::Type::unix_socket)
-        return fail(EINVAL, "vhost-user-blk exports listen on unix sockets only");
+    if (o.addr.type == ListenAddress::Type::inet)
+        return fail(EINVAL, "vhost-user-blk exports listen on unix sockets (a path or a passed fd) only");
     return {};
 }
 

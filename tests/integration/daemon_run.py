@@ -1,5 +1,5 @@
 """The daemon under a Python integration test: started with its output in a
-log file (and, if asked, an open-files limit), waited for until its sockets
+log file (and, if asked, an open-files limit and inherited fds), waited for until its sockets
 exist, stopped with SIGTERM (it must exit 0), and on a failure the log's
 tail printed and the daemon killed."""
 import os
@@ -10,11 +10,12 @@ import time
 
 
 class Daemon:
-    def __init__(self, binary, args, log, nofile=None):
+    def __init__(self, binary, args, log, nofile=None, pass_fds=()):
         self.log = log
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         with open(log, "w") as out:
-            self.proc = subprocess.Popen([binary] + args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit)
+            self.proc = subprocess.Popen([binary] + args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit,
+                                         pass_fds=pass_fds)
 
     @property
     def pid(self):

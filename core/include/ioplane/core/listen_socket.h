@@ -15,16 +15,23 @@
 namespace ioplane {
 
 struct ListenAddress {
-    enum class Type { unix_socket, inet };
+    enum class Type { unix_socket, inet, fd };
     Type type = Type::unix_socket;
     std::string path;  // unix_socket
     std::string host;  // inet; empty: every local address
     std::string port;  // inet: a number or a service name
+    int fd = -1;       // fd: a listening socket the daemon inherited (its user owns it from then on)
 };
+
+// Any thread. What an inherited socket (Type::fd) is bound to, as a unix or
+// inet address (for URIs to show); any other address as it is.
+ListenAddress bound_address(const ListenAddress& addr);
 
 // Any thread. Binds and listens. A unix socket left behind by an earlier run
 // is replaced (anything else at the path is not); an inet address may give
-// several fds (IPv4 and IPv6). Errors name the address.
+// several fds (IPv4 and IPv6); an inherited fd must be a listening stream
+// socket, and is made non-blocking and close-on-exec. Errors name the
+// address.
 Result<std::vector<int>> listen_on(const ListenAddress& addr);
 
 // Any thread. Closes the fds and removes the unix socket's path.
