@@ -17,9 +17,9 @@
 
 #include "daemon/options.h"
 #include "ioplane/block/graph.h"
+#include "ioplane/core/budget.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
-#include "ioplane/core/budget.h"
 #include "fs9p_export.h"
 #include "vhost_user_blk_export.h"
 #include "nbd/server.h"

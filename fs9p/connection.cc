@@ -33,9 +33,10 @@ uint64_t reply_bytes(const Request& req, uint32_t msize) {
 
 }  // namespace
 
-Connection::Connection(Fs9pExport& exp, int fd, std::string peer)
+Connection::Connection(Fs9pExport& exp, int fd, std::string peer, BudgetCharge socket)
     : export_(exp),
       fd_(fd),
+      socket_charge_(std::move(socket)),
       peer_(std::move(peer)),
       session_(exp.share()),
       memory_(exp.memory_budget(), kMaxBytesInFlight) {}

@@ -32,7 +32,8 @@ class Fs9pExport;
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
-    Connection(Fs9pExport& exp, int fd, std::string peer);
+    // `socket`: the descriptor budget's charge for `fd`, given back with it.
+    Connection(Fs9pExport& exp, int fd, std::string peer, BudgetCharge socket);
     ~Connection();
 
     // Main thread.
@@ -58,6 +59,7 @@ private:
 
     Fs9pExport& export_;
     const int fd_;
+    const BudgetCharge socket_charge_;
     const std::string peer_;
     Session session_;
     std::unique_ptr<AsyncFd> afd_;

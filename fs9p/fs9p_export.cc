@@ -28,10 +28,8 @@ Result<std::unique_ptr<Fs9pExport>> Fs9pExport::start(AioContext& main_ctx, AioC
     exp->share_.root_fd = root;
     exp->share_.readonly = exp->options_.readonly;
     exp->share_.security_model = exp->options_.security_model;
-    if (exp->options_.descriptors) {
-        exp->share_.descriptors = exp->options_.descriptors;
-        exp->share_.descriptors_per_connection = exp->options_.descriptors_per_connection;
-    }
+    exp->share_.descriptors = exp->options_.descriptors;
+    exp->share_.descriptors_per_connection = exp->options_.descriptors_per_connection;
     struct stat root_st;
     if (::fstat(root, &root_st) == 0 && keeps_inodes_in_memory(root)) {
         exp->share_.inline_calls = true;
@@ -61,24 +59,21 @@ void Fs9pExport::disconnect_clients() {
 }
 
 void Fs9pExport::on_client(int fd, std::string peer) {
-    const char* refused = nullptr;
-    if (connections_.size() >= options_.max_connections)
-        refused = "max-connections reached";
-    else if (!share_.descriptors->try_charge(1, false))
-        refused = "the descriptors left to clients are taken";
-    if (refused) {
-        LOG_WARN("9p export '%s': refusing client %s: %s", options_.id.c_str(), peer.c_str(), refused);
+    const bool room = connections_.size() < options_.max_connections;
+    std::optional<BudgetCharge> socket = room ? share_.descriptors->charge(1) : std::nullopt;
+    if (!socket) {
+        LOG_WARN("9p export '%s': refusing client %s: %s", options_.id.c_str(), peer.c_str(),
+                 room ? "the descriptors left to clients are taken" : "max-connections reached");
         ::close(fd);
         return;
     }
-    auto c = std::make_shared<Connection>(*this, fd, std::move(peer));
+    auto c = std::make_shared<Connection>(*this, fd, std::move(peer), std::move(*socket));
     connections_.push_back(c);
     c->start();
 }
 
 void Fs9pExport::connection_closed(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
-    share_.descriptors->release(1);  // its socket
 }
 
 }  // namespace ioplane::fs9p

@@ -34,8 +34,8 @@ struct Fs9pExportOptions {
     Budget* memory_budget = nullptr;
     // The daemon's descriptor budget, which each connection's socket and
     // fids charge, and the most one connection may hold of it
-    // (ShareConfig). Null: no limit but max_fids.
-    std::shared_ptr<Budget> descriptors;
+    // (ShareConfig). By default no limit but max_fids.
+    std::shared_ptr<Budget> descriptors = std::make_shared<Budget>(UINT64_MAX);
     uint64_t descriptors_per_connection = UINT64_MAX;
 };
 

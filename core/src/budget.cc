@@ -26,6 +26,11 @@ bool Budget::try_charge(uint64_t amount, bool always) {
     return true;
 }
 
+std::optional<BudgetCharge> Budget::charge(uint64_t amount) {
+    if (!try_charge(amount, false)) return std::nullopt;
+    return BudgetCharge(*this, amount);
+}
+
 void Budget::release(uint64_t amount) {
     [[maybe_unused]] const uint64_t before = used_.fetch_sub(amount, std::memory_order_relaxed);
     IOPLANE_ASSERT(before >= amount);

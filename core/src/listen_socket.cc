@@ -1,7 +1,7 @@
 #include "ioplane/core/listen_socket.h"
 
-#include <netdb.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>

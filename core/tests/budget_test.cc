@@ -53,6 +53,22 @@ TEST(BudgetShare, ReleasesWhatItHoldsWhenDestroyed) {
     EXPECT_EQ(b.used(), 0u);
 }
 
+TEST(Budget, ChargeGivesItselfBackWhenDestroyed) {
+    Budget b(2);
+    auto first = b.charge(1);
+    ASSERT_TRUE(first.has_value());
+    {
+        auto second = b.charge(1);
+        ASSERT_TRUE(second.has_value());
+        EXPECT_FALSE(b.charge(1).has_value());  // the limit
+        std::optional<BudgetCharge> moved(std::move(*second));
+        EXPECT_EQ(b.used(), 2u);  // moved, not released twice
+    }
+    EXPECT_EQ(b.used(), 1u);
+    first.reset();
+    EXPECT_EQ(b.used(), 0u);
+}
+
 TEST(Budget, ConcurrentChargesNeverPassTheLimit) {
     Budget b(1000);
     std::vector<std::thread> threads;

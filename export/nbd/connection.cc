@@ -40,8 +40,12 @@ constexpr size_t kMaxExtentsPerReply = 1024;
 
 }  // namespace
 
-Connection::Connection(NbdServer& server, int fd, std::string peer)
-    : server_(server), fd_(fd), peer_(std::move(peer)), memory_(server.memory_budget(), kMaxBytesInFlight) {}
+Connection::Connection(NbdServer& server, int fd, std::string peer, BudgetCharge socket)
+    : server_(server),
+      fd_(fd),
+      socket_charge_(std::move(socket)),
+      peer_(std::move(peer)),
+      memory_(server.memory_budget(), kMaxBytesInFlight) {}
 
 Connection::~Connection() { ::close(fd_); }
 
@@ -308,10 +312,7 @@ Task<void> Connection::transmission(NbdExport& exp) {
         // is read from the socket.
         const bool moves_data = (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) && v.nbd_error == 0;
         const uint64_t charge = moves_data && !v.disconnect ? req->length : 0;
-        while (!memory_.try_charge(charge)) {
-            co_await wait_for_a_request(blk);
-            if (broken_) break;
-        }
+        while (!broken_ && !memory_.try_charge(charge)) co_await wait_for_a_request(blk);
         if (broken_) break;
         IoBuffer payload;
         bool payload_read = true;

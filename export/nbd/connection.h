@@ -16,10 +16,10 @@
 
 #include "ioplane/core/async_fd.h"
 #include "ioplane/core/batched_writer.h"
+#include "ioplane/core/budget.h"
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/io_buffer.h"
-#include "ioplane/core/budget.h"
 #include "ioplane/core/timer.h"
 #include "nbd/protocol.h"
 
@@ -34,7 +34,8 @@ class NbdExport;
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
-    Connection(NbdServer& server, int fd, std::string peer);
+    // `socket`: the descriptor budget's charge for `fd`, given back with it.
+    Connection(NbdServer& server, int fd, std::string peer, BudgetCharge socket);
     ~Connection();
 
     // Main thread.
@@ -71,6 +72,7 @@ private:
 
     NbdServer& server_;
     const int fd_;
+    const BudgetCharge socket_charge_;
     const std::string peer_;
     std::unique_ptr<AsyncFd> afd_;
     std::unique_ptr<BufferedReader> recv_;

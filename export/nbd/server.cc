@@ -32,19 +32,19 @@ void NbdServer::on_client(int fd, std::string peer) {
         ::close(fd);
         return;
     }
-    if (options_.descriptors && !options_.descriptors->try_charge(1, false)) {
+    auto socket = options_.descriptors->charge(1);
+    if (!socket) {
         LOG_WARN("nbd-server: refusing client %s: the descriptors left to clients are taken", peer.c_str());
         ::close(fd);
         return;
     }
-    auto c = std::make_shared<Connection>(*this, fd, std::move(peer));
+    auto c = std::make_shared<Connection>(*this, fd, std::move(peer), std::move(*socket));
     connections_.push_back(c);
     c->start(options_.handshake_timeout_ns);
 }
 
 void NbdServer::connection_closed(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());
-    if (options_.descriptors) options_.descriptors->release(1);  // its socket
 }
 
 Result<void> NbdServer::add_export(std::shared_ptr<NbdExport> exp) {

@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/budget.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
-#include "ioplane/core/budget.h"
 #include "nbd/nbd_export.h"
 
 namespace ioplane::nbd {
@@ -28,8 +28,8 @@ struct NbdServerOptions {
     // outlives the server).
     Budget* memory_budget = nullptr;
     // The daemon's descriptor budget: each connection's socket charges it,
-    // and clients past it are refused. Null: no limit.
-    std::shared_ptr<Budget> descriptors;
+    // and clients past it are refused.
+    std::shared_ptr<Budget> descriptors = std::make_shared<Budget>(UINT64_MAX);
 };
 
 class NbdServer {

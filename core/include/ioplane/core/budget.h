@@ -20,8 +20,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 namespace ioplane {
+
+class BudgetCharge;
 
 class Budget {
 public:
@@ -40,11 +43,30 @@ public:
     // if `always` (a holder with nothing charged).
     bool try_charge(uint64_t amount, bool always);
     void release(uint64_t amount);
+    // `amount` if it fits, held until the charge is destroyed (a client
+    // socket's descriptor, for as long as its connection lives).
+    std::optional<BudgetCharge> charge(uint64_t amount);
 
 private:
     std::atomic<uint64_t> limit_;
     std::atomic<uint64_t> used_{0};
     std::atomic<uint64_t> peak_{0};
+};
+
+// A charge that gives itself back when destroyed. Movable.
+class BudgetCharge {
+public:
+    BudgetCharge(Budget& budget, uint64_t amount) : budget_(&budget), amount_(amount) {}
+    BudgetCharge(BudgetCharge&& o) noexcept : budget_(o.budget_), amount_(o.amount_) { o.budget_ = nullptr; }
+    BudgetCharge& operator=(BudgetCharge&&) = delete;
+    BudgetCharge(const BudgetCharge&) = delete;
+    ~BudgetCharge() {
+        if (budget_) budget_->release(amount_);
+    }
+
+private:
+    Budget* budget_;
+    uint64_t amount_;
 };
 
 // An eighth of the machine's RAM: the default daemon-wide budget.
