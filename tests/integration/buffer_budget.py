@@ -16,7 +16,6 @@ Usage: buffer_budget.py DAEMON
 import os
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,13 +74,12 @@ def main():
     with open(img, "wb") as f:
         f.truncate(512 * MIB)
         f.write(data)
-    daemon = Daemon(DAEMON, ["--max-buffer-memory", str(BUDGET),
+    hostile = []
+    with Daemon(DAEMON, ["--max-buffer-memory", str(BUDGET),
                              "--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
                              "--blockdev", f"driver=file,node-name=disk,filename={img}",
                              "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
-                             "--export", "type=nbd,id=e0,node-name=disk"], log)
-    hostile = []
-    try:
+                             "--export", "type=nbd,id=e0,node-name=disk"], log, workdir=tmp) as daemon:
         daemon.wait_for(p9_sock, nbd_sock)
         time.sleep(0.2)
         before = rss(daemon.pid)
@@ -120,11 +118,6 @@ def main():
         for h in hostile:
             (h if isinstance(h, socket.socket) else h.sock).close()
         daemon.stop()
-    except (OSError, p9.ProtocolError) as e:
-        daemon.fail(f"{e!r}")
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

@@ -1,21 +1,39 @@
 """The daemon under a Python integration test: started with its output in a
-log file (and, if asked, an open-files limit and inherited fds), waited for until its sockets
-exist, stopped with SIGTERM (it must exit 0), and on a failure the log's
-tail printed and the daemon killed."""
+log file (and, if asked, an open-files limit and inherited fds), waited for
+until its sockets exist, stopped with SIGTERM (it must exit 0), and on a
+failure the log's tail printed and the daemon killed. Used as a context
+manager, an exception in the block is such a failure, and the test's work
+directory goes with the daemon."""
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
 
 
 class Daemon:
-    def __init__(self, binary, args, log, nofile=None, pass_fds=()):
+    def __init__(self, binary, args, log, nofile=None, pass_fds=(), workdir=None):
         self.log = log
+        self.workdir = workdir  # removed when the `with` block ends
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         with open(log, "w") as out:
             self.proc = subprocess.Popen([binary] + args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit,
                                          pass_fds=pass_fds)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        """Any error in the block fails the test with the daemon's log; the
+        daemon is killed if still running, and the work directory removed."""
+        try:
+            if kind is not None and issubclass(kind, Exception):
+                self.fail(f"{exc!r}")
+        finally:
+            self.kill()
+            if self.workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def pid(self):

@@ -15,7 +15,6 @@ import errno
 import os
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,14 +82,13 @@ def main():
         f.write(b"hello")
     with open(img, "wb") as f:
         f.write(PATTERN)
-    daemon = Daemon(DAEMON, ["--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
+    hoarders = []
+    with Daemon(DAEMON, ["--export", f"type=9p,id=share,path={share},addr.type=unix,addr.path={p9_sock}",
                              "--blockdev", f"driver=file,node-name=disk,filename={img}",
                              "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
                              "--export", "type=nbd,id=e0,node-name=disk",
                              "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
-                    log, nofile=LIMIT)
-    hoarders = []
-    try:
+                    log, nofile=LIMIT, workdir=tmp) as daemon:
         daemon.wait_for(p9_sock, nbd_sock, qmp_sock)
         for _ in range(2):
             c, n = hoard(p9_sock, daemon)
@@ -125,11 +123,6 @@ def main():
         for c in hoarders:
             c.close()
         daemon.stop()
-    except (OSError, AssertionError, p9.ProtocolError) as e:
-        daemon.fail(f"{e!r}")
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

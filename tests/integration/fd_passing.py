@@ -38,17 +38,16 @@ def main():
     paths = {n: os.path.join(tmp, n + ".sock") for n in ("nbd", "qmp", "vub")}
     socks = {n: listening(p) for n, p in paths.items()}
     fds = {n: s.fileno() for n, s in socks.items()}
-    daemon = Daemon(DAEMON, [
+    with Daemon(DAEMON, [
         "--blockdev", f"driver=file,node-name=disk,filename={img}",
         "--blockdev", f"driver=file,node-name=vdisk,filename={img2}",
         "--nbd-server", f"addr.type=fd,addr.str={fds['nbd']}",
         "--export", "type=nbd,id=e0,node-name=disk",
         "--export", f"type=vhost-user-blk,id=v0,node-name=vdisk,writable=on,addr.type=fd,addr.str={fds['vub']}",
         "--chardev", f"socket,id=c0,fd={fds['qmp']},server=on,wait=off", "--monitor", "chardev=c0"],
-        os.path.join(tmp, "daemon.log"), pass_fds=tuple(fds.values()))
-    for s in socks.values():
-        s.close()  # the daemon holds them now
-    try:
+        os.path.join(tmp, "daemon.log"), pass_fds=tuple(fds.values()), workdir=tmp) as daemon:
+        for s in socks.values():
+            s.close()  # the daemon holds them now
         size = subprocess.run(["nbdinfo", "--size", f"nbd+unix:///disk?socket={paths['nbd']}"],
                               capture_output=True, text=True, timeout=30)
         if size.stdout.strip() != str(16 << 20):
@@ -74,9 +73,6 @@ def main():
         if r.returncode != 1 or "is not an open socket" not in r.stderr:
             daemon.fail(f"an fd that is not a socket: exit {r.returncode}, {r.stderr.strip()!r}")
         print("ok: an fd that is not a listening socket is refused at start-up")
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

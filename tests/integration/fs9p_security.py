@@ -13,7 +13,6 @@ import errno
 import os
 import stat
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -140,8 +139,7 @@ def main():
         os.mkdir(share)
         shares[model] = (share, sock)
         args += ["--export", f"type=9p,id={model},path={share},addr.type=unix,addr.path={sock},security-model={model}"]
-    daemon = Daemon(DAEMON, args, os.path.join(tmp, "daemon.log"))
-    try:
+    with Daemon(DAEMON, args, os.path.join(tmp, "daemon.log"), workdir=tmp) as daemon:
         daemon.wait_for(*(sock for _, sock in shares.values()))
         mapped_cases(shares["mapped-xattr"][1], shares["mapped-xattr"][0])
         passthrough_cases(shares["passthrough"][1], shares["passthrough"][0], "passthrough")
@@ -149,11 +147,6 @@ def main():
         if failures:
             daemon.fail(f"{len(failures)} failed: {failures}")
         daemon.stop()
-    except (OSError, p9.ProtocolError) as e:
-        daemon.fail(f"{e!r}")
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
     print("all passed")
 
 

@@ -135,7 +135,7 @@ def race_vhost_user_blk(qmp, sock, daemon):
     a new IOThread and back, which is then deleted, while ioplane-vublk runs
     short verified jobs against it."""
     def client(stop, errors):
-        runs = 0
+        runs, refused_since = 0, None
         while not stop.is_set():
             try:
                 r = subprocess.run([VUBLK, "--socket", sock, "--rw", "randrw", "--bs", "4k", "--iodepth", "4",
@@ -144,6 +144,15 @@ def race_vhost_user_blk(qmp, sock, daemon):
             except subprocess.TimeoutExpired:
                 errors.append(f"the front end hangs after {runs} runs")
                 break
+            # One front end at a time: the next one is refused until the daemon
+            # has ended the last one's session, which waits for a move under
+            # way. Refused for long is an error.
+            if r.returncode != 0 and "negotiation" in r.stderr:
+                refused_since = refused_since or time.monotonic()
+                if time.monotonic() - refused_since < CLIENT_TIMEOUT_S:
+                    time.sleep(0.05)
+                    continue
+            refused_since = None
             if r.returncode != 0:
                 errors.append(f"front end: exit {r.returncode}: {r.stderr.strip()[-300:]}")
             runs += 1
@@ -176,7 +185,7 @@ def main():
         f.write(bytes(range(256)) * 4096)  # 1 MiB with a pattern
     with open(img, "rb") as f:
         first_sector = f.read(512)
-    daemon = Daemon(DAEMON, ["--blockdev", f"driver=file,node-name=disk,filename={img}",
+    with Daemon(DAEMON, ["--blockdev", f"driver=file,node-name=disk,filename={img}",
          "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}",
          "--export", "type=nbd,id=e0,node-name=disk",
          "--object", "iothread,id=q0", "--object", "iothread,id=q1",
@@ -185,8 +194,8 @@ def main():
                      "num-queues=2,iothread.0=q0,iothread.1=q1",
          "--blockdev", f"driver=file,node-name=vnode,filename={img2}",
          "--export", f"type=vhost-user-blk,id=v1,node-name=vnode,writable=on,addr.type=unix,addr.path={vub2_sock}",
-         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"], log)
-    try:
+         "--chardev", f"socket,id=c0,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
+                log, workdir=tmp) as daemon:
         daemon.wait_for(qmp_sock, nbd_sock)
         qmp = Qmp(qmp_sock)
         refused = qmp.error("object-del", id="q1")
@@ -216,9 +225,6 @@ def main():
         with open(log) as f:
             if "destroyed with" in f.read():
                 daemon.fail("a context was destroyed with work left in it")
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import random
 import resource
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -215,7 +214,7 @@ def main():
         f.truncate(2 << 30)
     with open(soak.img, "wb") as f:
         f.truncate(IMAGE_SIZE)
-    daemon = Daemon(DAEMON, [
+    with Daemon(DAEMON, [
          "--max-buffer-memory", str(BUDGET),
          "--object", "iothread,id=io0", "--object", "iothread,id=io1",
          "--blockdev", f"driver=file,node-name=disk,filename={soak.img}",
@@ -223,12 +222,8 @@ def main():
          "--export", "type=nbd,id=e0,node-name=disk,writable=on,iothread=io0",
          "--export", f"type=9p,id=share,path={soak.share},addr.type=unix,addr.path={soak.p9_sock},iothread=io1",
          "--chardev", f"socket,id=c0,path={soak.qmp_sock},server=on,wait=off", "--monitor", "chardev=c0"],
-        soak.log, nofile=FD_LIMIT)
-    try:
+        soak.log, nofile=FD_LIMIT, workdir=tmp) as daemon:
         run(soak, daemon)
-    finally:
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 def run(soak, daemon):
