@@ -8,12 +8,7 @@
 # without asking the server; fs9p_protocol.py checks the server refuses them.)
 # Usage: fs9p_guest.sh DAEMON [GUEST_DIR]
 set -euo pipefail
-DAEMON=$1
-top=$(cd "$(dirname "$0")/../.." && pwd)
-GUEST=${2:-$top/build/guest}
-. "$top/tests/integration/lib.sh"
-
-"$top/scripts/guest/make-guest.sh" "$GUEST" >"$TMP/make-guest.log" 2>&1 || { cat "$TMP/make-guest.log"; fail "make-guest.sh"; }
+. "$(dirname "$0")/guest_lib.sh" "$@"
 
 share=$TMP/share
 mkdir -p "$share/many" "$TMP/outside"

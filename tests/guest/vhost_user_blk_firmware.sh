@@ -20,12 +20,7 @@
 # and reads it back; the image on the host must hold it.
 # Usage: vhost_user_blk_firmware.sh DAEMON [GUEST_DIR]
 set -euo pipefail
-DAEMON=$1
-top=$(cd "$(dirname "$0")/../.." && pwd)
-GUEST=${2:-$top/build/guest}
-. "$top/tests/integration/lib.sh"
-
-"$top/scripts/guest/make-guest.sh" "$GUEST" >"$TMP/make-guest.log" 2>&1 || { cat "$TMP/make-guest.log"; fail "make-guest.sh"; }
+. "$(dirname "$0")/guest_lib.sh" "$@"
 SOCK=$TMP/vub.sock
 IMG=$TMP/disk.img
 MIB=1048576

@@ -19,12 +19,7 @@
 #      started in its place: users can swap daemons under a running VM.
 # Usage: vhost_user_blk_guest.sh DAEMON [GUEST_DIR]
 set -euo pipefail
-DAEMON=$1
-top=$(cd "$(dirname "$0")/../.." && pwd)
-GUEST=${2:-$top/build/guest}
-. "$top/tests/integration/lib.sh"
-
-"$top/scripts/guest/make-guest.sh" "$GUEST" >"$TMP/make-guest.log" 2>&1 || { cat "$TMP/make-guest.log"; fail "make-guest.sh"; }
+. "$(dirname "$0")/guest_lib.sh" "$@"
 gcc -static -O2 -o "$TMP/blkzero" "$top/tests/guest/blkzero.c" || fail "building blkzero"
 SOCK=$TMP/vub.sock
 IMG=$TMP/disk.img
