@@ -128,9 +128,7 @@ Result<void> StorageDaemon::add_blockdev(const BlockdevOptions& b) {
 Result<void> StorageDaemon::del_blockdev(const std::string& node_name) {
     auto node = graph_.find(node_name);
     if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
-    if (!node->users().empty() || node->has_parents())
-        return fail(EBUSY, "Node '" + node_name + "' is busy: it is in use by " +
-                               (node->has_parents() ? "another node" : "an export"));
+    if (auto r = graph_.check_removable(node_name); !r) return r;
     // Drivers release their per-context resources in their own context.
     if (&node->ctx() != &main_loop_.ctx())
         if (auto r = block::change_aio_context(*node, main_loop_.ctx()); !r) return r;
@@ -172,6 +170,7 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
     const std::string name = e.nbd && !e.nbd->name.empty() ? e.nbd->name : e.node_name;
     if (nbd_server_->find_export(name)) return fail(EEXIST, "export '" + e.id + "': an NBD export named '" + name + "' exists already");
+    if (auto r = block::BlockBackend::can_attach(*node, e.writable, "export '" + e.id + "'"); !r) return r;
     if (auto r = move_to_export_iothread(e, *node); !r) return r;
     nbd::NbdExportOptions o;
     o.id = e.id;
@@ -194,7 +193,6 @@ Result<void> StorageDaemon::move_to_export_iothread(const ExportOptions& e, bloc
     auto it = iothreads_.find(*e.iothread);
     if (it == iothreads_.end()) return fail(ENOENT, "export '" + e.id + "': no iothread '" + *e.iothread + "'");
     if (&node.ctx() == &it->second->ctx()) return {};
-    if (node.has_parents()) return fail(EBUSY, "export '" + e.id + "': node '" + e.node_name + "' is not a root node");
     if (auto r = block::change_aio_context(node, it->second->ctx()); !r)
         return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
     return {};
@@ -213,6 +211,7 @@ Result<void> StorageDaemon::add_vhost_user_blk_export(const ExportOptions& e) {
     }
     if (auto r = vhost_user::check_vhost_user_blk_options(o); !r)
         return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
+    if (auto r = block::BlockBackend::can_attach(*node, e.writable, "export '" + e.id + "'"); !r) return r;
     if (auto r = move_to_export_iothread(e, *node); !r) return r;
     auto exp = vhost_user::VhostUserBlkExport::start(main_loop_.ctx(), std::move(o), node);
     if (!exp) return std::unexpected(exp.error());
@@ -269,7 +268,8 @@ Result<void> StorageDaemon::set_iothread(const std::string& node_name, const std
                                          bool force) {
     auto node = graph_.find(node_name);
     if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
-    if (node->has_parents()) return fail(EBUSY, "Node '" + node_name + "' is not a root node: move its root instead");
+    if (node->has_parent_nodes())
+        return fail(EBUSY, "Node '" + node_name + "' is not a root node: move its root instead");
     if (!force && !node->users().empty())
         return fail(EBUSY, "Node " + node_name + " is associated with a BlockBackend and could be in use "
                            "(use force=true to override this check)");
@@ -318,7 +318,7 @@ bool StorageDaemon::shutdown() {
     const bool flushed = flush_all_nodes();
     // Nodes go back to the main loop before their IOThreads stop.
     for (auto& node : graph_.nodes())
-        if (!node->has_parents()) (void)block::change_aio_context(*node, main_loop_.ctx());
+        (void)block::change_aio_context(*node, main_loop_.ctx());
     for (auto& [id, io] : iothreads_) {
         io->stop();
         LOG_INFO("iothread '%s' stopped", id.c_str());

@@ -21,9 +21,11 @@ struct OpenContext {
     OptionSyntax syntax;  // of the tree the options came from (children inherit it)
 };
 
+// A driver and the children its node is to have (edges are made by the
+// node, with the permissions the driver asks for).
 struct Opened {
     std::unique_ptr<Driver> driver;
-    std::shared_ptr<BlockNode> file_child;  // for format drivers
+    std::vector<std::pair<ChildRole, std::shared_ptr<BlockNode>>> children = {};
 };
 
 // Each reads its own options from `opts` (the caller checks that no key is

@@ -175,8 +175,10 @@ public:
     // file system's extent cache, far cheaper than a hop to a worker (which
     // would double the latency of every sparse-aware read).
     Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override {
-        if (block_device_) co_return BlockStatus{.bytes = bytes};
-        co_return seek_status(offset, bytes, query);
+        BlockStatus st = block_device_ ? BlockStatus{.bytes = bytes} : seek_status(offset, bytes, query);
+        st.file = &node();
+        st.offset = offset;
+        co_return st;
     }
 
     Task<Result<void>> co_truncate(uint64_t size) override {
@@ -188,6 +190,18 @@ public:
 
     uint64_t length() const override { return size_; }
     uint32_t request_alignment() const override { return align_; }
+    uint32_t memory_alignment() const override { return direct_ ? align_ : 1; }
+    // One system call moves at most 2 GiB - 4 KiB on Linux.
+    uint64_t max_transfer() const override { return uint64_t(1) << 30; }
+
+    // Drained: nothing uses the old descriptor.
+    Result<void> reopen(bool read_only) override {
+        const int fd = ::open(filename_.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct_ ? O_DIRECT : 0));
+        if (fd < 0) return fail_errno("file '" + filename_ + "': reopen " + (read_only ? "read-only" : "read-write"));
+        ::close(fd_);
+        fd_ = fd;
+        return {};
+    }
     DriverCaps caps() const override {
         return {.can_write = true, .can_discard = true, .can_write_zeroes = true, .can_fua = true,
                 .can_flush = true, .can_block_status = !block_device_, .can_truncate = !block_device_};
@@ -200,16 +214,16 @@ private:
     }
 
     // SEEK_DATA/SEEK_HOLE: how far from `offset` the file is data or hole.
+    // A hole is this layer's answer too (it reads as zeroes): allocated.
     BlockStatus seek_status(uint64_t offset, uint64_t bytes, StatusQuery query) {
         off_t data = ::lseek(fd_, off_t(offset), SEEK_DATA);
         if (data < 0) {
             // ENXIO: no data after offset (a hole up to EOF). Anything else: say "data".
-            if (errno == ENXIO) return {.bytes = bytes, .data = false, .zero = true, .allocated = false};
+            if (errno == ENXIO) return {.bytes = bytes, .data = false, .zero = true};
             return {.bytes = bytes};
         }
         if (uint64_t(data) > offset)
-            return {.bytes = std::min<uint64_t>(bytes, uint64_t(data) - offset), .data = false, .zero = true,
-                    .allocated = false};
+            return {.bytes = std::min<uint64_t>(bytes, uint64_t(data) - offset), .data = false, .zero = true};
         if (query == StatusQuery::quick) return {.bytes = bytes};  // starts with data: enough for a read
         off_t hole = ::lseek(fd_, off_t(offset), SEEK_HOLE);
         if (hole < 0 || uint64_t(hole) <= offset) return {.bytes = bytes};
@@ -217,7 +231,7 @@ private:
     }
 
     const std::string filename_;
-    const int fd_;
+    int fd_;  // changes only in reopen (main thread, drained)
     uint64_t size_;  // home context (changed by truncate)
     const uint32_t align_;
     const bool block_device_;
@@ -309,8 +323,7 @@ Result<Opened> open_file(OptionReader& opts, const OpenContext& oc) {
         }
     }
     return Opened{std::make_unique<FileDriver>(*filename, fd, size, align, block_device, direct, std::move(uring),
-                                               oc.ctx),
-                  nullptr};
+                                               oc.ctx)};
 }
 
 }  // namespace ioplane::block

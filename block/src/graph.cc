@@ -39,7 +39,8 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     if (!opened) return std::unexpected(opened.error());
     if (auto r = reader.check_all_used(); !r) return std::unexpected(r.error());
     auto node = std::make_shared<BlockNode>(node_name, std::move(opened->driver), ctx, ro);
-    if (opened->file_child) node->set_child("file", std::move(opened->file_child));
+    for (auto& [role, child] : opened->children)
+        if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
     return node;
 }
 
@@ -66,9 +67,19 @@ Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann:
             return fail(EINVAL, "node '" + node->node_name() + "' is in another context");
         return node;
     }
-    const std::string name = graph.anonymous_name();
+    if (!spec.is_object()) return fail(EINVAL, "a child must be a node-name or an object of options");
+    std::string name;
+    if (auto it = spec.find("node-name"); it != spec.end()) {
+        if (!it->is_string() || !valid_node_name(it->get<std::string>()))
+            return fail(EINVAL, "invalid node-name " + it->dump());
+        name = it->get<std::string>();
+        if (graph.name_in_use(name)) return fail(EEXIST, "duplicate node-name '" + name + "'");
+    } else {
+        name = graph.anonymous_name();
+    }
     auto node = open_node(graph, OptionTree{spec, parent.syntax}, parent.ctx, name, parent.read_only);
     if (!node) return std::unexpected(about_node(name, node.error()));
+    graph.add_child_node(*node);
     return node;
 }
 
@@ -78,32 +89,46 @@ Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, A
     if (name_it == options.root.end() || !name_it->is_string()) return fail(EINVAL, "blockdev: missing 'node-name'");
     const std::string name = name_it->get<std::string>();
     if (!valid_node_name(name)) return fail(EINVAL, "blockdev: invalid node-name '" + name + "'");
-    if (nodes_.count(name)) return fail(EEXIST, "blockdev: duplicate node-name '" + name + "'");
+    if (name_in_use(name)) return fail(EEXIST, "blockdev: duplicate node-name '" + name + "'");
     auto node = open_node(*this, options, ctx, name, false);
     if (!node) return std::unexpected(about_node(name, node.error()));
-    nodes_[name] = *node;
+    nodes_[name] = Entry{*node, *node};
     LOG_INFO("node '%s': opened (%s, %llu bytes%s)", name.c_str(), (*node)->driver().format_name(),
              (unsigned long long)(*node)->driver().length(), (*node)->read_only() ? ", read-only" : "");
     return node;
 }
 std::shared_ptr<BlockNode> BlockGraph::find(const std::string& node_name) const {
     auto it = nodes_.find(node_name);
-    return it == nodes_.end() ? nullptr : it->second;
+    return it == nodes_.end() ? nullptr : it->second.node.lock();
+}
+
+void BlockGraph::add_child_node(const std::shared_ptr<BlockNode>& node) {
+    nodes_[node->node_name()] = Entry{node, nullptr};
+}
+
+Result<void> BlockGraph::check_removable(const std::string& node_name) const {
+    auto node = find(node_name);
+    if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
+    if (!nodes_.at(node_name).owned) return fail(EINVAL, "Node " + node_name + " is not owned by the monitor");
+    for (const BlockEdge* e : node->parents())
+        return fail(EBUSY, "Node '" + node_name + "' is busy: it is in use by " + e->parent_name());
+    return {};
 }
 
 Result<void> BlockGraph::remove(const std::string& node_name) {
-    auto it = nodes_.find(node_name);
-    if (it == nodes_.end()) return fail(ENOENT, "no node named '" + node_name + "'");
-    BlockNode& node = *it->second;
-    if (!node.users().empty()) return fail(EBUSY, "node '" + node_name + "' is in use by an export");
-    if (node.has_parents()) return fail(EBUSY, "node '" + node_name + "' is a child of another node");
-    nodes_.erase(it);
+    if (auto r = check_removable(node_name); !r) return r;
+    auto node = find(node_name);
+    nodes_.erase(node_name);
+    // Children go with their parent; their entries expire (and are pruned here).
+    node.reset();
+    std::erase_if(nodes_, [](const auto& entry) { return entry.second.node.expired(); });
     return {};
 }
 
 std::vector<std::shared_ptr<BlockNode>> BlockGraph::nodes() const {
     std::vector<std::shared_ptr<BlockNode>> out;
-    for (auto& [name, node] : nodes_) out.push_back(node);
+    for (auto& [name, entry] : nodes_)
+        if (auto node = entry.node.lock()) out.push_back(std::move(node));
     return out;
 }
 

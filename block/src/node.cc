@@ -7,29 +7,174 @@
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
+#include "permissions.h"
 
 namespace ioplane::block {
 
+BlockEdge::BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child)
+    : parent_(parent), parent_name_(std::move(parent_name)), role_(role), child_(std::move(child)) {
+    assert_in_main_thread();
+    child_->parents_.push_back(this);
+}
+
+// What the child's other children took for this parent's sake is given back.
+BlockEdge::~BlockEdge() {
+    assert_in_main_thread();
+    auto& parents = child_->parents_;
+    parents.erase(std::remove(parents.begin(), parents.end(), this), parents.end());
+    PermissionUpdate relax;
+    relax.refresh(*child_);
+    auto r = relax.commit();  // fewer needs never conflict
+    IOPLANE_ASSERT(r);
+}
+
+BlockEdge& Driver::child(ChildRole role) const {
+    BlockEdge* edge = node_->child(role);
+    IOPLANE_ASSERT(edge != nullptr);
+    return *edge;
+}
+
 BlockNode::BlockNode(std::string node_name, std::unique_ptr<Driver> driver, AioContext& ctx, bool read_only)
-    : node_name_(std::move(node_name)), driver_(std::move(driver)), read_only_(read_only), ctx_(&ctx) {}
+    : node_name_(std::move(node_name)), driver_(std::move(driver)), read_only_(read_only), ctx_(&ctx) {
+    assert_in_main_thread();
+    driver_->bind(*this);
+}
 
+// Edges go before the driver (a driver may use them until then; none does
+// after), children after their parent.
 BlockNode::~BlockNode() {
-    for (auto& [role, child] : children_) child->parents_--;
+    assert_in_main_thread();
+    IOPLANE_ASSERT(parents_.empty());
+    while (!children_.empty()) children_.pop_back();
 }
 
-void BlockNode::set_child(const std::string& role, std::shared_ptr<BlockNode> child) {
-    if (auto it = children_.find(role); it != children_.end()) it->second->parents_--;
-    child->parents_++;
-    children_[role] = std::move(child);
+Result<BlockEdge*> BlockNode::attach_child(ChildRole role, std::shared_ptr<BlockNode> child) {
+    assert_in_main_thread();
+    if (&child->ctx() != &ctx())
+        return fail(EINVAL, "node '" + child->node_name() + "' is in another context than node '" + node_name_ + "'");
+    if (std::ranges::count(child->subtree(), this))
+        return fail(EINVAL, "node '" + child->node_name() + "' cannot be a child of node '" + node_name_ +
+                                "', which is below it");
+    auto edge = std::make_unique<BlockEdge>(this, "node '" + node_name_ + "'", role, std::move(child));
+    PermissionUpdate update;
+    const Driver::Perms c = update.cumulative(*this);
+    const Driver::Perms p = driver_->child_perms(role, c.perm, c.shared);
+    update.propose(*edge, p.perm, p.shared);
+    if (auto r = update.commit(); !r) return std::unexpected(r.error());
+    children_.push_back(std::move(edge));
+    return children_.back().get();
 }
 
-std::vector<BlockNode*> BlockNode::subtree() {
-    std::vector<BlockNode*> out{this};
-    std::unordered_set<BlockNode*> seen{this};
-    for (size_t i = 0; i < out.size(); i++)
-        for (auto& [role, child] : out[i]->children_)
-            if (seen.insert(child.get()).second) out.push_back(child.get());
+Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode> child) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(edge.parent_node() == this && quiesced());
+    if (&child->ctx() != &ctx())
+        return fail(EINVAL, "node '" + child->node_name() + "' is in another context than node '" + node_name_ + "'");
+    if (std::ranges::count(child->subtree(), this))
+        return fail(EINVAL, "node '" + child->node_name() + "' cannot be a child of node '" + node_name_ +
+                                "', which is below it");
+    // The edge moves to the new child with its permissions, checked there
+    // first; the old child then gives back what it took for this parent.
+    std::shared_ptr<BlockNode> old = edge.child_;
+    auto& old_parents = old->parents_;
+    old_parents.erase(std::remove(old_parents.begin(), old_parents.end(), &edge), old_parents.end());
+    edge.child_ = std::move(child);
+    edge.child_->parents_.push_back(&edge);
+    PermissionUpdate update;
+    update.propose(edge, edge.perm(), edge.shared());
+    auto r = update.commit();
+    if (!r) {
+        auto& parents = edge.child_->parents_;
+        parents.erase(std::remove(parents.begin(), parents.end(), &edge), parents.end());
+        edge.child_ = std::move(old);
+        edge.child_->parents_.push_back(&edge);
+        return r;
+    }
+    PermissionUpdate relax;
+    relax.refresh(*old);
+    (void)relax.commit();  // fewer needs never conflict
+    return {};
+}
+
+BlockEdge* BlockNode::child(ChildRole role) const {
+    for (const auto& edge : children_)
+        if (edge->role() == role) return edge.get();
+    return nullptr;
+}
+
+BlockEdge* BlockNode::chain_child() const {
+    for (const auto& edge : children_)
+        if (edge->role() == ChildRole::backing || edge->role() == ChildRole::filtered) return edge.get();
+    return nullptr;
+}
+
+bool BlockNode::has_parent_nodes() const {
+    return std::ranges::any_of(parents_, [](const BlockEdge* e) { return e->parent_node() != nullptr; });
+}
+
+namespace {
+
+// Nodes reachable from `start`, each once, `start` first; `up` also follows
+// edges to parent nodes.
+std::vector<BlockNode*> reachable(BlockNode* start, bool up) {
+    std::vector<BlockNode*> out{start};
+    std::unordered_set<BlockNode*> seen{start};
+    for (size_t i = 0; i < out.size(); i++) {
+        for (const auto& edge : out[i]->children())
+            if (seen.insert(&edge->child()).second) out.push_back(&edge->child());
+        if (up)
+            for (const BlockEdge* edge : out[i]->parents())
+                if (BlockNode* p = edge->parent_node(); p && seen.insert(p).second) out.push_back(p);
+    }
     return out;
+}
+
+}  // namespace
+
+std::vector<BlockNode*> BlockNode::component() { return reachable(this, true); }
+std::vector<BlockNode*> BlockNode::subtree() { return reachable(this, false); }
+
+// The node and its storage children (file, data, a filter's child; not the
+// backing chain) change together, as children opened with the node inherit
+// read-only from it. Permissions are checked for the new state first; then
+// drivers reopen their files, the lowest first when becoming writable.
+Result<void> BlockNode::set_read_only(bool read_only) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(quiesced());
+    std::vector<BlockNode*> nodes{this};
+    for (size_t i = 0; i < nodes.size(); i++)
+        for (const auto& edge : nodes[i]->children_)
+            if (edge->role() != ChildRole::backing && edge->child().read_only_ != read_only)
+                nodes.push_back(&edge->child());
+    if (!read_only) std::reverse(nodes.begin(), nodes.end());
+    std::vector<BlockNode*> changed;
+    auto undo = [&changed, read_only] {
+        for (BlockNode* n : changed) {
+            n->read_only_ = !read_only;
+            (void)n->driver_->reopen(!read_only);
+        }
+    };
+    PermissionUpdate update;
+    for (BlockNode* n : nodes) {
+        if (n->read_only_ == read_only) continue;
+        n->read_only_ = read_only;
+        changed.push_back(n);
+        update.refresh(*n);
+    }
+    if (auto r = update.check(); !r) {
+        for (BlockNode* n : changed) n->read_only_ = !read_only;
+        return r;
+    }
+    for (size_t i = 0; i < changed.size(); i++) {
+        if (auto r = changed[i]->driver_->reopen(read_only); !r) {
+            changed.resize(i + 1);
+            undo();
+            return r;
+        }
+    }
+    auto r = update.commit();
+    IOPLANE_ASSERT(r);  // checked above
+    return {};
 }
 
 namespace {
@@ -40,21 +185,43 @@ void tell_users(BlockNode& n, Fn fn) {
         if (auto* l = user->owner()) fn(*l);
 }
 
+bool anything_in_flight(const std::vector<std::shared_ptr<BlockNode>>& nodes) {
+    for (const auto& n : nodes) {
+        if (n->in_flight() > 0) return true;
+        for (const BlockBackend* user : n->users())
+            if (user->in_flight() > 0) return true;
+    }
+    return false;
+}
+
 }  // namespace
 
 void drained_begin(BlockNode& node) {
-    const std::vector<BlockNode*> nodes = node.subtree();
-    for (BlockNode* n : nodes) {
+    assert_in_main_thread();
+    std::vector<std::shared_ptr<BlockNode>> nodes;
+    for (BlockNode* n : node.component()) nodes.push_back(n->shared_from_this());
+    for (auto& n : nodes) {
         if (n->quiesce_count_.fetch_add(1, std::memory_order_seq_cst) == 0)
             tell_users(*n, [](BlockBackend::Owner& l) { l.drained_begin(); });
     }
-    // Requests that got in before the increment finish; those after it park.
-    // Their completions run in the node's context and kick this wait.
-    for (BlockNode* n : nodes) aio_wait_while(n->ctx(), [n] { return n->in_flight() > 0; });
+    // Users' requests that got in before the increment finish; those after
+    // it park. A request inside a node only exists while one of its users'
+    // (or its parent's) does, so one pass that sees nothing in flight
+    // anywhere is the end. Completions run in the node's context and kick
+    // this wait.
+    aio_wait_while(node.ctx(), [&nodes] { return anything_in_flight(nodes); });
+    node.drained_sets_.push_back(std::move(nodes));
 }
 
+// Ends the section on the nodes it began on: a graph change inside it may
+// have moved nodes into or out of the component since (and keeps them
+// alive until here).
 void drained_end(BlockNode& node) {
-    for (BlockNode* n : node.subtree()) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(!node.drained_sets_.empty());
+    std::vector<std::shared_ptr<BlockNode>> nodes = std::move(node.drained_sets_.back());
+    node.drained_sets_.pop_back();
+    for (auto& n : nodes) {
         if (n->quiesce_count_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
             // Parked requests re-check quiesced() under the queue's lock, so
             // none can miss this.
@@ -65,10 +232,10 @@ void drained_end(BlockNode& node) {
 }
 
 Result<void> change_aio_context(BlockNode& node, AioContext& ctx) {
-    if (node.has_parents()) return fail(EBUSY, "node '" + node.node_name() + "' is not a root of the graph");
+    assert_in_main_thread();
     if (&node.ctx() == &ctx) return {};
     DrainedSection drained(node);
-    std::vector<BlockNode*> nodes = node.subtree();
+    std::vector<BlockNode*> nodes = node.component();
     for (BlockNode* n : nodes) tell_users(*n, [](BlockBackend::Owner& l) { l.detach_aio_context(); });
     for (BlockNode* n : nodes) {
         n->driver().detach_aio_context();

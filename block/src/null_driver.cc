@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "drivers.h"
+#include "ioplane/block/node.h"
 #include "ioplane/core/coroutine.h"
 
 namespace ioplane::block {
@@ -27,8 +28,9 @@ public:
     }
     Task<Result<void>> co_flush() override { co_return Result<void>{}; }
     Task<Result<void>> co_pwrite_zeroes(uint64_t, uint64_t, uint32_t) override { co_return Result<void>{}; }
-    Task<Result<BlockStatus>> co_block_status(uint64_t, uint64_t bytes, StatusQuery) override {
-        co_return BlockStatus{.bytes = bytes, .data = !read_zeroes_, .zero = read_zeroes_, .allocated = true};
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery) override {
+        co_return BlockStatus{.bytes = bytes, .data = !read_zeroes_, .zero = read_zeroes_, .allocated = true,
+                              .file = &node(), .offset = offset};
     }
     uint64_t length() const override { return size_; }
     DriverCaps caps() const override {
@@ -52,8 +54,7 @@ Result<Opened> open_null(OptionReader& opts, const OpenContext&) {
     auto latency = opts.get_uint64("latency-ns");
     if (!latency) return std::unexpected(latency.error());
     return Opened{std::make_unique<NullDriver>(size->value_or(uint64_t(1) << 30), read_zeroes->value_or(false),
-                                               int64_t(latency->value_or(0))),
-                  nullptr};
+                                               int64_t(latency->value_or(0)))};
 }
 
 }  // namespace ioplane::block

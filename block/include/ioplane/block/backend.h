@@ -1,17 +1,21 @@
-// BlockBackend: a user's handle on a node (QEMU's BlockBackend). Exports do
-// all I/O through one. It checks requests against the node's size and
-// permissions, counts them in flight (what drained sections wait for), parks
-// new requests while the node is drained, and tells its owner when a drained
-// section begins and ends and when the node moves to another AioContext.
+// BlockBackend: a user's handle on a node (QEMU's BlockBackend). Exports and
+// jobs do all I/O through one. It holds an edge ("root") into the node with
+// the permissions its user needs (consistent read; write if writable) and
+// sharing everything, counts its user's requests (what drained sections
+// wait for), parks new requests while the node is drained, and tells its
+// owner when a drained section begins and ends and when the node moves to
+// another AioContext. Requests go on through the edge into the node's
+// request path (io.cc).
 //
-// Thread contract: constructor, destructor and set_owner in the
-// main thread; co_* functions in a coroutine in the node's context (a request
-// parked by a drained section that ends after a context move continues in the
-// node's new context).
+// Thread contract: constructor, destructor, can_attach and set_owner in the
+// main thread; co_* functions in a coroutine in the node's context (a
+// request parked by a drained section that ends after a context move
+// continues in the node's new context).
 #pragma once
 
 #include <memory>
 
+#include "ioplane/block/edge.h"
 #include "ioplane/block/node.h"
 #include "ioplane/core/co_queue.h"
 
@@ -37,18 +41,25 @@ public:
         ~Owner() = default;
     };
 
-    BlockBackend(std::shared_ptr<BlockNode> node, bool writable);
+    // Main thread: whether a user called `name` ("export 'e0'") may attach
+    // to `node`, reading or also writing, given the node's other users and
+    // parents; the error names the one it conflicts with.
+    static Result<void> can_attach(BlockNode& node, bool writable, const std::string& name);
+    // Main thread: attaches; can_attach() must have said yes.
+    BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name = "a block backend");
     ~BlockBackend();
     BlockBackend(const BlockBackend&) = delete;
     BlockBackend& operator=(const BlockBackend&) = delete;
 
-    BlockNode& node() const { return *node_; }
-    const std::shared_ptr<BlockNode>& node_ptr() const { return node_; }
-    AioContext& ctx() const { return node_->ctx(); }
+    BlockNode& node() const { return root_.child(); }
+    const std::shared_ptr<BlockNode>& node_ptr() const { return root_.child_ptr(); }
+    AioContext& ctx() const { return node().ctx(); }
     bool writable() const { return writable_; }
-    uint64_t length() const { return node_->driver().length(); }
+    uint64_t length() const { return node().driver().length(); }
     void set_owner(Owner* owner) { owner_ = owner; }
     Owner* owner() const { return owner_; }
+    // Any thread: requests of this user in flight.
+    uint64_t in_flight() const { return in_flight_.load(std::memory_order_seq_cst); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov);
     // kWriteFua: durable on return (native FUA or a flush after the write).
@@ -71,15 +82,21 @@ public:
     void disable_request_queuing() { queue_requests_ = false; }
 
 private:
-    class InFlight;
     Task<void> enter();  // waits while drained, then counts
     void leave();
-    Result<void> check_range(uint64_t offset, uint64_t bytes, bool write) const;
+    // Runs `request` (a Task made by a call on root_) counted: inside
+    // enter()/leave() unless the owner counts its requests itself.
+    template <class T>
+    Task<T> counted(Task<T> request);
+    template <class T>
+    Task<T> queued(Task<T> request);
 
-    const std::shared_ptr<BlockNode> node_;
+    BlockEdge root_;
     const bool writable_;
     Owner* owner_ = nullptr;
     bool queue_requests_ = true;
+    // Pairs with BlockNode::quiesce_count_ (see there).
+    std::atomic<uint64_t> in_flight_{0};
 };
 
 }  // namespace ioplane::block

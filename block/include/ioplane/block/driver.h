@@ -1,10 +1,13 @@
 // The block driver interface: coroutine functions only (no parallel callback
 // API, QEMU's lesson). One Driver instance belongs to one BlockNode and runs
-// in that node's AioContext.
+// in that node's AioContext. Requests reach a driver only through its node's
+// request path (io.cc), which has already checked bounds and permissions,
+// aligned the request to request_alignment() and split it at max_transfer();
+// a driver reaches its children only through its node's edges (child()).
 //
 // Thread contract: every co_* function is called in the node's home context
-// (a coroutine running there); attach/detach in the main thread inside a
-// drained section.
+// (a coroutine running there); attach/detach and child_perms in the main
+// thread (attach/detach inside a drained section).
 #pragma once
 
 #include <sys/uio.h>
@@ -19,6 +22,10 @@
 
 namespace ioplane::block {
 
+class BlockEdge;
+class BlockNode;
+enum class ChildRole;
+
 // Request flags.
 enum : uint32_t {
     kWriteFua = 1u << 0,     // durable when it completes (write, write_zeroes)
@@ -27,12 +34,21 @@ enum : uint32_t {
 };
 
 // Block status of the range starting at the queried offset (SEEK_DATA/HOLE
-// granularity): `bytes` say how far the answer holds.
+// granularity): `bytes` say how far the answer holds. QEMU's
+// BDRV_BLOCK_DATA/ZERO/ALLOCATED/OFFSET_VALID, with the node.
 struct BlockStatus {
     uint64_t bytes = 0;
-    bool data = true;        // contents come from this node (not a hole)
+    bool data = true;        // contents are stored (not a hole)
     bool zero = false;       // reads return zeroes
-    bool allocated = true;   // allocated in this node (not from a backing file)
+    // This layer decides what reads return (its own data, or zeroes it
+    // records). False only in a format with a backing chain: reads come from
+    // below. A protocol node (file, null-co) answers for every byte, holes
+    // included (they read as zeroes).
+    bool allocated = true;
+    // Where the data lives, when known: `offset` in node `file` (the bottom
+    // of the stack, e.g. the file node under raw).
+    BlockNode* file = nullptr;
+    uint64_t offset = 0;
 };
 
 // How much a block-status caller needs to know.
@@ -79,15 +95,53 @@ public:
 
     // Any context: constant between truncates.
     virtual uint64_t length() const = 0;
-    // Offsets and lengths must be multiples of this (O_DIRECT needs it).
+    // Offsets and lengths of requests are multiples of this (O_DIRECT needs
+    // it); the request path pads others (read-modify-write).
     virtual uint32_t request_alignment() const { return 1; }
+    // Buffers must start and end at multiples of this; the request path
+    // bounces others.
+    virtual uint32_t memory_alignment() const { return 1; }
+    // The largest read or write the driver takes at once (0: no limit); the
+    // request path splits larger ones.
+    virtual uint64_t max_transfer() const { return 0; }
     virtual DriverCaps caps() const = 0;
+
+    // Main thread: the permissions this node takes on a child with `role`
+    // and shares with the child's other parents, given what this node's own
+    // parents need (`perm`) and share (`shared`). The default is QEMU's
+    // (bdrv_default_perms): a filter passes both through; a format's file
+    // takes write (when the node is writable) and shares no write or
+    // resize; a backing child is read only.
+    struct Perms {
+        uint32_t perm;
+        uint32_t shared;
+    };
+    virtual Perms child_perms(ChildRole role, uint32_t perm, uint32_t shared) const;
 
     // Main thread, drained: the node moves to another context. Drivers with
     // per-context resources (an io_uring, fd handlers) release and recreate
     // them here.
     virtual void detach_aio_context() {}
     virtual void attach_aio_context(AioContext&) {}
+
+    // Main thread, drained: the node becomes read-only or writable
+    // (blockdev-reopen); a driver with a file reopens it for the new access.
+    virtual Result<void> reopen(bool read_only) {
+        (void)read_only;
+        return {};
+    }
+
+    // Main thread: called once by the node that owns this driver.
+    void bind(BlockNode& node) { node_ = &node; }
+
+protected:
+    // Any thread, after bind.
+    BlockNode& node() const { return *node_; }
+    // Any thread: the node's edge to its child with `role` (it must exist).
+    BlockEdge& child(ChildRole role) const;
+
+private:
+    BlockNode* node_ = nullptr;
 };
 
 }  // namespace ioplane::block

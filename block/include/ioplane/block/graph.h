@@ -1,5 +1,8 @@
-// BlockGraph: the nodes of the daemon by node-name (what --blockdev and
-// blockdev-add create and blockdev-del removes).
+// BlockGraph: the nodes of the daemon by node-name. The nodes --blockdev and
+// blockdev-add create are the monitor's (the graph holds them until
+// blockdev-del); children opened with them get their own node-name (the one
+// given, e.g. file.node-name=f, or a generated "#blockN") and are listed and
+// found by it while their parents hold them, as in QEMU.
 //
 // Thread contract: main thread, for every member.
 #pragma once
@@ -26,15 +29,26 @@ public:
     Result<std::shared_ptr<BlockNode>> open(const OptionTree& options, AioContext& ctx);
 
     std::shared_ptr<BlockNode> find(const std::string& node_name) const;
-    // Refused (EBUSY) while the node has users (exports) or parents.
+    // blockdev-del: refused (EBUSY) while the node has users (exports) or
+    // parents, and for a node the monitor did not create.
+    Result<void> check_removable(const std::string& node_name) const;
     Result<void> remove(const std::string& node_name);
+    // Every node, by name.
     std::vector<std::shared_ptr<BlockNode>> nodes() const;
 
-    // Names for children opened inline, unique in this graph.
+    // For opening children (graph_internal.h): whether `name` is free, and
+    // listing a child by its name.
+    bool name_in_use(const std::string& name) const { return find(name) != nullptr; }
+    void add_child_node(const std::shared_ptr<BlockNode>& node);
+    // Names for children opened without one, unique in this graph.
     std::string anonymous_name();
 
 private:
-    std::map<std::string, std::shared_ptr<BlockNode>> nodes_;
+    struct Entry {
+        std::weak_ptr<BlockNode> node;
+        std::shared_ptr<BlockNode> owned;  // set for the monitor's nodes
+    };
+    std::map<std::string, Entry> nodes_;  // entries of destroyed children expire
     unsigned anonymous_ = 0;
 };
 

@@ -1,26 +1,28 @@
 // BlockNode (QEMU's BlockDriverState): one node of the block graph — a driver
-// instance, a node-name, and named children ("file", "backing"). A whole graph
+// instance, a node-name, the edges to its children (which it owns) and the
+// edges into it from its parents and users (which it lists). A whole graph
 // lives in one AioContext at a time. Nodes are reference counted
-// (std::shared_ptr): the graph holds them by node-name, parents hold their
-// children, users hold them through BlockBackends.
+// (std::shared_ptr): the graph holds the ones the monitor created, edges hold
+// their children.
 //
-// Thread contract: graph changes (children, context moves, drains) in the main
-// thread; I/O (through BlockBackend) in the node's context; accessors below
-// say which.
+// Thread contract: graph changes (edges, context moves, drains, reopen) in
+// the main thread; requests (through an edge, io.cc) in the node's context;
+// accessors below say which.
 #pragma once
 
 #include <atomic>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "ioplane/block/driver.h"
+#include "ioplane/block/edge.h"
 #include "ioplane/core/co_queue.h"
 
 namespace ioplane::block {
 
 class BlockBackend;
+struct TrackedRequest;
 
 class BlockNode : public std::enable_shared_from_this<BlockNode> {
 public:
@@ -33,49 +35,90 @@ public:
     // Any thread (constant).
     const std::string& node_name() const { return node_name_; }
     Driver& driver() const { return *driver_; }
+    // Any thread; changes only while drained (reopen).
     bool read_only() const { return read_only_; }
 
     // Any thread: the context the graph lives in (changes only while drained).
     AioContext& ctx() const { return *ctx_.load(std::memory_order_acquire); }
 
+    // Main thread. Adds an edge to `child` with the permissions this node's
+    // driver takes for `role` (Driver::child_perms). Refused, naming both
+    // users, when they conflict with the child's other parents, or when the
+    // child is in another context.
+    Result<BlockEdge*> attach_child(ChildRole role, std::shared_ptr<BlockNode> child);
+    // Main thread, inside a drained section of this node: `edge` (one of
+    // this node's) points to `child` instead, permissions moving with it.
+    // What a snapshot, a stream, a commit or a mirror pivot does.
+    Result<void> replace_child(BlockEdge& edge, std::shared_ptr<BlockNode> child);
+    // Any thread: the edge to the child with `role`, or null.
+    BlockEdge* child(ChildRole role) const;
+    // Any thread: the next node down a chain, the backing child or a
+    // filter's child (QEMU's bdrv_filter_or_cow_child); null at the bottom.
+    BlockEdge* chain_child() const;
     // Main thread.
-    void set_child(const std::string& role, std::shared_ptr<BlockNode> child);
-    const std::map<std::string, std::shared_ptr<BlockNode>>& children() const { return children_; }
-    // This node and every node below it, each once, parents first.
-    std::vector<BlockNode*> subtree();
-    // BlockBackends attached to this node (exports and other users).
+    const std::vector<std::unique_ptr<BlockEdge>>& children() const { return children_; }
+    // Main thread: every edge into this node, from parent nodes and users.
+    const std::vector<BlockEdge*>& parents() const { return parents_; }
+    bool has_parent_nodes() const;
+    // Main thread: BlockBackends attached to this node (exports, jobs).
     const std::vector<BlockBackend*>& users() const { return users_; }
-    bool has_parents() const { return parents_ > 0; }
+    // Main thread: this node and every node connected to it through edges,
+    // each once, this one first (what a drained section and a context move
+    // cover).
+    std::vector<BlockNode*> component();
+    // Main thread: this node and every node below it, each once.
+    std::vector<BlockNode*> subtree();
 
-    // Requests in flight through this node's users (any thread).
-    uint64_t in_flight() const { return in_flight_.load(std::memory_order_seq_cst); }
+    // Main thread, drained: reopen read-only or read-write. Refused when a
+    // parent needs write on a node going read-only; the driver reopens its
+    // file if it must.
+    Result<void> set_read_only(bool read_only);
+
+    // Requests in flight in this node's request path (any thread).
+    uint64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
     // Whether a drained section is active (any thread).
     bool quiesced() const { return quiesce_count_.load(std::memory_order_seq_cst) > 0; }
 
 private:
+    friend class BlockEdge;
     friend class BlockBackend;
+    friend class PermissionUpdate;
+    friend class NodeRequest;
     friend void drained_begin(BlockNode&);
     friend void drained_end(BlockNode&);
     friend Result<void> change_aio_context(BlockNode&, AioContext&);
 
     const std::string node_name_;
     const std::unique_ptr<Driver> driver_;
-    const bool read_only_;
+    bool read_only_;  // main thread, drained
     std::atomic<AioContext*> ctx_;
-    std::map<std::string, std::shared_ptr<BlockNode>> children_;  // main thread
-    unsigned parents_ = 0;                                        // main thread
-    std::vector<BlockBackend*> users_;                            // main thread
-    // Pairing (SB pattern): a request increments in_flight_ then reads
-    // quiesce_count_; drained_begin increments quiesce_count_ then reads
-    // in_flight_. All seq_cst: at least one sees the other.
+    std::vector<std::unique_ptr<BlockEdge>> children_;  // main thread
+    std::vector<BlockEdge*> parents_;                   // main thread
+    std::vector<BlockBackend*> users_;                  // main thread
+
+    // The request path (node's context). in_flight_ is also read by drains
+    // in the main thread: the decrement to zero kicks aio_wait_while.
     std::atomic<uint64_t> in_flight_{0};
+    TrackedRequest* tracked_ = nullptr;  // requests in flight, newest first
+    unsigned serialising_ = 0;           // how many of them serialise
+    uint64_t next_request_id_ = 0;
+
+    // Pairing (SB pattern): a user's request increments its BlockBackend's
+    // count then reads quiesce_count_; drained_begin increments
+    // quiesce_count_ then reads the counts. All seq_cst: at least one sees
+    // the other.
     std::atomic<int> quiesce_count_{0};
-    CoQueue parked_;  // requests waiting for the drained section to end
+    CoQueue parked_;  // users' requests waiting for the drained section to end
+    // The nodes each drained section begun on this node quiesced, innermost
+    // last (main thread).
+    std::vector<std::vector<std::shared_ptr<BlockNode>>> drained_sets_;
 };
 
-// Main thread. Stops new requests from the users of `node` and of every node
-// below it, and waits (running the main loop) until those in flight are done.
-// Sections nest.
+// Main thread. Stops new requests from every user of the node's component
+// (its parents, their parents, ..., its children and theirs) and waits
+// (running the main loop) until the requests in flight through any of them
+// are done. Sections nest. A graph change inside a section that brings in
+// nodes from outside drains them first (their own section).
 void drained_begin(BlockNode& node);
 // Main thread. Ends a section; when the last one ends, parked requests resume.
 void drained_end(BlockNode& node);
@@ -91,9 +134,9 @@ private:
     BlockNode& node_;
 };
 
-// Main thread. Moves the graph under `node` (which must be a root) to `ctx`
-// inside a drained section: drivers detach and re-attach, users are told so
-// that they move their fds and coroutines (QEMU's try_change_aio_context).
+// Main thread. Moves the node's component to `ctx` inside a drained
+// section: drivers detach and re-attach, users are told so that they move
+// their fds and coroutines (QEMU's bdrv_try_change_aio_context).
 Result<void> change_aio_context(BlockNode& node, AioContext& ctx);
 
 }  // namespace ioplane::block

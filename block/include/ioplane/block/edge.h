@@ -1,0 +1,98 @@
+// BlockEdge (QEMU's BdrvChild): the link from a parent to a child node. A
+// parent is another node (its "file", "backing", ... child) or a user of the
+// graph (a BlockBackend: an export, a job). The edge records what the parent
+// needs from the child and what it lets other parents do (permissions), and
+// it is the only way a parent reaches its child: every request goes through
+// the edge into the child's request path (io.cc), so replacing a child is one
+// change of the edge that every driver sees.
+//
+// Thread contract: construction, permissions and child replacement in the
+// main thread (replacement inside a drained section); the co_* request
+// functions in a coroutine in the child's context.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "ioplane/block/driver.h"
+
+namespace ioplane::block {
+
+class BlockNode;
+
+// Permissions a parent takes on a child, or shares with the child's other
+// parents (QEMU's BLK_PERM_*).
+enum Perm : uint32_t {
+    kPermConsistentRead = 1u << 0,  // reads see data that does not change under them
+    kPermWrite = 1u << 1,           // writes that change what reads return
+    kPermWriteUnchanged = 1u << 2,  // writes of data that is already there (copy-on-read)
+    kPermResize = 1u << 3,
+    kPermGraphChange = 1u << 4,  // replacing this node in the graph (jobs' pivots)
+};
+inline constexpr uint32_t kPermAll = 0x1f;
+
+// Any thread: "write, resize" (QEMU's names), for messages.
+std::string perm_names(uint32_t perms);
+
+// What a child is to its parent. The role decides the permissions a parent
+// node takes on it (Driver::child_perms) and how a walk along a chain treats
+// it (backing and filtered children continue a chain).
+enum class ChildRole {
+    file,      // a format driver's image file (data and metadata)
+    backing,   // the image below in a chain (read-only, copy-on-write source)
+    data,      // a format's external data file
+    filtered,  // a filter's only child: same data, passed through
+    root,      // the edge of a user (BlockBackend)
+};
+
+// Any thread: the child's name as QEMU gives it ("file", "backing",
+// "data-file"; a filter's child is "file", a user's edge "root").
+const char* role_name(ChildRole role);
+
+class BlockEdge {
+public:
+    // Main thread, for every member up to the request functions.
+    BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child);
+    ~BlockEdge();
+    BlockEdge(const BlockEdge&) = delete;
+    BlockEdge& operator=(const BlockEdge&) = delete;
+
+    // Any thread (the child changes only while drained).
+    BlockNode& child() const { return *child_; }
+    const std::shared_ptr<BlockNode>& child_ptr() const { return child_; }
+    ChildRole role() const { return role_; }
+    // The parent node; null for a user's edge.
+    BlockNode* parent_node() const { return parent_; }
+    // "node 'q'", "export 'e0'": who uses the child, for messages.
+    const std::string& parent_name() const { return parent_name_; }
+    uint32_t perm() const { return perm_; }
+    uint32_t shared() const { return shared_; }
+
+    // Requests into the child's request path (io.cc). In the child's
+    // context, inside a request of the parent (or of the user). `flags` are
+    // the driver flags (kWriteFua, kMayUnmap, kNoFallback, kCopyOnRead).
+    Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags = 0);
+    Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags = 0);
+    Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags = 0);
+    Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
+    Task<Result<void>> co_flush();
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query = StatusQuery::exact);
+    Task<Result<void>> co_truncate(uint64_t size);
+
+private:
+    friend class BlockNode;
+    friend class PermissionUpdate;
+
+    BlockNode* const parent_;
+    const std::string parent_name_;
+    const ChildRole role_;
+    std::shared_ptr<BlockNode> child_;  // main thread, drained
+    uint32_t perm_ = 0;                 // main thread (PermissionUpdate)
+    uint32_t shared_ = kPermAll;
+};
+
+}  // namespace ioplane::block

@@ -1,0 +1,52 @@
+// Tracked requests: every request in a node's request path is counted in the
+// node's in_flight_ and listed with its range, so that a serialising request
+// (the read-modify-write of an unaligned write, a copy-on-read) waits for the
+// overlapping requests that came before it, and the overlapping requests
+// that come after it wait for it (QEMU's BdrvTrackedRequest). The result of
+// racing overlapping requests is then that of some sequential order.
+//
+// Thread contract: the node's context (the list is not shared).
+#pragma once
+
+#include "ioplane/block/node.h"
+#include "ioplane/core/co_queue.h"
+
+namespace ioplane::block {
+
+struct TrackedRequest {
+    uint64_t offset = 0;  // range for overlap checks: a serialising request's
+    uint64_t end = 0;     // is widened to its alignment
+    uint64_t id = 0;      // order of arrival
+    bool serialising = false;
+    bool has_waiters = false;  // spares the queue's lock when nobody waits
+    TrackedRequest* prev = nullptr;
+    TrackedRequest* next = nullptr;
+    CoQueue waiters;  // requests waiting for this one to end
+};
+
+class NodeRequest {
+public:
+    NodeRequest(BlockNode& node, uint64_t offset, uint64_t bytes);
+    ~NodeRequest();
+    NodeRequest(const NodeRequest&) = delete;
+    NodeRequest& operator=(const NodeRequest&) = delete;
+
+    // Widens the range outward to `align` and makes this request one that
+    // overlapping requests do not run beside.
+    void make_serialising(uint64_t align);
+    // Whether the node has a serialising request, so wait_for_conflicts()
+    // is worth its coroutine.
+    bool may_conflict() const { return node_.serialising_ > 0; }
+    // Waits while an older overlapping request conflicts with this one
+    // (either of them serialises). Waiting only for older ones keeps the
+    // waits free of cycles.
+    Task<void> wait_for_conflicts();
+
+private:
+    TrackedRequest* find_conflict() const;
+
+    BlockNode& node_;
+    TrackedRequest t_;
+};
+
+}  // namespace ioplane::block
