@@ -4,15 +4,28 @@
 #include <string>
 #include <string_view>
 
+#include "ioplane/core/thread_contract.h"
+
 namespace ioplane::block {
 namespace {
 
+constexpr double kNsPerSecond = 1e9;
 constexpr uint64_t kBurstLengthMax = UINT32_MAX;  // QEMU's LeakyBucket.burst_length is an unsigned int
 
 // QAPI key of each bucket's avg, indexed by ThrottleBucketKind; "-max" and
 // "-max-length" follow it.
 constexpr std::array<std::string_view, kThrottleBucketCount> kBucketKeys = {
     "bps-total", "bps-read", "bps-write", "iops-total", "iops-read", "iops-write",
+};
+
+// The buckets a request in one direction is charged to and waits for.
+constexpr std::array<ThrottleBucketKind, 2> kBytesBuckets[2] = {
+    {ThrottleBucketKind::bps_total, ThrottleBucketKind::bps_read},
+    {ThrottleBucketKind::bps_total, ThrottleBucketKind::bps_write},
+};
+constexpr std::array<ThrottleBucketKind, 2> kOpsBuckets[2] = {
+    {ThrottleBucketKind::iops_total, ThrottleBucketKind::iops_read},
+    {ThrottleBucketKind::iops_total, ThrottleBucketKind::iops_write},
 };
 
 enum class Field { avg, max, burst_length };
@@ -88,6 +101,25 @@ Result<void> read_key(OptionReader& r, const std::string& key, uint64_t& out) {
     return {};
 }
 
+// Wait for one bucket (QEMU's throttle_compute_wait). The time it takes the
+// excess over the bucket's size to leak: a stream that asks again after it
+// sees the level back at the size, so the rate converges to avg.
+double bucket_wait_ns(const ThrottleBucketConfig& b, double level, double burst_level) {
+    if (b.avg == 0) return 0;
+    // Without a max, a tenth of a second at avg may still go at once: QEMU's
+    // allowance for guests that batch I/O (Linux CFQ groups it by 100 ms),
+    // without which every other request would be throttled.
+    const double size = b.max == 0 ? double(b.avg) / 10 : double(b.max) * double(b.burst_length);
+    if (level > size) return (level - size) * kNsPerSecond / double(b.avg);
+    // Inside a burst longer than a second, its rate is held to max (with the
+    // same tenth of a second of slack).
+    if (b.burst_length > 1) {
+        const double burst_size = double(b.max) / 10;
+        if (burst_level > burst_size) return (burst_level - burst_size) * kNsPerSecond / double(b.max);
+    }
+    return 0;
+}
+
 }  // namespace
 
 bool ThrottleLimits::any() const {
@@ -115,6 +147,63 @@ nlohmann::json to_json(const ThrottleLimits& l) {
     }
     j["iops-size"] = l.iops_size;
     return j;
+}
+
+void ThrottleState::set_limits(const ThrottleLimits& l, int64_t now_ns) {
+    IOPLANE_ASSERT(validate(l).has_value());
+    limits_ = l;
+    levels_ = {};
+    last_leak_ns_ = now_ns;
+}
+
+void ThrottleState::leak(int64_t now_ns) {
+    if (now_ns <= last_leak_ns_) return;
+    const double delta = double(now_ns - last_leak_ns_);
+    last_leak_ns_ = now_ns;
+    for (std::size_t i = 0; i < kThrottleBucketCount; ++i) {
+        const ThrottleBucketConfig& b = limits_.buckets[i];
+        Level& lv = levels_[i];
+        lv.level = std::max(lv.level - double(b.avg) * delta / kNsPerSecond, 0.0);
+        if (b.burst_length > 1) lv.burst_level = std::max(lv.burst_level - double(b.max) * delta / kNsPerSecond, 0.0);
+    }
+}
+
+int64_t ThrottleState::wait_ns(bool write, int64_t now_ns) {
+    leak(now_ns);
+    double wait = 0;
+    for (const auto& kinds : {kBytesBuckets[write], kOpsBuckets[write]}) {
+        for (ThrottleBucketKind k : kinds) {
+            const std::size_t i = std::size_t(k);
+            wait = std::max(wait, bucket_wait_ns(limits_.buckets[i], levels_[i].level, levels_[i].burst_level));
+        }
+    }
+    // Truncated, as QEMU does: less than a nanosecond of excess lets the
+    // request go rather than arm a timer for nothing.
+    if (wait >= double(INT64_MAX)) return INT64_MAX;
+    return int64_t(wait);
+}
+
+void ThrottleState::account(bool write, uint64_t bytes) {
+    const uint64_t op_size = limits_.iops_size;
+    const double ops = op_size != 0 && bytes > op_size ? double(bytes) / double(op_size) : 1.0;
+    auto charge = [&](ThrottleBucketKind k, double units) {
+        const std::size_t i = std::size_t(k);
+        // Unlimited buckets stay empty (QEMU fills them too, to no effect:
+        // new limits empty every bucket).
+        if (limits_.buckets[i].avg == 0) return;
+        levels_[i].level += units;
+        if (limits_.buckets[i].burst_length > 1) levels_[i].burst_level += units;
+    };
+    for (ThrottleBucketKind k : kBytesBuckets[write]) charge(k, double(bytes));
+    for (ThrottleBucketKind k : kOpsBuckets[write]) charge(k, ops);
+}
+
+bool ThrottleState::enabled(bool write) const {
+    for (const auto& kinds : {kBytesBuckets[write], kOpsBuckets[write]}) {
+        for (ThrottleBucketKind k : kinds)
+            if (limits_[k].avg != 0) return true;
+    }
+    return false;
 }
 
 }  // namespace ioplane::block

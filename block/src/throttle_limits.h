@@ -1,7 +1,10 @@
 // I/O throttling as QEMU does it (docs/throttle.txt, util/throttle.c): the
-// limits of a throttle-group (QAPI ThrottleLimits).
+// limits of a throttle-group (QAPI ThrottleLimits) and the leaky buckets that
+// enforce them. Pure accounting: the caller passes the time and arms its own
+// timer with what wait_ns() returns, so tests can run on simulated time.
 //
-// Thread contract: plain values; any thread, the caller serialises.
+// Thread contract: plain values and a state machine; any thread, the caller
+// serialises (one ThrottleState per group, used under the group's lock).
 #pragma once
 
 #include <array>
@@ -64,5 +67,45 @@ Result<void> validate(const ThrottleLimits& l);
 // The limits as QMP shows them (qom-get of a group's "limits"): all nineteen
 // QAPI keys, unset ones as 0 (max-length as 1).
 nlohmann::json to_json(const ThrottleLimits& l);
+
+// The leaky buckets of one throttle group. Each bucket's level rises by what
+// goes through and leaks at avg per second; a request waits while a bucket it
+// is charged to is above its size (max * burst_length, or avg/10 without a
+// max). With burst_length > 1 a second bucket, leaking at max, keeps the
+// burst itself at the max rate.
+class ThrottleState {
+public:
+    // Thread contract: any thread; the caller serialises.
+    // `l` must be valid. Empties the buckets, as QEMU's throttle_config()
+    // does: new limits start with a full burst allowance.
+    void set_limits(const ThrottleLimits& l, int64_t now_ns);
+    // Thread contract: any thread; the caller serialises.
+    const ThrottleLimits& limits() const { return limits_; }
+
+    // Thread contract: any thread; the caller serialises.
+    // Leaks the buckets up to now_ns (a monotonic clock; an earlier time
+    // leaks nothing), then returns 0 if a request in this direction may go
+    // now, else how long to wait before asking again (INT64_MAX at most).
+    int64_t wait_ns(bool write, int64_t now_ns);
+    // Thread contract: any thread; the caller serialises.
+    // Charges a request that goes: `bytes` to the bps buckets, and to the
+    // iops buckets one operation, or bytes / iops_size if that is more
+    // (fractional: 6 KiB with iops-size=4096 counts 1.5).
+    void account(bool write, uint64_t bytes);
+    // Thread contract: any thread; the caller serialises.
+    // Whether some limit applies to requests in this direction.
+    bool enabled(bool write) const;
+
+private:
+    struct Level {
+        double level = 0;        // leaks at avg
+        double burst_level = 0;  // leaks at max; used only when burst_length > 1
+    };
+    void leak(int64_t now_ns);
+
+    ThrottleLimits limits_;
+    std::array<Level, kThrottleBucketCount> levels_{};
+    int64_t last_leak_ns_ = 0;
+};
 
 }  // namespace ioplane::block

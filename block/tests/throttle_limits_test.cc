@@ -1,8 +1,12 @@
-// Throttle limits: parsing, validation, JSON.
+// Throttle limits: parsing, validation, JSON, and the leaky buckets on
+// simulated time (a stream asks at time t; if wait_ns() is 0 its request goes
+// and is charged, else it asks again after the wait).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "../src/throttle_limits.h"
 
@@ -11,6 +15,8 @@ namespace {
 
 using nlohmann::json;
 using K = ThrottleBucketKind;
+
+constexpr int64_t kSecond = 1'000'000'000;
 
 // Reads `text` (keyval, or JSON if it starts with '{') over `base` and checks
 // that no other key was given.
@@ -212,6 +218,211 @@ TEST(ThrottleLimitsJson, RoundTrips) {
     ASSERT_TRUE(back) << back.error().message;
     EXPECT_TRUE(r.check_all_used());
     EXPECT_EQ(*back, l);
+}
+
+// ------------------------------------------------------------------ buckets
+
+struct Stream {
+    bool write = false;
+    uint64_t bytes = 4096;
+    int64_t next_ns = 0;    // when it asks next
+    uint64_t requests = 0;  // requests that went
+};
+
+// Runs the streams in time order until `end_ns`: each asks at its time; if
+// wait_ns() is 0 its request goes (and is charged) and it asks again at once,
+// else it asks again after the wait. Of streams asking at the same time, the
+// one with fewer requests goes first (the group's round robin, which is not
+// ThrottleState's business).
+void run(ThrottleState& s, std::vector<Stream>& streams, int64_t end_ns) {
+    for (uint64_t steps = 0;; ++steps) {
+        ASSERT_LT(steps, 100'000'000u) << "no progress: is the state unlimited?";
+        auto it = std::min_element(streams.begin(), streams.end(), [](const Stream& a, const Stream& b) {
+            return std::pair(a.next_ns, a.requests) < std::pair(b.next_ns, b.requests);
+        });
+        if (it->next_ns >= end_ns) return;
+        int64_t w = s.wait_ns(it->write, it->next_ns);
+        ASSERT_GE(w, 0);
+        if (w == 0) {
+            s.account(it->write, it->bytes);
+            ++it->requests;
+        } else {
+            it->next_ns += w;
+        }
+    }
+}
+
+uint64_t run_one(ThrottleState& s, Stream& stream, int64_t end_ns) {
+    std::vector<Stream> v{stream};
+    run(s, v, end_ns);
+    stream = v[0];
+    return stream.requests;
+}
+
+// How many units a bucket lets through from empty in `seconds` of a stream
+// that never stops: what leaked plus what it holds when full (its size, plus
+// the one request that brings it there).
+double expected_units(double avg, double seconds, double size) { return avg * seconds + size + 1; }
+
+ThrottleState state(std::string_view text, int64_t now_ns = 0) {
+    ThrottleState s;
+    s.set_limits(limits(text), now_ns);
+    return s;
+}
+
+TEST(ThrottleState, IopsConvergeToTheLimit) {
+    ThrottleState s = state("iops-total=100");
+    Stream st;
+    uint64_t n = run_one(s, st, 100 * kSecond);
+    // Without a max, the bucket holds a tenth of a second at avg.
+    EXPECT_NEAR(double(n), expected_units(100, 100, 10), 1.0);
+    EXPECT_NEAR(double(n) / 100, 100, 1.0);  // within 1% of avg
+}
+
+TEST(ThrottleState, IopsBelowTenPerSecond) {
+    // avg/10 is below one operation: every request after the first waits.
+    ThrottleState s = state("iops-write=3");
+    Stream st{.write = true};
+    uint64_t n = run_one(s, st, 1000 * kSecond);
+    EXPECT_NEAR(double(n), expected_units(3, 1000, 0.3), 1.0);
+}
+
+TEST(ThrottleState, BytesConvergeToTheLimit) {
+    ThrottleState s = state("bps-total=1048576");
+    Stream st{.bytes = 4096};
+    uint64_t n = run_one(s, st, 60 * kSecond);
+    double bytes = double(n) * 4096;
+    EXPECT_NEAR(bytes, 1048576.0 * 60, 1048576.0 * 60 / 100);
+    EXPECT_GE(bytes, 1048576.0 * 60);
+    EXPECT_LE(bytes, expected_units(1048576, 60, 1048576 / 10) + 4096);
+}
+
+TEST(ThrottleState, ReadAndWriteLimitsAreSeparate) {
+    ThrottleState s = state("bps-read=1000000,bps-write=250000");
+    std::vector<Stream> streams{{.write = false, .bytes = 4096}, {.write = true, .bytes = 4096}};
+    run(s, streams, 100 * kSecond);
+    EXPECT_NEAR(double(streams[0].requests) * 4096, 1e8, 1e6);
+    EXPECT_NEAR(double(streams[1].requests) * 4096, 2.5e7, 2.5e5);
+}
+
+TEST(ThrottleState, TotalLimitIsShared) {
+    ThrottleState s = state("iops-total=200");
+    std::vector<Stream> streams{{.write = false}, {.write = true}};
+    run(s, streams, 100 * kSecond);
+    uint64_t total = streams[0].requests + streams[1].requests;
+    EXPECT_NEAR(double(total), 20000, 200);
+    // Each direction gets a share, neither starves.
+    EXPECT_GT(streams[0].requests, total / 4);
+    EXPECT_GT(streams[1].requests, total / 4);
+}
+
+TEST(ThrottleState, IopsSizeCountsLargeRequestsInProportion) {
+    // 16 KiB is 4 operations, 6 KiB 1.5, and 1 KiB (smaller) still 1.
+    for (auto [bytes, ops] : {std::pair{16384u, 4.0}, std::pair{6144u, 1.5}, std::pair{1024u, 1.0}}) {
+        ThrottleState s = state("iops-total=100,iops-size=4096");
+        Stream st{.bytes = bytes};
+        uint64_t n = run_one(s, st, 100 * kSecond);
+        EXPECT_NEAR(double(n), 10000 / ops, 10000 / ops / 100) << bytes << " bytes";
+    }
+    // Without iops-size, size does not matter.
+    ThrottleState s = state("iops-total=100");
+    Stream st{.bytes = 16384};
+    EXPECT_NEAR(double(run_one(s, st, 100 * kSecond)), 10000, 100);
+}
+
+TEST(ThrottleState, BurstOfOneSecondGoesAtOnce) {
+    ThrottleState s = state("iops-total=100,iops-total-max=1000");
+    uint64_t at_once = 0;
+    while (s.wait_ns(false, 0) == 0 && at_once < 100000) {
+        s.account(false, 4096);
+        ++at_once;
+    }
+    EXPECT_NEAR(double(at_once), 1000, 1.0);
+    // Then avg.
+    Stream st{.requests = at_once};
+    uint64_t n = run_one(s, st, 100 * kSecond);
+    EXPECT_NEAR(double(n), expected_units(100, 100, 1000), 1.0);
+    EXPECT_NEAR(double(n - at_once), 10000, 100);
+}
+
+TEST(ThrottleState, LongBurstGoesAtMaxThenAvg) {
+    // Bucket of 1000 * 10 operations, filled at up to 1000/s while it leaks
+    // 100/s: the burst lasts 10000 / 900 = 11.1 s.
+    ThrottleState s = state("iops-total=100,iops-total-max=1000,iops-total-max-length=10");
+    Stream st;
+    // During the burst the rate is max (its own bucket holds a tenth of a second at max).
+    uint64_t n5 = run_one(s, st, 5 * kSecond);
+    EXPECT_NEAR(double(n5), expected_units(1000, 5, 100), 1.0);
+    uint64_t n10 = run_one(s, st, 10 * kSecond);
+    EXPECT_NEAR(double(n10), expected_units(1000, 10, 100), 1.0);
+    // After it, everything that went is the full bucket plus what leaked.
+    uint64_t n20 = run_one(s, st, 20 * kSecond);
+    EXPECT_NEAR(double(n20), expected_units(100, 20, 10000), 1.0);
+    uint64_t n120 = run_one(s, st, 120 * kSecond);
+    EXPECT_NEAR(double(n120 - n20), 10000, 100);
+
+    // An idle spell long enough to empty the bucket (100 s at 100/s) allows a
+    // new burst.
+    st.next_ns = 300 * kSecond;
+    uint64_t n305 = run_one(s, st, 305 * kSecond);
+    EXPECT_NEAR(double(n305 - n120), expected_units(1000, 5, 100), 1.0);
+}
+
+TEST(ThrottleState, NewLimitsApplyMidRun) {
+    ThrottleState s = state("iops-total=100");
+    Stream st;
+    uint64_t n1 = run_one(s, st, 50 * kSecond);
+    EXPECT_NEAR(double(n1), expected_units(100, 50, 10), 1.0);
+
+    // Raised: new limits empty the buckets, as QEMU's do, so the new bucket
+    // (a tenth of a second at 1000/s) goes at once.
+    int64_t t = st.next_ns;
+    s.set_limits(limits("iops-total=1000"), t);
+    EXPECT_EQ(s.limits()[K::iops_total].avg, 1000u);
+    uint64_t n2 = run_one(s, st, 100 * kSecond);
+    EXPECT_NEAR(double(n2 - n1), expected_units(1000, double(100 * kSecond - t) / kSecond, 100), 1.0);
+
+    // Lowered, and for reads only.
+    t = st.next_ns;
+    s.set_limits(limits("iops-read=10"), t);
+    uint64_t n3 = run_one(s, st, 200 * kSecond);
+    EXPECT_NEAR(double(n3 - n2), expected_units(10, double(200 * kSecond - t) / kSecond, 1), 1.0);
+}
+
+TEST(ThrottleState, UnlimitedNeverWaits) {
+    ThrottleState none;
+    EXPECT_FALSE(none.enabled(false));
+    EXPECT_FALSE(none.enabled(true));
+    for (int i = 0; i < 100000; ++i) {
+        ASSERT_EQ(none.wait_ns(i % 2, 0), 0);
+        none.account(i % 2, uint64_t(1) << 30);
+    }
+
+    // A write limit leaves reads alone.
+    ThrottleState s = state("iops-write=10,bps-write=1000");
+    EXPECT_FALSE(s.enabled(false));
+    EXPECT_TRUE(s.enabled(true));
+    for (int i = 0; i < 100; ++i) s.account(true, 4096);
+    EXPECT_GT(s.wait_ns(true, 0), 0);
+    for (int i = 0; i < 100000; ++i) {
+        ASSERT_EQ(s.wait_ns(false, 0), 0);
+        s.account(false, uint64_t(1) << 30);
+    }
+
+    // Clearing the limits lifts them at once.
+    s.set_limits(ThrottleLimits{}, 0);
+    EXPECT_FALSE(s.enabled(true));
+    EXPECT_EQ(s.wait_ns(true, 0), 0);
+}
+
+TEST(ThrottleState, TotalLimitsApplyToBothDirections) {
+    ThrottleState s = state("bps-total=1000");
+    EXPECT_TRUE(s.enabled(false));
+    EXPECT_TRUE(s.enabled(true));
+    s.account(false, 4096);
+    // The wait is how long the excess over the bucket (100 bytes) takes to leak.
+    EXPECT_EQ(s.wait_ns(true, 0), (4096 - 100) * kSecond / 1000);
+    EXPECT_EQ(s.wait_ns(false, kSecond), (4096 - 100 - 1000) * kSecond / 1000);
 }
 
 }  // namespace
