@@ -14,7 +14,7 @@ Task<Result<void>> Driver::co_pdiscard(uint64_t, uint64_t) {
 // caller asked to fail rather than be slow).
 Task<Result<void>> Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     if (flags & kNoFallback) co_return fail(ENOTSUP, "efficient zeroing not supported");
-    constexpr uint64_t kChunk = 1 << 20;
+    const uint64_t kChunk = max_transfer() ? std::min<uint64_t>(max_transfer(), 1 << 20) : 1 << 20;
     const uint32_t align = std::max<uint32_t>(request_alignment(), 4096);
     void* zeroes = std::aligned_alloc(align, kChunk);
     if (zeroes == nullptr) co_return fail(ENOMEM, "zero buffer");
@@ -31,8 +31,9 @@ Task<Result<void>> Driver::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uin
     co_return r;
 }
 
-Task<Result<BlockStatus>> Driver::co_block_status(uint64_t, uint64_t bytes, StatusQuery) {
-    co_return BlockStatus{.bytes = bytes, .data = true, .zero = false, .allocated = true};
+// "All data, here": right for a driver that stores every byte itself.
+Task<Result<BlockStatus>> Driver::co_block_status(uint64_t offset, uint64_t bytes, StatusQuery) {
+    co_return BlockStatus{.bytes = bytes, .file = node_, .offset = offset};
 }
 
 Task<Result<void>> Driver::co_truncate(uint64_t) { co_return fail(ENOTSUP, "resizing not supported"); }

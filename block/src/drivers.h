@@ -33,5 +33,8 @@ struct Opened {
 Result<Opened> open_null(OptionReader& opts, const OpenContext& oc);
 Result<Opened> open_file(OptionReader& opts, const OpenContext& oc);
 Result<Opened> open_raw(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_throttle(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_copy_on_read(OptionReader& opts, const OpenContext& oc);
 
 }  // namespace ioplane::block

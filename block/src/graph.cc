@@ -14,6 +14,9 @@ Factory find_driver(const std::string& name) {
     if (name == "file") return open_file;
     if (name == "null-co") return open_null;
     if (name == "raw") return open_raw;
+    if (name == "blkdebug") return open_blkdebug;
+    if (name == "throttle") return open_throttle;
+    if (name == "copy-on-read") return open_copy_on_read;
     return nullptr;
 }
 
@@ -41,6 +44,7 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     auto node = std::make_shared<BlockNode>(node_name, std::move(opened->driver), ctx, ro);
     for (auto& [role, child] : opened->children)
         if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
+    node->refresh_limits();
     return node;
 }
 

@@ -11,6 +11,7 @@
 //    blocks first (read-modify-write), serialised against overlapping
 //    requests so that racing writes end as some sequential order would;
 //  - splitting at the driver's max_transfer;
+//  - copy-on-read, when the caller asks for it;
 //  - FUA emulated by a flush when the driver has no native FUA;
 //  - a flush also flushes the children the node writes to.
 // The common case (aligned, small, nothing serialising) costs a check, two
@@ -45,20 +46,24 @@ Result<void> check_request(const BlockEdge& edge, uint64_t offset, uint64_t byte
 uint64_t align_down(uint64_t v, uint64_t a) { return v - v % a; }
 uint64_t align_up(uint64_t v, uint64_t a) { return align_down(v + a - 1, a); }
 
-bool needs_bounce(const Driver& drv, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
-    const uint32_t align = drv.request_alignment();
-    return (align > 1 && (offset % align || bytes % align)) || !iov_aligned(iov, drv.memory_alignment());
+bool needs_bounce(const NodeLimits& l, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
+    if (l.request_alignment == 1 && l.memory_alignment == 1) return false;  // the common case, cheaply
+    return offset % l.request_alignment || bytes % l.request_alignment || !iov_aligned(iov, l.memory_alignment);
 }
 
 // Reads or writes through the driver, in pieces of at most max_transfer.
-Task<Result<void>> transfer_split(Driver& drv, Access access, uint64_t offset, uint64_t bytes,
+Task<Result<void>> transfer_split(BlockNode& node, Access access, uint64_t offset, uint64_t bytes,
                                   std::span<const iovec> iov, uint32_t flags) {
-    const uint64_t max = drv.max_transfer();
+    Driver& drv = node.driver();
+    const uint64_t max = node.limits().max_transfer;
     for (uint64_t done = 0; done < bytes;) {
         const uint64_t n = std::min(max, bytes - done);
         const std::vector<iovec> part = iov_slice(iov, done, n);
-        auto r = access == Access::read ? co_await drv.co_preadv(offset + done, n, part)
-                                        : co_await drv.co_pwritev(offset + done, n, part, flags);
+        // (Not `cond ? co_await a : co_await b`: GCC 12 destroys such a
+        // result twice.)
+        Result<void> r;
+        if (access == Access::read) r = co_await drv.co_preadv(offset + done, n, part);
+        else r = co_await drv.co_pwritev(offset + done, n, part, flags);
         if (!r) co_return r;
         done += n;
     }
@@ -66,22 +71,23 @@ Task<Result<void>> transfer_split(Driver& drv, Access access, uint64_t offset, u
 }
 
 // Not a coroutine: the common case costs no frame of its own.
-Task<Result<void>> transfer(Driver& drv, Access access, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
-                            uint32_t flags) {
-    const uint64_t max = drv.max_transfer();
-    if (max != 0 && bytes > max) return transfer_split(drv, access, offset, bytes, iov, flags);
+Task<Result<void>> transfer(BlockNode& node, Access access, uint64_t offset, uint64_t bytes,
+                            std::span<const iovec> iov, uint32_t flags) {
+    const uint64_t max = node.limits().max_transfer;
+    if (max != 0 && bytes > max) return transfer_split(node, access, offset, bytes, iov, flags);
+    Driver& drv = node.driver();
     return access == Access::read ? drv.co_preadv(offset, bytes, iov) : drv.co_pwritev(offset, bytes, iov, flags);
 }
 
 // Reads the aligned blocks around [offset, offset + bytes) into a bounce
 // buffer and copies the asked part out.
-Task<Result<void>> bounced_read(Driver& drv, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
-    const uint64_t align = drv.request_alignment();
+Task<Result<void>> bounced_read(BlockNode& node, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
+    const uint64_t align = node.limits().request_alignment;
     const uint64_t start = align_down(offset, align), end = align_up(offset + bytes, align);
-    AlignedBuffer buf(drv.memory_alignment(), end - start);
+    AlignedBuffer buf(node.limits().memory_alignment, end - start);
     if (!buf) co_return fail(ENOMEM, "bounce buffer");
     const iovec whole = buf.whole();
-    auto r = co_await transfer(drv, Access::read, start, end - start, std::span(&whole, 1), 0);
+    auto r = co_await transfer(node, Access::read, start, end - start, std::span(&whole, 1), 0);
     if (r) buffer_to_iov(buf.data() + (offset - start), iov, 0, bytes);
     co_return r;
 }
@@ -90,24 +96,24 @@ Task<Result<void>> bounced_read(Driver& drv, uint64_t offset, uint64_t bytes, st
 // as whole aligned blocks: the first and last blocks are read first when the
 // write covers them only in part. The caller has made the request
 // serialising over those blocks.
-Task<Result<void>> bounced_write(Driver& drv, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
+Task<Result<void>> bounced_write(BlockNode& node, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                  uint32_t flags) {
-    const uint64_t align = drv.request_alignment();
+    const uint64_t align = node.limits().request_alignment;
     const uint64_t start = align_down(offset, align), end = align_up(offset + bytes, align);
-    AlignedBuffer buf(drv.memory_alignment(), end - start);
+    AlignedBuffer buf(node.limits().memory_alignment, end - start);
     if (!buf) co_return fail(ENOMEM, "bounce buffer");
     if (offset > start) {
         iovec head{buf.data(), align};
-        if (auto r = co_await transfer(drv, Access::read, start, align, std::span(&head, 1), 0); !r) co_return r;
+        if (auto r = co_await transfer(node, Access::read, start, align, std::span(&head, 1), 0); !r) co_return r;
     }
     if (offset + bytes < end && end - align >= start + (offset > start ? align : 0)) {
         iovec tail{buf.data() + (end - align - start), align};
-        if (auto r = co_await transfer(drv, Access::read, end - align, align, std::span(&tail, 1), 0); !r) co_return r;
+        if (auto r = co_await transfer(node, Access::read, end - align, align, std::span(&tail, 1), 0); !r) co_return r;
     }
     if (iov.empty()) std::memset(buf.data() + (offset - start), 0, bytes);
     else iov_to_buffer(iov, 0, buf.data() + (offset - start), bytes);
     const iovec whole = buf.whole();
-    co_return co_await transfer(drv, Access::write, start, end - start, std::span(&whole, 1), flags);
+    co_return co_await transfer(node, Access::write, start, end - start, std::span(&whole, 1), flags);
 }
 
 // The driver's flush, then the children's that this node writes to: data
@@ -121,20 +127,49 @@ Task<Result<void>> flush_node(BlockNode& node) {
     co_return r;
 }
 
+// Copy-on-read (QEMU's bdrv_co_do_copy_on_readv): reads the aligned range
+// and writes what the node does not allocate itself (what its backing chain
+// supplies) into it, so that later reads find it here; then hands the asked
+// part to the caller. The caller has made the request serialising over the
+// range: a write slipping between the read and the copy's write would be
+// overwritten with old data.
+Task<Result<void>> copy_on_read(BlockNode& node, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
+    Driver& drv = node.driver();
+    const uint64_t align = node.limits().request_alignment;
+    const uint64_t start = align_down(offset, align), end = align_up(offset + bytes, align);
+    AlignedBuffer buf(node.limits().memory_alignment, end - start);
+    if (!buf) co_return fail(ENOMEM, "bounce buffer");
+    for (uint64_t pos = start; pos < end;) {
+        auto st = co_await drv.co_block_status(pos, end - pos, StatusQuery::exact);
+        if (!st) co_return std::unexpected(st.error());
+        const uint64_t n = std::clamp<uint64_t>(st->bytes, 1, end - pos);
+        iovec part{buf.data() + (pos - start), n};
+        if (auto r = co_await transfer(node, Access::read, pos, n, std::span(&part, 1), 0); !r) co_return r;
+        if (!st->allocated)
+            if (auto r = co_await transfer(node, Access::write, pos, n, std::span(&part, 1), 0); !r) co_return r;
+        pos += n;
+    }
+    buffer_to_iov(buf.data() + (offset - start), iov, 0, bytes);
+    co_return Result<void>{};
+}
+
 // A driver without native FUA gets the write without it, then a flush.
 bool emulate_fua(const Driver& drv, uint32_t flags) { return (flags & kWriteFua) && !drv.caps().can_fua; }
 
 }  // namespace
 
-Task<Result<void>> BlockEdge::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t) {
+Task<Result<void>> BlockEdge::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
+                                        uint32_t flags) {
     BlockNode& node = child();
     if (auto r = check_request(*this, offset, bytes, Access::read); !r) co_return r;
     NodeRequest req(node, offset, bytes);
+    const bool copy = (flags & kCopyOnRead) && !node.read_only() && bytes > 0;
+    if (copy) req.make_serialising(node.limits().request_alignment);
     if (req.may_conflict()) co_await req.wait_for_conflicts();
-    Driver& drv = node.driver();
     if (bytes == 0) co_return Result<void>{};
-    if (needs_bounce(drv, offset, bytes, iov)) co_return co_await bounced_read(drv, offset, bytes, iov);
-    co_return co_await transfer(drv, Access::read, offset, bytes, iov, 0);
+    if (copy) co_return co_await copy_on_read(node, offset, bytes, iov);
+    if (needs_bounce(node.limits(), offset, bytes, iov)) co_return co_await bounced_read(node, offset, bytes, iov);
+    co_return co_await transfer(node, Access::read, offset, bytes, iov, 0);
 }
 
 Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
@@ -143,15 +178,16 @@ Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::s
     if (auto r = check_request(*this, offset, bytes, Access::write); !r) co_return r;
     NodeRequest req(node, offset, bytes);
     Driver& drv = node.driver();
-    const uint32_t align = drv.request_alignment();
+    const uint32_t align = node.limits().request_alignment;
     const bool unaligned = align > 1 && (offset % align || bytes % align);
     if (unaligned) req.make_serialising(align);
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     if (bytes == 0) co_return Result<void>{};
     const bool fua = emulate_fua(drv, flags);
     if (fua) flags &= ~kWriteFua;
-    Result<void> r = needs_bounce(drv, offset, bytes, iov) ? co_await bounced_write(drv, offset, bytes, iov, flags)
-                                                            : co_await transfer(drv, Access::write, offset, bytes, iov, flags);
+    Result<void> r;  // (see transfer_split on conditional co_awaits)
+    if (needs_bounce(node.limits(), offset, bytes, iov)) r = co_await bounced_write(node, offset, bytes, iov, flags);
+    else r = co_await transfer(node, Access::write, offset, bytes, iov, flags);
     if (r && fua) r = co_await flush_node(node);
     co_return r;
 }
@@ -161,7 +197,7 @@ Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, 
     if (auto r = check_request(*this, offset, bytes, Access::write); !r) co_return r;
     NodeRequest req(node, offset, bytes);
     Driver& drv = node.driver();
-    const uint64_t align = drv.request_alignment();
+    const uint64_t align = node.limits().request_alignment;
     const uint64_t end = offset + bytes;
     // Unaligned head and tail are written as data (read-modify-write); the
     // aligned middle is zeroed by the driver.
@@ -175,9 +211,9 @@ Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, 
     const bool fua = emulate_fua(drv, flags);
     if (fua) flags &= ~kWriteFua;
     Result<void> r;
-    if (offset < mid_start) r = co_await bounced_write(drv, offset, mid_start - offset, {}, flags & kWriteFua);
+    if (offset < mid_start) r = co_await bounced_write(node, offset, mid_start - offset, {}, flags & kWriteFua);
     if (r && mid_start < mid_end) r = co_await drv.co_pwrite_zeroes(mid_start, mid_end - mid_start, flags);
-    if (r && mid_end < end) r = co_await bounced_write(drv, mid_end, end - mid_end, {}, flags & kWriteFua);
+    if (r && mid_end < end) r = co_await bounced_write(node, mid_end, end - mid_end, {}, flags & kWriteFua);
     if (r && fua) r = co_await flush_node(node);
     co_return r;
 }
@@ -189,7 +225,7 @@ Task<Result<void>> BlockEdge::co_pdiscard(uint64_t offset, uint64_t bytes) {
     NodeRequest req(node, offset, bytes);
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     Driver& drv = node.driver();
-    const uint64_t align = drv.request_alignment();
+    const uint64_t align = node.limits().request_alignment;
     const uint64_t start = align_up(offset, align), end = align_down(offset + bytes, align);
     if (start >= end) co_return Result<void>{};
     co_return co_await drv.co_pdiscard(start, end - start);

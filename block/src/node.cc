@@ -65,6 +65,15 @@ Result<BlockEdge*> BlockNode::attach_child(ChildRole role, std::shared_ptr<Block
     return children_.back().get();
 }
 
+void BlockNode::refresh_limits() {
+    assert_in_main_thread();
+    limits_ = {.request_alignment = std::max<uint32_t>(1, driver_->request_alignment()),
+               .memory_alignment = std::max<uint32_t>(1, driver_->memory_alignment()),
+               .max_transfer = driver_->max_transfer()};
+    for (const BlockEdge* e : parents_)
+        if (BlockNode* p = e->parent_node()) p->refresh_limits();
+}
+
 Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode> child) {
     assert_in_main_thread();
     IOPLANE_ASSERT(edge.parent_node() == this && quiesced());
@@ -93,6 +102,7 @@ Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode
     PermissionUpdate relax;
     relax.refresh(*old);
     (void)relax.commit();  // fewer needs never conflict
+    refresh_limits();
     return {};
 }
 

@@ -1,12 +1,12 @@
 #include "tracked_request.h"
 
-#include "ioplane/core/aio_wait.h"
 
 namespace ioplane::block {
 
 NodeRequest::NodeRequest(BlockNode& node, uint64_t offset, uint64_t bytes) : node_(node) {
     assert_in_context(node_.ctx());
-    node_.in_flight_.fetch_add(1, std::memory_order_relaxed);
+    // One writer (this context): see BlockNode::in_flight_.
+    node_.in_flight_.store(node_.in_flight_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     t_.offset = offset;
     t_.end = offset + bytes;
     t_.id = node_.next_request_id_++;
@@ -21,9 +21,7 @@ NodeRequest::~NodeRequest() {
     if (t_.next) t_.next->prev = t_.prev;
     if (t_.serialising) node_.serialising_--;
     if (t_.has_waiters) t_.waiters.restart_all();
-    // Pairs with the acquire load in drained_begin's wait: the request's
-    // effects happen before the drain sees zero.
-    if (node_.in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) aio_wait_kick();
+    node_.in_flight_.store(node_.in_flight_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 void NodeRequest::make_serialising(uint64_t align) {

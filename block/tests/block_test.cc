@@ -264,9 +264,10 @@ TEST_F(BlockTest, DrainedSectionWaitsForInFlightAndParksNewRequests) {
         blk.end_request();
     };
     for (int i = 0; i < 4; i++) spawn((*io)->ctx(), request(blk, done));
-    while ((*node)->in_flight() < 4) std::this_thread::yield();  // 4 admitted (their reads are not counted again)
+    while (blk.in_flight() < 4) std::this_thread::yield();  // 4 admitted
     drained_begin(**node);
     EXPECT_EQ(done, 4);
+    EXPECT_EQ(blk.in_flight(), 0u);
     EXPECT_EQ((*node)->in_flight(), 0u);
     spawn((*io)->ctx(), request(blk, done));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -52,6 +52,9 @@ public:
     BlockBackend& operator=(const BlockBackend&) = delete;
 
     BlockNode& node() const { return root_.child(); }
+    // The edge into the node: where walks down the node's chain start
+    // (chain.h), inside a request of this user.
+    BlockEdge& root_edge() { return root_; }
     const std::shared_ptr<BlockNode>& node_ptr() const { return root_.child_ptr(); }
     AioContext& ctx() const { return node().ctx(); }
     bool writable() const { return writable_; }

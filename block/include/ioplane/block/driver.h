@@ -31,6 +31,7 @@ enum : uint32_t {
     kWriteFua = 1u << 0,     // durable when it completes (write, write_zeroes)
     kMayUnmap = 1u << 1,     // write_zeroes may deallocate
     kNoFallback = 1u << 2,   // write_zeroes: fail with ENOTSUP rather than write data (NBD FAST_ZERO)
+    kCopyOnRead = 1u << 3,   // read (request path only): data the node does not allocate is written into it
 };
 
 // Block status of the range starting at the queried offset (SEEK_DATA/HOLE

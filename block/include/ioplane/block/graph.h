@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ioplane/block/node.h"
+#include "ioplane/block/throttle_group.h"
 #include "ioplane/core/keyval.h"
 
 namespace ioplane::block {
@@ -43,12 +44,16 @@ public:
     // Names for children opened without one, unique in this graph.
     std::string anonymous_name();
 
+    // The throttle groups `throttle` nodes name.
+    ThrottleGroups& throttle_groups() { return throttle_groups_; }
+
 private:
     struct Entry {
         std::weak_ptr<BlockNode> node;
         std::shared_ptr<BlockNode> owned;  // set for the monitor's nodes
     };
     std::map<std::string, Entry> nodes_;  // entries of destroyed children expire
+    ThrottleGroups throttle_groups_;
     unsigned anonymous_ = 0;
 };
 

@@ -24,6 +24,15 @@ namespace ioplane::block {
 class BlockBackend;
 struct TrackedRequest;
 
+// What the request path needs from the driver on every request, read from
+// it once (QEMU's BlockLimits): a virtual call per request and limit would
+// cost a measurable share of the cheapest requests.
+struct NodeLimits {
+    uint32_t request_alignment = 1;
+    uint32_t memory_alignment = 1;
+    uint64_t max_transfer = 0;  // 0: none
+};
+
 class BlockNode : public std::enable_shared_from_this<BlockNode> {
 public:
     // Main thread.
@@ -40,6 +49,15 @@ public:
 
     // Any thread: the context the graph lives in (changes only while drained).
     AioContext& ctx() const { return *ctx_.load(std::memory_order_acquire); }
+
+    // Any thread (changes only while drained, or before the node is used).
+    const NodeLimits& limits() const { return limits_; }
+    // Main thread: reads the driver's limits again, then the parents'
+    // (theirs may follow from this node's). replace_child and
+    // BlockGraph::open call it; code that builds a node itself calls it once
+    // the node's children are attached (a driver may read its limits from
+    // them).
+    void refresh_limits();
 
     // Main thread. Adds an edge to `child` with the permissions this node's
     // driver takes for `role` (Driver::child_perms). Refused, naming both
@@ -75,7 +93,7 @@ public:
     Result<void> set_read_only(bool read_only);
 
     // Requests in flight in this node's request path (any thread).
-    uint64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+    uint64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
     // Whether a drained section is active (any thread).
     bool quiesced() const { return quiesce_count_.load(std::memory_order_seq_cst) > 0; }
 
@@ -95,9 +113,15 @@ private:
     std::vector<std::unique_ptr<BlockEdge>> children_;  // main thread
     std::vector<BlockEdge*> parents_;                   // main thread
     std::vector<BlockBackend*> users_;                  // main thread
+    NodeLimits limits_;                                 // main thread (refresh_limits)
 
-    // The request path (node's context). in_flight_ is also read by drains
-    // in the main thread: the decrement to zero kicks aio_wait_while.
+    // The request path (node's context). Only the node's context writes
+    // in_flight_, so it is a plain load and store, no locked instruction;
+    // drains read it in the main thread. They need no kick from it: a
+    // request in a node lives inside a request of a user, and the user's
+    // count (seq_cst, with a kick at zero) drops after it, in the same
+    // thread, so the wake-up that follows the user's decrement also
+    // publishes this one.
     std::atomic<uint64_t> in_flight_{0};
     TrackedRequest* tracked_ = nullptr;  // requests in flight, newest first
     unsigned serialising_ = 0;           // how many of them serialise

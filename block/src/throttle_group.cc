@@ -1,0 +1,95 @@
+#include "ioplane/block/throttle_group.h"
+
+#include <algorithm>
+
+#include "ioplane/block/node.h"
+#include "ioplane/core/clock.h"
+#include "ioplane/core/coroutine.h"
+#include "throttle_limits.h"
+
+namespace ioplane::block {
+namespace {
+
+// A waiting request sleeps at most this long before it looks again, so that
+// a drain or new limits take effect within it.
+constexpr int64_t kMaxSleepNs = 10'000'000;
+
+}  // namespace
+
+ThrottleGroup::ThrottleGroup(std::string id) : id_(std::move(id)), state_(std::make_unique<ThrottleState>()) {
+    state_->set_limits(ThrottleLimits{}, now_ns());
+}
+
+ThrottleGroup::~ThrottleGroup() = default;
+
+Result<void> ThrottleGroup::set_limits(OptionReader& limits) {
+    std::lock_guard lk(mu_);
+    auto merged = read_throttle_limits(limits, state_->limits());
+    if (!merged) return std::unexpected(merged.error());
+    if (auto c = limits.check_all_used(); !c) return c;
+    state_->set_limits(*merged, now_ns());
+    return {};
+}
+
+nlohmann::json ThrottleGroup::limits_json() const {
+    std::lock_guard lk(mu_);
+    return to_json(state_->limits());
+}
+
+// Requests of one direction take tickets and go in ticket order: the one
+// being served waits for the buckets, the others for their turn.
+Task<void> ThrottleGroup::co_throttle(bool write, uint64_t bytes, const BlockNode& member) {
+    Direction& d = dirs_[write];
+    uint64_t ticket;
+    {
+        std::lock_guard lk(mu_);
+        if (!state_->enabled(write)) co_return;
+        ticket = d.next_ticket++;
+    }
+    if (d.serving.load(std::memory_order_acquire) != ticket) co_await co_wait_for_turn(d, ticket);
+    for (;;) {
+        int64_t wait = 0;
+        {
+            std::lock_guard lk(mu_);
+            if (!member.quiesced()) wait = state_->wait_ns(write, now_ns());
+            if (wait == 0) state_->account(write, bytes);
+        }
+        if (wait == 0) break;
+        co_await sleep_for(std::min(wait, kMaxSleepNs));
+    }
+    // Pairs with the acquire loads of waiters: they see their turn.
+    d.serving.store(ticket + 1, std::memory_order_release);
+    d.turn.restart_all();
+}
+
+Task<void> ThrottleGroup::co_wait_for_turn(Direction& d, uint64_t ticket) {
+    while (d.serving.load(std::memory_order_acquire) != ticket)
+        co_await d.turn.wait_while([&d, ticket] { return d.serving.load(std::memory_order_acquire) != ticket; });
+}
+
+Result<void> ThrottleGroups::add(const std::string& id, OptionReader& options) {
+    if (groups_.count(id)) return fail(EEXIST, "attempt to add duplicate property '" + id + "' to object");
+    auto group = std::make_shared<ThrottleGroup>(id);
+    auto limits = options.get_object("limits");
+    if (!limits) return std::unexpected(limits.error());
+    if (*limits)
+        if (auto r = group->set_limits(**limits); !r) return r;
+    if (auto c = options.check_all_used(); !c) return c;
+    groups_[id] = std::move(group);
+    return {};
+}
+
+Result<void> ThrottleGroups::remove(const std::string& id) {
+    auto it = groups_.find(id);
+    if (it == groups_.end()) return fail(ENOENT, "object '" + id + "' not found");
+    if (it->second.use_count() > 1) return fail(EBUSY, "object '" + id + "' is in use by a throttle node");
+    groups_.erase(it);
+    return {};
+}
+
+std::shared_ptr<ThrottleGroup> ThrottleGroups::find(const std::string& id) const {
+    auto it = groups_.find(id);
+    return it == groups_.end() ? nullptr : it->second;
+}
+
+}  // namespace ioplane::block
