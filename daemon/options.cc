@@ -210,6 +210,8 @@ constexpr const char* kUsage =
     "  --object <type>,help   list properties for the given object type\n"
     "  --object iothread,id=<id>[,poll-max-ns=<ns>][,poll-grow=<n>][,poll-shrink=<n>]\n"
     "                         create an IOThread, which exports can run in\n"
+    "  --object throttle-group,id=<id>[,limits.iops-total=<n>][,limits.bps-total=<n>]...\n"
+    "                         create a throttle group, which throttle nodes share\n"
     "\n"
     "  --pidfile <path>       write process ID to a file after startup\n"
     "\n"
@@ -222,11 +224,23 @@ constexpr const char* kUsage =
     "defined before the option that refers to it. Options written as key=value\n"
     "lists also accept a JSON object, e.g. --blockdev '{\"driver\":\"file\",...}'.\n"
     "addr.type=fd takes a listening socket the daemon inherited, by number. TLS and\n"
-    "object types other than iothread are not supported.\n";
+    "object types other than iothread and throttle-group are not supported.\n";
 
 constexpr const char* kObjectTypesHelp =
     "List of user creatable objects:\n"
-    "  iothread\n";
+    "  iothread\n"
+    "  throttle-group\n";
+
+constexpr const char* kThrottleGroupHelp =
+    "throttle-group options (QEMU's ThrottleLimits, see docs/LIMITS.md):\n"
+    "  id=<str>                      - the group's name, which throttle nodes refer to (required)\n"
+    "  limits.iops-total=<int>       - operations per second, reads and writes together\n"
+    "  limits.iops-read=<int>, limits.iops-write=<int>\n"
+    "  limits.bps-total=<int>        - bytes per second, reads and writes together\n"
+    "  limits.bps-read=<int>, limits.bps-write=<int>\n"
+    "  limits.<limit>-max=<int>      - burst rate of any of the above\n"
+    "  limits.<limit>-max-length=<int> - seconds a burst may last (default 1)\n"
+    "  limits.iops-size=<int>        - bytes that count as one operation (0: any request is one)\n";
 
 constexpr const char* kIOThreadHelp =
     "iothread options:\n"
@@ -457,6 +471,8 @@ private:
                 config_.option_help = kObjectTypesHelp;
             } else if (*type == "iothread") {
                 config_.option_help = kIOThreadHelp;
+            } else if (*type == "throttle-group") {
+                config_.option_help = kThrottleGroupHelp;
             } else {
                 return unsupported("object type " + in_quotes(type->is_string() ? type->get<std::string>() : "?") +
                                    " is not supported");
@@ -465,11 +481,16 @@ private:
             return {};
         }
         std::vector<std::string> warnings;
-        auto iothread = parse_object(*tree, warnings);
-        if (!iothread) return std::unexpected(iothread.error());
-        if (!iothreads_.insert(iothread->id).second) return invalid("duplicate object id " + in_quotes(iothread->id));
+        auto object = parse_object(*tree, warnings);
+        if (!object) return std::unexpected(object.error());
+        if (!object_ids_.insert(object->id()).second) return invalid("duplicate object id " + in_quotes(object->id()));
         for (auto& w : warnings) warnings_.push_back(std::move(w));
-        config_.iothreads.push_back(std::move(*iothread));
+        if (object->iothread) {
+            iothreads_.insert(object->id());
+            config_.iothreads.push_back(std::move(*object->iothread));
+        } else {
+            config_.throttle_groups.push_back(std::move(*object->throttle_group));
+        }
         return {};
     }
 
@@ -557,6 +578,7 @@ private:
     std::vector<std::string> warnings_;  // of the option being processed
     std::set<std::string, std::less<>> nodes_;
     std::set<std::string, std::less<>> iothreads_;
+    std::set<std::string, std::less<>> object_ids_;  // iothreads and throttle groups
     std::set<std::string, std::less<>> exports_;
     std::set<std::string, std::less<>> nbd_names_;
     std::set<std::string, std::less<>> chardevs_;
@@ -593,16 +615,31 @@ std::vector<std::string> blockdev_node_names(const BlockdevOptions& blockdev) {
     return names;
 }
 
-Result<IOThreadOptions> parse_object(const OptionTree& tree, std::vector<std::string>& warnings) {
+namespace {
+
+// The group's properties go to the block layer, which reads (and checks)
+// them when the daemon creates the group, before anything is served.
+Result<ObjectOptions> parse_throttle_group(OptionReader& r, std::string id) {
+    ThrottleGroupOptions out{std::move(id), OptionTree{r.unused(), r.syntax()}};
+    out.properties.root.erase("qom-type");
+    out.properties.root.erase("id");
+    return ObjectOptions{.throttle_group = std::move(out)};
+}
+
+}  // namespace
+
+Result<ObjectOptions> parse_object(const OptionTree& tree, std::vector<std::string>& warnings) {
     OptionReader r(tree);
     auto type = r.require_string("qom-type");
     if (!type) return std::unexpected(type.error());
-    if (*type != "iothread") {
-        return unsupported("object type " + in_quotes(*type) + " is not supported (ioplane supports 'iothread')");
+    if (*type != "iothread" && *type != "throttle-group") {
+        return unsupported("object type " + in_quotes(*type) +
+                           " is not supported (ioplane supports 'iothread' and 'throttle-group')");
     }
     auto id = r.require_string("id");
     if (!id) return std::unexpected(id.error());
     if (auto c = check_id("id", *id); !c) return std::unexpected(c.error());
+    if (*type == "throttle-group") return parse_throttle_group(r, std::move(*id));
     IOThreadOptions out;
     out.id = std::move(*id);
     if (auto v = read_non_negative(r, "poll-max-ns", out.poll_max_ns); !v) return std::unexpected(v.error());
@@ -616,7 +653,7 @@ Result<IOThreadOptions> parse_object(const OptionTree& tree, std::vector<std::st
         }
     }
     if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
-    return out;
+    return ObjectOptions{.iothread = std::move(out)};
 }
 
 Result<NbdServerOptions> parse_nbd_server(const OptionTree& tree) {

@@ -59,6 +59,20 @@ struct IOThreadOptions {
     int64_t poll_shrink = 0;      // 0: the AioContext's default
 };
 
+// --object throttle-group / object-add qom-type=throttle-group: the group's
+// properties, which the block layer reads (`limits`: QEMU's ThrottleLimits).
+struct ThrottleGroupOptions {
+    std::string id;
+    OptionTree properties;
+};
+
+// --object / object-add: one of the object types ioplane supports.
+struct ObjectOptions {
+    std::optional<IOThreadOptions> iothread;
+    std::optional<ThrottleGroupOptions> throttle_group;
+    const std::string& id() const { return iothread ? iothread->id : throttle_group->id; }
+};
+
 // --nbd-server.
 struct NbdServerOptions {
     SocketAddress addr;
@@ -131,6 +145,7 @@ struct MonitorOptions {
 struct DaemonConfig {
     std::vector<BlockdevOptions> blockdevs;
     std::vector<IOThreadOptions> iothreads;
+    std::vector<ThrottleGroupOptions> throttle_groups;
     std::optional<NbdServerOptions> nbd_server;
     std::vector<ExportOptions> exports;
     std::vector<ChardevOptions> chardevs;
@@ -173,9 +188,9 @@ const char* usage_text();
 // nbd-server-start, block-export-add). Messages name keys but not the option;
 // checks that involve other options are parse_command_line's.
 Result<BlockdevOptions> parse_blockdev(OptionTree tree);
-// Only qom-type=iothread is supported. Properties accepted but ignored add a
+// qom-type=iothread or throttle-group. Properties accepted but ignored add a
 // line to `warnings`.
-Result<IOThreadOptions> parse_object(const OptionTree& tree, std::vector<std::string>& warnings);
+Result<ObjectOptions> parse_object(const OptionTree& tree, std::vector<std::string>& warnings);
 Result<NbdServerOptions> parse_nbd_server(const OptionTree& tree);
 Result<ExportOptions> parse_export(const OptionTree& tree);
 // `tree` comes from parse_qemu_opts(text, "backend", ...).

@@ -94,6 +94,15 @@ void register_qmp_commands(StorageDaemon& daemon) {
         if (!options) return error_of(options);
         return done(daemon.add_blockdev(*options));
     });
+    qmp.add_command("blockdev-reopen", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        const json* list = r.get_raw("options");
+        if (list == nullptr || !list->is_array())
+            return error_of(Result<void>(fail(EINVAL, "Parameter 'options' is missing or not a list")));
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.reopen_blockdevs(*list));
+    });
     qmp.add_command("blockdev-del", [&daemon](const json& args) -> QmpResult {
         auto name = only_string_argument(args, "node-name");
         if (!name) return error_of(name);
@@ -125,18 +134,42 @@ void register_qmp_commands(StorageDaemon& daemon) {
         return done(daemon.set_iothread(*name, target, force->value_or(false)));
     });
 
-    // IOThreads.
+    // Objects: IOThreads and throttle groups.
     qmp.add_command("object-add", [&daemon](const json& args) -> QmpResult {
         std::vector<std::string> warnings;
         auto options = parse_object(arguments(args), warnings);
         if (!options) return error_of(options);
         for (const std::string& w : warnings) LOG_WARN("object-add: %s", w.c_str());
-        return done(daemon.add_iothread(*options));
+        return done(daemon.add_object(*options));
     });
     qmp.add_command("object-del", [&daemon](const json& args) -> QmpResult {
         auto id = only_string_argument(args, "id");
         if (!id) return error_of(id);
-        return done(daemon.del_iothread(*id));
+        return done(daemon.del_object(*id));
+    });
+    qmp.add_command("qom-get", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto path = r.require_string("path");
+        if (!path) return error_of(path);
+        auto property = r.require_string("property");
+        if (!property) return error_of(property);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        auto value = daemon.qom_get(*path, *property);
+        if (!value) return error_of(value);
+        return *value;
+    });
+    qmp.add_command("qom-set", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto path = r.require_string("path");
+        if (!path) return error_of(path);
+        auto property = r.require_string("property");
+        if (!property) return error_of(property);
+        const json* value = r.get_raw("value");
+        if (value == nullptr) return error_of(Result<void>(fail(EINVAL, "Parameter 'value' is missing")));
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.qom_set(*path, *property, *value));
     });
     qmp.add_command("query-iothreads", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;

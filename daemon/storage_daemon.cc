@@ -53,6 +53,8 @@ Result<void> StorageDaemon::start(const DaemonConfig& config) {
     set_descriptor_budget();
     for (const IOThreadOptions& t : config.iothreads)
         if (auto r = add_iothread(t); !r) return r;
+    for (const ThrottleGroupOptions& g : config.throttle_groups)
+        if (auto r = add_throttle_group(g); !r) return r;
     for (const BlockdevOptions& b : config.blockdevs)
         if (auto r = add_blockdev(b); !r) return r;
     if (config.nbd_server)
@@ -88,8 +90,58 @@ Result<void> StorageDaemon::add_monitor(const MonitorOptions& m, const std::vect
     return {};
 }
 
+Result<void> StorageDaemon::add_object(const ObjectOptions& o) {
+    return o.iothread ? add_iothread(*o.iothread) : add_throttle_group(*o.throttle_group);
+}
+
+Result<void> StorageDaemon::del_object(const std::string& id) {
+    if (iothreads_.contains(id)) return del_iothread(id);
+    if (auto r = graph_.throttle_groups().remove(id); !r) return r;
+    LOG_INFO("throttle group '%s' deleted", id.c_str());
+    return {};
+}
+
+Result<void> StorageDaemon::add_throttle_group(const ThrottleGroupOptions& g) {
+    if (iothreads_.contains(g.id)) return fail(EEXIST, "attempt to add duplicate property '" + g.id + "' to object");
+    OptionReader properties(g.properties);
+    if (auto r = graph_.throttle_groups().add(g.id, properties); !r)
+        return fail(r.error().code, "throttle-group '" + g.id + "': " + r.error().message);
+    LOG_INFO("throttle group '%s' created", g.id.c_str());
+    return {};
+}
+
+namespace {
+
+// QOM paths of user-created objects: "/objects/<id>", or the id alone
+// (QEMU resolves such partial paths when they are unambiguous).
+std::string object_id(const std::string& path) {
+    constexpr std::string_view kPrefix = "/objects/";
+    return path.starts_with(kPrefix) ? path.substr(kPrefix.size()) : path;
+}
+
+}  // namespace
+
+Result<nlohmann::json> StorageDaemon::qom_get(const std::string& path, const std::string& property) const {
+    auto group = graph_.throttle_groups().find(object_id(path));
+    if (!group) return fail(ENOENT, "Device '" + path + "' not found");
+    if (property != "limits") return fail(ENOENT, "Property '" + property + "' not found");
+    return group->limits_json();
+}
+
+Result<void> StorageDaemon::qom_set(const std::string& path, const std::string& property, const nlohmann::json& value) {
+    auto group = graph_.throttle_groups().find(object_id(path));
+    if (!group) return fail(ENOENT, "Device '" + path + "' not found");
+    if (property != "limits") return fail(ENOENT, "Property '" + property + "' not found");
+    if (!value.is_object()) return fail(EINVAL, "Invalid parameter type for 'value', expected: object");
+    OptionReader limits(value, OptionSyntax::json, "limits.");
+    if (auto r = group->set_limits(limits); !r) return r;
+    LOG_INFO("throttle group '%s': limits now %s", group->id().c_str(), group->limits_json().dump().c_str());
+    return {};
+}
+
 Result<void> StorageDaemon::add_iothread(const IOThreadOptions& t) {
-    if (iothreads_.contains(t.id)) return fail(EEXIST, "attempt to add duplicate property '" + t.id + "' to object");
+    if (iothreads_.contains(t.id) || graph_.throttle_groups().find(t.id))
+        return fail(EEXIST, "attempt to add duplicate property '" + t.id + "' to object");
     auto io = IOThread::start({.id = t.id, .poll = {.max_ns = t.poll_max_ns, .grow = t.poll_grow, .shrink = t.poll_shrink}});
     if (!io) return fail(io.error().code, "iothread '" + t.id + "': " + io.error().message);
     LOG_INFO("iothread '%s' running (poll-max-ns=%lld)", t.id.c_str(), (long long)t.poll_max_ns);
@@ -123,6 +175,15 @@ Result<void> StorageDaemon::add_blockdev(const BlockdevOptions& b) {
     auto node = graph_.open(b.options, main_loop_.ctx());  // refuses a node-name in use
     if (!node) return std::unexpected(node.error());
     return {};
+}
+
+Result<void> StorageDaemon::reopen_blockdevs(const nlohmann::json& options_list) {
+    std::vector<OptionTree> trees;
+    for (const nlohmann::json& options : options_list) {
+        if (!options.is_object()) return fail(EINVAL, "Invalid parameter type for 'options', expected: object");
+        trees.push_back(OptionTree{options, OptionSyntax::json});
+    }
+    return graph_.reopen(trees);
 }
 
 Result<void> StorageDaemon::del_blockdev(const std::string& node_name) {

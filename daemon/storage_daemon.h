@@ -44,8 +44,19 @@ public:
     bool shutdown();
 
     // Live operations (QMP). Errors are one line for the client.
+    Result<void> add_object(const ObjectOptions& options);
+    // An IOThread or a throttle group, refused while in use.
+    Result<void> del_object(const std::string& id);
     Result<void> add_iothread(const IOThreadOptions& options);
     Result<void> del_iothread(const std::string& id);
+    Result<void> add_throttle_group(const ThrottleGroupOptions& options);
+    // qom-get/qom-set: the `limits` of a throttle group at `path` ("g" or
+    // "/objects/g").
+    Result<nlohmann::json> qom_get(const std::string& path, const std::string& property) const;
+    Result<void> qom_set(const std::string& path, const std::string& property, const nlohmann::json& value);
+    // blockdev-reopen: each element is a node's complete options, as for
+    // blockdev-add; see docs/QMP.md for what may change.
+    Result<void> reopen_blockdevs(const nlohmann::json& options_list);
     Result<void> add_blockdev(const BlockdevOptions& options);
     Result<void> del_blockdev(const std::string& node_name);
     Result<void> start_nbd_server(const NbdServerOptions& options);

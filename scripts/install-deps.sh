@@ -14,7 +14,8 @@ client_packages=(qemu-utils libnbd-bin)
 # firmware and boot loaders for the guests that boot from an ioplane disk
 # (OVMF, syslinux, systemd-boot) and the tools that make their disks.
 test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common qemu-system-x86 cpio xz-utils diod
-               ovmf syslinux syslinux-common systemd-boot-efi fdisk dosfstools mtools "${client_packages[@]}")
+               ovmf syslinux syslinux-common systemd-boot-efi fdisk dosfstools mtools python3-libnbd
+               "${client_packages[@]}")
 
 want=("${build_packages[@]}")
 case "${1:-build}" in

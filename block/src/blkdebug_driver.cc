@@ -140,6 +140,32 @@ Result<StateRule> read_state_rule(OptionReader& r) {
     return StateRule{*event, *state, **new_state};
 }
 
+struct Rules {
+    std::vector<InjectRule> inject;
+    std::vector<StateRule> states;
+};
+
+Result<Rules> read_rules(OptionReader& r) {
+    Rules rules;
+    if (auto res = for_each_element(r, "inject-error", [&rules](OptionReader& er) -> Result<void> {
+            auto rule = read_inject_rule(er);
+            if (!rule) return std::unexpected(rule.error());
+            rules.inject.push_back(*rule);
+            return {};
+        });
+        !res)
+        return std::unexpected(res.error());
+    if (auto res = for_each_element(r, "set-state", [&rules](OptionReader& er) -> Result<void> {
+            auto rule = read_state_rule(er);
+            if (!rule) return std::unexpected(rule.error());
+            rules.states.push_back(*rule);
+            return {};
+        });
+        !res)
+        return std::unexpected(res.error());
+    return rules;
+}
+
 Result<uint32_t> read_perm_list(OptionReader& r, const char* key) {
     static constexpr std::pair<const char*, uint32_t> kNames[] = {{"consistent-read", kPermConsistentRead},
                                                                   {"write", kPermWrite},
@@ -162,10 +188,9 @@ Result<uint32_t> read_perm_list(OptionReader& r, const char* key) {
 
 class BlkdebugDriver final : public Driver {
 public:
-    BlkdebugDriver(std::vector<InjectRule> inject, std::vector<StateRule> states, uint32_t align,
-                   uint64_t max_transfer, uint32_t take, uint32_t unshare)
-        : inject_(std::move(inject)), states_(std::move(states)), align_(align), max_transfer_(max_transfer),
-          take_(take), unshare_(unshare) {}
+    BlkdebugDriver(Rules rules, uint32_t align, uint64_t max_transfer, uint32_t take, uint32_t unshare)
+        : inject_(std::move(rules.inject)), states_(std::move(rules.states)), align_(align),
+          max_transfer_(max_transfer), take_(take), unshare_(unshare) {}
     const char* format_name() const override { return "blkdebug"; }
     std::string filename() const override { return image().driver().filename(); }
 
@@ -204,6 +229,20 @@ public:
     }
     Perms child_perms(ChildRole, uint32_t perm, uint32_t shared) const override {
         return {perm | take_, shared & ~unshare_};
+    }
+
+    // New rules from blockdev-reopen replace the old ones (armed or not),
+    // and the state starts again at 1: a test drives error paths from QMP.
+    std::vector<std::string> reopenable_options() const override { return {"inject-error", "set-state"}; }
+    Result<std::function<void()>> prepare_reopen(OptionReader& options) override {
+        auto rules = read_rules(options);
+        if (!rules) return std::unexpected(rules.error());
+        return std::function<void()>([this, rules = std::move(*rules)]() mutable {
+            std::lock_guard lk(mu_);
+            inject_ = std::move(rules.inject);
+            states_ = std::move(rules.states);
+            state_ = 1;
+        });
     }
 
 private:
@@ -246,8 +285,8 @@ private:
 
     std::mutex mu_;
     std::vector<InjectRule> inject_;  // guarded by mu_
-    const std::vector<StateRule> states_;
-    int64_t state_ = 1;  // guarded by mu_; QEMU starts in state 1
+    std::vector<StateRule> states_;   // guarded by mu_
+    int64_t state_ = 1;               // guarded by mu_; QEMU starts in state 1
     const uint32_t align_;
     const uint64_t max_transfer_;
     const uint32_t take_;
@@ -277,24 +316,8 @@ Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc) {
     const uint64_t mt = max_transfer->value_or(0);
     if (mt != 0 && (mt > INT32_MAX || (a && mt % a)))
         return fail(EINVAL, "parameter 'max-transfer': must be a multiple of 'align' below 2 GiB, or 0");
-    std::vector<InjectRule> inject;
-    if (auto r = for_each_element(opts, "inject-error", [&inject](OptionReader& er) -> Result<void> {
-            auto rule = read_inject_rule(er);
-            if (!rule) return std::unexpected(rule.error());
-            inject.push_back(*rule);
-            return {};
-        });
-        !r)
-        return std::unexpected(r.error());
-    std::vector<StateRule> states;
-    if (auto r = for_each_element(opts, "set-state", [&states](OptionReader& er) -> Result<void> {
-            auto rule = read_state_rule(er);
-            if (!rule) return std::unexpected(rule.error());
-            states.push_back(*rule);
-            return {};
-        });
-        !r)
-        return std::unexpected(r.error());
+    auto rules = read_rules(opts);
+    if (!rules) return std::unexpected(rules.error());
     auto take = read_perm_list(opts, "take-child-perms");
     if (!take) return std::unexpected(take.error());
     auto unshare = read_perm_list(opts, "unshare-child-perms");
@@ -305,8 +328,7 @@ Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc) {
     if (mt != 0 && mt % image_align)
         return fail(EINVAL, "parameter 'max-transfer': must be a multiple of the image's alignment (" +
                                 std::to_string(image_align) + ")");
-    return Opened{std::make_unique<BlkdebugDriver>(std::move(inject), std::move(states), uint32_t(a), mt, *take,
-                                                   *unshare),
+    return Opened{std::make_unique<BlkdebugDriver>(std::move(*rules), uint32_t(a), mt, *take, *unshare),
                   {{ChildRole::filtered, *image}}};
 }
 

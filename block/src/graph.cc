@@ -45,6 +45,7 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     for (auto& [role, child] : opened->children)
         if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
     node->refresh_limits();
+    node->set_open_options(options.root);
     return node;
 }
 

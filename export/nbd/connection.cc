@@ -232,10 +232,8 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             std::shared_ptr<NbdExport> exp = server_.find_export(req->name);
             if (exp == nullptr) co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->name + "'");
             put_info_export(reply, option, exp->blk().length(), exp->transmission_flags(structured_));
-            // Block sizes always: clients that ignore them still get sane I/O,
-            // and O_DIRECT nodes need their minimum respected.
-            put_info_block_size(reply, option, exp->min_block(), std::max<uint32_t>(4096, exp->min_block()),
-                                kDefaultMaxPayload);
+            // Block sizes always: clients that ignore them still get sane I/O.
+            put_info_block_size(reply, option, exp->min_block(), exp->preferred_block(), kDefaultMaxPayload);
             for (uint16_t t : req->info_types) {
                 if (t == NBD_INFO_NAME) put_info_name(reply, option, exp->name());
                 if (t == NBD_INFO_DESCRIPTION && !exp->description().empty())

@@ -30,7 +30,7 @@ bool NbdExport::has_connection(const Connection* c) const {
     return std::any_of(connections_.begin(), connections_.end(), [c](auto& p) { return p.get() == c; });
 }
 
-uint32_t NbdExport::min_block() const { return std::max<uint32_t>(1, blk_->node().driver().request_alignment()); }
+uint32_t NbdExport::preferred_block() const { return std::max<uint32_t>(4096, blk_->node().limits().request_alignment); }
 
 uint16_t NbdExport::transmission_flags(bool structured) const {
     const block::DriverCaps caps = blk_->node().driver().caps();

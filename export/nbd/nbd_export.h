@@ -46,7 +46,11 @@ public:
 
     uint16_t transmission_flags(bool structured_replies) const;
     ExportLimits limits(bool structured_replies, bool meta_context_selected) const;
-    uint32_t min_block() const;
+    // NBD_INFO_BLOCK_SIZE: any request is taken (the node's request path
+    // pads what its driver cannot take), requests of the preferred size go
+    // without read-modify-write.
+    uint32_t min_block() const { return 1; }
+    uint32_t preferred_block() const;
 
     // Connections in the transmission phase of this export.
     void add_connection(std::shared_ptr<Connection> c) { connections_.push_back(std::move(c)); }

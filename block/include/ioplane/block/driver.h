@@ -13,11 +13,13 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/error.h"
+#include "ioplane/core/keyval.h"
 #include "ioplane/core/task.h"
 
 namespace ioplane::block {
@@ -124,6 +126,16 @@ public:
     // them here.
     virtual void detach_aio_context() {}
     virtual void attach_aio_context(AioContext&) {}
+
+    // Main thread: the driver's options blockdev-reopen may change, and
+    // reading their new values (from `options`, marking them used) into a
+    // change that the returned function makes, drained. Errors leave the
+    // driver as it was.
+    virtual std::vector<std::string> reopenable_options() const { return {}; }
+    virtual Result<std::function<void()>> prepare_reopen(OptionReader& options) {
+        (void)options;
+        return std::function<void()>{};
+    }
 
     // Main thread, drained: the node becomes read-only or writable
     // (blockdev-reopen); a driver with a file reopens it for the new access.

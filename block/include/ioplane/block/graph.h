@@ -29,6 +29,11 @@ public:
     // options' node-name, which must be new. Errors name the node.
     Result<std::shared_ptr<BlockNode>> open(const OptionTree& options, AioContext& ctx);
 
+    // blockdev-reopen: each element holds the complete options of an
+    // existing node (see reopen.cc for what may change). All are checked
+    // before any node changes; each node then changes in a drained section.
+    Result<void> reopen(const std::vector<OptionTree>& options_list);
+
     std::shared_ptr<BlockNode> find(const std::string& node_name) const;
     // blockdev-del: refused (EBUSY) while the node has users (exports) or
     // parents, and for a node the monitor did not create.
@@ -46,6 +51,7 @@ public:
 
     // The throttle groups `throttle` nodes name.
     ThrottleGroups& throttle_groups() { return throttle_groups_; }
+    const ThrottleGroups& throttle_groups() const { return throttle_groups_; }
 
 private:
     struct Entry {

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ioplane/block/driver.h"
 #include "ioplane/block/edge.h"
 #include "ioplane/core/co_queue.h"
@@ -87,6 +89,11 @@ public:
     // Main thread: this node and every node below it, each once.
     std::vector<BlockNode*> subtree();
 
+    // Main thread: the options the node was opened with (its own subtree of
+    // --blockdev or blockdev-add), for blockdev-reopen's comparison.
+    const nlohmann::json& open_options() const { return open_options_; }
+    void set_open_options(nlohmann::json options) { open_options_ = std::move(options); }
+
     // Main thread, drained: reopen read-only or read-write. Refused when a
     // parent needs write on a node going read-only; the driver reopens its
     // file if it must.
@@ -114,6 +121,7 @@ private:
     std::vector<BlockEdge*> parents_;                   // main thread
     std::vector<BlockBackend*> users_;                  // main thread
     NodeLimits limits_;                                 // main thread (refresh_limits)
+    nlohmann::json open_options_;                       // main thread
 
     // The request path (node's context). Only the node's context writes
     // in_flight_, so it is a plain load and store, no locked instruction;
