@@ -232,7 +232,7 @@ constexpr const char* kObjectTypesHelp =
     "  throttle-group\n";
 
 constexpr const char* kThrottleGroupHelp =
-    "throttle-group options (QEMU's ThrottleLimits, see docs/LIMITS.md):\n"
+    "throttle-group options (QEMU's ThrottleLimits, see docs/BLOCK.md):\n"
     "  id=<str>                      - the group's name, which throttle nodes refer to (required)\n"
     "  limits.iops-total=<int>       - operations per second, reads and writes together\n"
     "  limits.iops-read=<int>, limits.iops-write=<int>\n"

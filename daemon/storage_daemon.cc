@@ -236,6 +236,7 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     nbd::NbdExportOptions o;
     o.id = e.id;
     o.writable = e.writable;
+    o.allocation_depth = e.nbd && e.nbd->allocation_depth;
     o.name = name;
     if (e.nbd) o.description = e.nbd->description.value_or("");
     auto exp = std::make_shared<nbd::NbdExport>(std::move(o), node);

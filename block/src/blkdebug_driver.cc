@@ -20,8 +20,8 @@
 #include <mutex>
 
 #include "drivers.h"
+#include "filter_driver.h"
 #include "graph_internal.h"
-#include "ioplane/block/node.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane::block {
@@ -186,13 +186,12 @@ Result<uint32_t> read_perm_list(OptionReader& r, const char* key) {
     return perms;
 }
 
-class BlkdebugDriver final : public Driver {
+class BlkdebugDriver final : public FilterDriver {
 public:
     BlkdebugDriver(Rules rules, uint32_t align, uint64_t max_transfer, uint32_t take, uint32_t unshare)
         : inject_(std::move(rules.inject)), states_(std::move(rules.states)), align_(align),
           max_transfer_(max_transfer), take_(take), unshare_(unshare) {}
     const char* format_name() const override { return "blkdebug"; }
-    std::string filename() const override { return image().driver().filename(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         if (auto r = check(IoType::read, offset, bytes); !r) co_return r;
@@ -218,15 +217,8 @@ public:
         co_return co_await edge().co_block_status(offset, bytes, query);
     }
 
-    uint64_t length() const override { return image().driver().length(); }
-    uint32_t request_alignment() const override { return std::max(align_, image().driver().request_alignment()); }
-    uint32_t memory_alignment() const override { return image().driver().memory_alignment(); }
+    uint32_t request_alignment() const override { return std::max(align_, FilterDriver::request_alignment()); }
     uint64_t max_transfer() const override { return max_transfer_; }
-    DriverCaps caps() const override {
-        DriverCaps c = image().driver().caps();
-        c.can_truncate = false;
-        return c;
-    }
     Perms child_perms(ChildRole, uint32_t perm, uint32_t shared) const override {
         return {perm | take_, shared & ~unshare_};
     }
@@ -246,9 +238,6 @@ public:
     }
 
 private:
-    BlockEdge& edge() const { return child(ChildRole::filtered); }
-    BlockNode& image() const { return edge().child(); }
-
     // Raises the request's events, then fails it if an armed rule matches.
     // The rules are shared by every request of the node; a mutex keeps that
     // simple (a test filter, not a fast path).

@@ -4,19 +4,18 @@
 // done as a guest reads. With `bottom`, only data from the layers above and
 // including that node is copied (the stream job's base stays shared).
 #include "drivers.h"
+#include "filter_driver.h"
 #include "graph_internal.h"
 #include "ioplane/block/chain.h"
 #include "io_vector.h"
-#include "ioplane/block/node.h"
 
 namespace ioplane::block {
 namespace {
 
-class CopyOnReadDriver final : public Driver {
+class CopyOnReadDriver final : public FilterDriver {
 public:
     explicit CopyOnReadDriver(std::shared_ptr<BlockNode> bottom) : bottom_(std::move(bottom)) {}
     const char* format_name() const override { return "copy-on-read"; }
-    std::string filename() const override { return file().driver().filename(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         if (!bottom_) co_return co_await edge().co_preadv(offset, bytes, iov, kCopyOnRead);
@@ -34,39 +33,12 @@ public:
         }
         co_return Result<void>{};
     }
-    Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
-                                  uint32_t flags) override {
-        return edge().co_pwritev(offset, bytes, iov, flags);
-    }
-    Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
-        return edge().co_pwrite_zeroes(offset, bytes, flags);
-    }
-    Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override {
-        return edge().co_pdiscard(offset, bytes);
-    }
-    // The request path flushes the child after this.
-    Task<Result<void>> co_flush() override { co_return Result<void>{}; }
-    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override {
-        return edge().co_block_status(offset, bytes, query);
-    }
-
-    uint64_t length() const override { return file().driver().length(); }
-    uint32_t request_alignment() const override { return file().driver().request_alignment(); }
-    uint32_t memory_alignment() const override { return file().driver().memory_alignment(); }
-    DriverCaps caps() const override {
-        DriverCaps c = file().driver().caps();
-        c.can_truncate = false;
-        return c;
-    }
     // Copies are writes of unchanged data (QEMU's cor_child_perm).
     Perms child_perms(ChildRole, uint32_t perm, uint32_t shared) const override {
         return {perm | kPermWriteUnchanged, shared};
     }
 
 private:
-    BlockEdge& edge() const { return child(ChildRole::filtered); }
-    BlockNode& file() const { return edge().child(); }
-
     const std::shared_ptr<BlockNode> bottom_;
 };
 

@@ -3,18 +3,17 @@
 // Reads count as reads; writes, write-zeroes and discards as writes (their
 // bytes too, as QEMU counts them); flushes and block status pass freely.
 #include "drivers.h"
+#include "filter_driver.h"
 #include "graph_internal.h"
-#include "ioplane/block/node.h"
 #include "ioplane/block/throttle_group.h"
 
 namespace ioplane::block {
 namespace {
 
-class ThrottleDriver final : public Driver {
+class ThrottleDriver final : public FilterDriver {
 public:
     explicit ThrottleDriver(std::shared_ptr<ThrottleGroup> group) : group_(std::move(group)) {}
     const char* format_name() const override { return "throttle"; }
-    std::string filename() const override { return file().driver().filename(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         co_await group_->co_throttle(false, bytes, node());
@@ -33,25 +32,8 @@ public:
         co_await group_->co_throttle(true, bytes, node());
         co_return co_await edge().co_pdiscard(offset, bytes);
     }
-    // The request path flushes the child after this.
-    Task<Result<void>> co_flush() override { co_return Result<void>{}; }
-    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override {
-        return edge().co_block_status(offset, bytes, query);
-    }
-
-    uint64_t length() const override { return file().driver().length(); }
-    uint32_t request_alignment() const override { return file().driver().request_alignment(); }
-    uint32_t memory_alignment() const override { return file().driver().memory_alignment(); }
-    DriverCaps caps() const override {
-        DriverCaps c = file().driver().caps();
-        c.can_truncate = false;
-        return c;
-    }
 
 private:
-    BlockEdge& edge() const { return child(ChildRole::filtered); }
-    BlockNode& file() const { return edge().child(); }
-
     const std::shared_ptr<ThrottleGroup> group_;
 };
 

@@ -300,7 +300,7 @@ TEST(Object, BadNumbers) {
 
 TEST(Object, Errors) {
     EXPECT_EQ(error({"--object", "secret,id=s0,data=x"}, ENOTSUP),
-              "--object 'secret,id=s0,data=x': object type 'secret' is not supported (ioplane supports 'iothread')");
+              "--object 'secret,id=s0,data=x': object type 'secret' is not supported (ioplane supports 'iothread' and 'throttle-group')");
     EXPECT_EQ(error({"--object", "iothread"}), "--object 'iothread': missing 'id'");
     EXPECT_EQ(error({"--object", "id=io0"}), "--object 'id=io0': missing 'qom-type'");
     EXPECT_EQ(error({"--object", "iothread,id=io0,poll=1"}), "--object 'iothread,id=io0,poll=1': unexpected parameter 'poll'");

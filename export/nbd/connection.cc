@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ioplane/block/chain.h"
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
@@ -36,6 +37,7 @@ constexpr uint64_t kMaxBytesInFlight = 256ull << 20;
 // Room for a full batch of small writes (QD 64 x 4 KiB), taken in one read().
 constexpr size_t kRecvBufferSize = 256 * 1024;
 constexpr uint32_t kMetaContextAllocation = 1;  // our id for base:allocation
+constexpr uint32_t kMetaContextDepth = 2;       // ... and for qemu:allocation-depth
 constexpr size_t kMaxExtentsPerReply = 1024;
 
 }  // namespace
@@ -205,7 +207,8 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             if (exp == nullptr) co_return fail(ENOENT, "no export named '" + *name + "'");
             put_export_name_reply(reply, exp->blk().length(), exp->transmission_flags(structured_), no_zeroes_);
             if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
-            limits_ = exp->limits(structured_, structured_ && meta_allocation_ && meta_export_ == exp->name());
+            limits_ = exp->limits(structured_,
+                                  structured_ && (meta_allocation_ || meta_depth_) && meta_export_ == exp->name());
             chosen = exp;
             co_return true;
         }
@@ -242,7 +245,8 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             put_option_reply(reply, option, NBD_REP_ACK);
             if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
             if (option == NBD_OPT_INFO) co_return false;
-            limits_ = exp->limits(structured_, structured_ && meta_allocation_ && meta_export_ == exp->name());
+            limits_ = exp->limits(structured_,
+                                  structured_ && (meta_allocation_ || meta_depth_) && meta_export_ == exp->name());
             chosen = exp;
             co_return true;
         }
@@ -255,17 +259,22 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             std::shared_ptr<NbdExport> exp = server_.find_export(req->export_name);
             if (exp == nullptr)
                 co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->export_name + "'");
-            bool allocation = false;
+            bool allocation = false, depth = false;
             if (req->queries.empty()) {
-                allocation = !set;  // LIST with no query: everything; SET with none: nothing
+                allocation = depth = !set;  // LIST with no query: everything; SET with none: nothing
             } else {
-                for (const std::string& q : req->queries)
+                for (const std::string& q : req->queries) {
                     if (q == kBaseAllocation || (!set && q == "base:")) allocation = true;
+                    if (q == kQemuAllocationDepth || (!set && q == "qemu:")) depth = true;
+                }
             }
+            depth = depth && exp->allocation_depth();
             if (allocation) put_rep_meta_context(reply, option, kMetaContextAllocation, kBaseAllocation);
+            if (depth) put_rep_meta_context(reply, option, kMetaContextDepth, kQemuAllocationDepth);
             put_option_reply(reply, option, NBD_REP_ACK);
             if (set) {
                 meta_allocation_ = allocation;
+                meta_depth_ = depth;
                 meta_export_ = exp->name();
             }
             break;
@@ -519,22 +528,21 @@ Task<Result<void>> Connection::handle_read(NbdExport& exp, const Request& req) {
     co_return r;
 }
 
-Task<Result<void>> Connection::handle_block_status(NbdExport& exp, const Request& req) {
+// Extents of base:allocation (hole, zero) or qemu:allocation-depth (the
+// allocating layer's depth), merged while their flags agree.
+Task<Result<std::vector<Extent>>> Connection::block_status_extents(NbdExport& exp, const Request& req, bool depth) {
     block::BlockBackend& blk = exp.blk();
-    const uint64_t size = blk.length();
-    const uint64_t end = std::min<uint64_t>(size, req.offset + req.length);
+    const uint64_t end = std::min<uint64_t>(blk.length(), req.offset + req.length);
     // Extent lengths are 32-bit: keep each one below 4 GiB, aligned.
     const uint64_t max_extent = (uint64_t(UINT32_MAX) + 1 - limits_.min_block);
     std::vector<Extent> extents;
-    uint64_t off = req.offset;
-    Result<void> r;
-    while (off < end) {
-        auto st = co_await blk.co_block_status(off, std::min(end - off, max_extent));
-        if (!st) {
-            r = std::unexpected(st.error());
-            break;
-        }
-        const uint32_t flags = (st->data ? 0 : NBD_STATE_HOLE) | (st->zero ? NBD_STATE_ZERO : 0);
+    for (uint64_t off = req.offset; off < end;) {
+        unsigned layer = 0;
+        auto st = depth ? co_await block::co_block_status_above(blk.root_edge(), nullptr, off,
+                                                                std::min(end - off, max_extent), &layer)
+                        : co_await blk.co_block_status(off, std::min(end - off, max_extent));
+        if (!st) co_return std::unexpected(st.error());
+        const uint32_t flags = depth ? layer : (st->data ? 0 : NBD_STATE_HOLE) | (st->zero ? NBD_STATE_ZERO : 0);
         const uint64_t len = std::max<uint64_t>(1, std::min(st->bytes, end - off));
         if (!extents.empty() && extents.back().flags == flags && extents.back().length + len <= max_extent)
             extents.back().length += uint32_t(len);
@@ -543,15 +551,34 @@ Task<Result<void>> Connection::handle_block_status(NbdExport& exp, const Request
         off += len;
         if ((req.flags & NBD_CMD_FLAG_REQ_ONE) || extents.size() >= kMaxExtentsPerReply) break;
     }
-    if (!r) {
-        co_await send_error(req, errno_to_nbd(r.error().code), r.error().message);
-        co_return r;
-    }
+    co_return extents;
+}
+
+// One chunk per selected meta context, the last one flagged DONE.
+Task<Result<void>> Connection::handle_block_status(NbdExport& exp, const Request& req) {
+    struct Context {
+        bool selected;
+        uint32_t id;
+        bool depth;
+    };
+    const Context contexts[] = {{meta_allocation_, kMetaContextAllocation, false},
+                                {meta_depth_, kMetaContextDepth, true}};
+    const Context* last = nullptr;
+    for (const Context& c : contexts)
+        if (c.selected) last = &c;
     std::vector<uint8_t> bytes;
-    put_chunk_block_status(bytes, NBD_REPLY_FLAG_DONE, req.cookie, kMetaContextAllocation, extents);
+    for (const Context& c : contexts) {
+        if (!c.selected) continue;
+        auto extents = co_await block_status_extents(exp, req, c.depth);
+        if (!extents) {
+            co_await send_error(req, errno_to_nbd(extents.error().code), extents.error().message);
+            co_return std::unexpected(extents.error());
+        }
+        put_chunk_block_status(bytes, &c == last ? NBD_REPLY_FLAG_DONE : 0, req.cookie, c.id, *extents);
+    }
     iovec iov{bytes.data(), bytes.size()};
     (void)co_await send(std::span(&iov, 1));
-    co_return r;
+    co_return Result<void>{};
 }
 
 Task<void> Connection::send_error(const Request& req, uint32_t nbd_error, const std::string& message) {

@@ -62,6 +62,8 @@ private:
     Task<void> transmission(NbdExport& exp);
     Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload, uint64_t charged);
     Task<Result<void>> handle_read(NbdExport& exp, const Request& req);
+    // The extents of one meta context for the request's range.
+    Task<Result<std::vector<Extent>>> block_status_extents(NbdExport& exp, const Request& req, bool depth);
     Task<Result<void>> handle_block_status(NbdExport& exp, const Request& req);
     Task<void> send_error(const Request& req, uint32_t nbd_error, const std::string& message);
     Task<Result<void>> send(std::span<iovec> iov);
@@ -84,6 +86,7 @@ private:
     bool structured_ = false;
     std::string meta_export_;   // export that SET_META_CONTEXT applied to
     bool meta_allocation_ = false;
+    bool meta_depth_ = false;   // qemu:allocation-depth
     ExportLimits limits_{};
 
     // Transmission phase, in the connection's context.

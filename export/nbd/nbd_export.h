@@ -28,6 +28,7 @@ struct NbdExportOptions {
     std::string name;  // what clients ask for; defaults to the node-name
     std::string description;
     bool writable = false;
+    bool allocation_depth = false;  // offer the qemu:allocation-depth meta context
 };
 
 class NbdExport final : public block::BlockBackend::Owner {
@@ -44,6 +45,7 @@ public:
     size_t connection_count() const { return connections_.size(); }
     bool read_only() const { return !options_.writable || blk_->node().read_only(); }
 
+    bool allocation_depth() const { return options_.allocation_depth; }
     uint16_t transmission_flags(bool structured_replies) const;
     ExportLimits limits(bool structured_replies, bool meta_context_selected) const;
     // NBD_INFO_BLOCK_SIZE: any request is taken (the node's request path

@@ -145,6 +145,10 @@ inline constexpr uint32_t NBD_ESHUTDOWN = 108;
 inline constexpr uint32_t NBD_STATE_HOLE = 1u << 0;
 inline constexpr uint32_t NBD_STATE_ZERO = 1u << 1;
 inline constexpr std::string_view kBaseAllocation = "base:allocation";
+// QEMU's extension (nbd-qemu-extensions.rst): an extent's flags are the
+// depth in the backing chain of the layer that allocates it (1: the top),
+// 0 if none does.
+inline constexpr std::string_view kQemuAllocationDepth = "qemu:allocation-depth";
 
 // ---------------------------------------------------------------- sizes
 

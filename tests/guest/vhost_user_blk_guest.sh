@@ -17,6 +17,8 @@
 #      every block the guest wrote is in the image and reads back.
 #   6. The same with qemu-storage-daemon 7.2 serving first and ioplane
 #      started in its place: users can swap daemons under a running VM.
+#   7. An I/O error injected by blkdebug reaches the guest as EIO (the
+#      kernel logs it); the device keeps working, the data stays intact.
 # Usage: vhost_user_blk_guest.sh DAEMON [GUEST_DIR]
 set -euo pipefail
 . "$(dirname "$0")/guest_lib.sh" "$@"
@@ -270,4 +272,37 @@ start_qsd() {
 under_writing_guest takeover start_qsd
 pass "qemu-storage-daemon 7.2 killed under 4 writing guest processes, ioplane started in its place: QEMU" \
     "reconnected, I/O resumed, all 200 blocks in the image"
+stop_daemon
+
+# --- 7. an injected I/O error: the guest sees it, the device keeps working ---
+# blkdebug fails the first write at sector 8192 with EIO; the guest's write
+# there fails (the kernel logs the I/O error), its retry and every other
+# request succeed, and the image holds what the retry wrote.
+truncate -s 0 "$IMG"
+truncate -s 64M "$IMG"
+start_daemon --object iothread,id=io0 \
+    --blockdev driver=blkdebug,node-name=dbg,image.driver=file,image.filename="$IMG",inject-error.0.event=write_aio,inject-error.0.sector=8192,inject-error.0.once=on \
+    --export type=vhost-user-blk,id=vdisk0,node-name=dbg,writable=on,addr.type=unix,addr.path="$SOCK",iothread=io0
+cat >"$TMP/fault.sh" <<'EOF'
+head -c 4096 /dev/urandom >/tmp/a
+if dd if=/tmp/a of=/dev/vda bs=4k seek=1024 count=1 oflag=direct 2>/tmp/err; then
+    echo "first write: succeeded"
+else
+    echo "first write: failed: $(tr '\n' ' ' </tmp/err)"
+fi
+dd if=/tmp/a of=/dev/vda bs=4k seek=1024 count=1 oflag=direct 2>/dev/null && echo "retry: ok"
+dd if=/tmp/a of=/dev/vda bs=4k seek=2048 count=1 oflag=direct 2>/dev/null && echo "elsewhere: ok"
+dd if=/dev/vda of=/tmp/b bs=4k skip=1024 count=1 iflag=direct 2>/dev/null && cmp /tmp/a /tmp/b && echo "read back: ok"
+echo "kernel: $(dmesg | grep -c 'I/O error, dev vda, sector 8192')"
+echo "data: $(md5sum </tmp/a | cut -d' ' -f1)"
+EOF
+guest fault -- $(disk_args "" "")
+[ "$status" -eq 0 ] || guest_fail fault "guest status $status"
+grep -q "first write: failed: .*Input/output error" "$TMP/fault.out" || guest_fail fault "the injected write error did not reach the guest"
+grep -q "kernel: [1-9]" "$TMP/fault.out" || guest_fail fault "the guest kernel logged no I/O error at sector 8192"
+for what in "retry: ok" "elsewhere: ok" "read back: ok"; do
+    grep -q "$what" "$TMP/fault.out" || guest_fail fault "after the error: no '$what'"
+done
+[ "$(host_md5 4194304 4096)" = "$(sed -n 's/^data: //p' "$TMP/fault.out" | tr -d '\r')" ] || fail "the retried write is not in the image"
+pass "an injected EIO reached the guest (kernel: I/O error at sector 8192); the retry, other I/O and the data are intact"
 stop_daemon

@@ -90,6 +90,20 @@ def main():
             daemon.fail(f"query-named-block-nodes lacks children: {sorted(names)}")
         print("ok: file.node-name=f0 is listed and exported; data written through r0 reads back through f0")
 
+        # qemu:allocation-depth, offered when asked for (every byte of a node
+        # without a backing chain is the top layer's: depth 1, "local").
+        q.ok("blockdev-add", driver="null-co", node_name="z0", size=8 << 20)
+        q.ok("block-export-add", type="nbd", id="ez0", node_name="z0", allocation_depth=True)
+        m = run(["nbdinfo", "--map=qemu:allocation-depth", uri("z0")])
+        rows = [line.split() for line in m.stdout.splitlines() if line.strip()]
+        if m.returncode or not rows or any(r[2] != "1" for r in rows) or sum(int(r[1]) for r in rows) != 8 << 20:
+            daemon.fail(f"nbdinfo --map=qemu:allocation-depth: {m.stdout} {m.stderr}")
+        both = run(["nbdinfo", "--map", uri("z0")])
+        none = run(["nbdinfo", "--map=qemu:allocation-depth", uri("r0")])
+        if both.returncode or none.returncode == 0:
+            daemon.fail(f"base:allocation beside it / no depth without the option: {both.stderr} {none.stdout}")
+        print("ok: qemu:allocation-depth with allocation-depth=on (depth 1 throughout), not offered without it")
+
         # A permission conflict names both users.
         err = q.error("block-export-add", type="nbd", id="eimg", node_name="dbgimg", writable=True)
         desc = err["desc"]
