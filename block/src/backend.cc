@@ -26,6 +26,7 @@ Result<void> BlockBackend::can_attach(BlockNode& node, bool writable, const std:
 
 BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name)
     : root_(nullptr, std::move(name), ChildRole::root, std::move(node)), writable_(writable) {
+    assert_in_main_thread();
     PermissionUpdate update;
     update.propose(root_, user_perm(writable), kPermAll);
     auto r = update.commit();
@@ -34,6 +35,7 @@ BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::
 }
 
 BlockBackend::~BlockBackend() {
+    assert_in_main_thread();
     auto& users = root_.child().users_;
     users.erase(std::remove(users.begin(), users.end(), this), users.end());
 }

@@ -13,11 +13,20 @@ namespace ioplane::block {
 
 class BlockGraph;
 
+// The generic options of a node (QEMU's BDRV_O_* flags). Children opened
+// inline inherit them unless their own options say otherwise.
+struct NodeFlags {
+    bool read_only = false;
+    bool auto_read_only = false;  // open read-only if read-write is not allowed
+    bool unmap = false;           // discard=unmap (QEMU's default is ignore)
+    bool force_share = false;     // share every permission (read-only nodes only)
+};
+
 struct OpenContext {
     BlockGraph& graph;
     AioContext& ctx;
     const std::string& node_name;
-    bool read_only;
+    NodeFlags flags;
     OptionSyntax syntax;  // of the tree the options came from (children inherit it)
 };
 
@@ -26,6 +35,7 @@ struct OpenContext {
 struct Opened {
     std::unique_ptr<Driver> driver;
     std::vector<std::pair<ChildRole, std::shared_ptr<BlockNode>>> children = {};
+    bool fell_back_to_read_only = false;  // auto-read-only applied
 };
 
 // Each reads its own options from `opts` (the caller checks that no key is

@@ -282,8 +282,12 @@ Result<Opened> open_file(OptionReader& opts, const OpenContext& oc) {
     auto locking = opts.get_string("locking");  // accepted; we take no OFD locks yet
     if (!locking) return std::unexpected(locking.error());
 
-    const int flags = (oc.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (direct ? O_DIRECT : 0);
-    int fd = ::open(filename->c_str(), flags);
+    const int flags = O_CLOEXEC | (direct ? O_DIRECT : 0);
+    int fd = ::open(filename->c_str(), flags | (oc.flags.read_only ? O_RDONLY : O_RDWR));
+    // auto-read-only: a file we may not write is opened read-only instead.
+    const bool fell_back = fd < 0 && oc.flags.auto_read_only && !oc.flags.read_only &&
+                           (errno == EACCES || errno == EPERM || errno == EROFS);
+    if (fell_back) fd = ::open(filename->c_str(), flags | O_RDONLY);
     if (fd < 0) return fail_errno("file '" + *filename + "': open");
     struct stat st;
     if (::fstat(fd, &st) < 0) {
@@ -322,8 +326,9 @@ Result<Opened> open_file(OptionReader& opts, const OpenContext& oc) {
                      q.error().describe().c_str());
         }
     }
-    return Opened{std::make_unique<FileDriver>(*filename, fd, size, align, block_device, direct, std::move(uring),
-                                               oc.ctx)};
+    return Opened{.driver = std::make_unique<FileDriver>(*filename, fd, size, align, block_device, direct,
+                                                         std::move(uring), oc.ctx),
+                  .fell_back_to_read_only = fell_back};
 }
 
 }  // namespace ioplane::block

@@ -4,6 +4,7 @@
 #include "graph_internal.h"
 #include "ioplane/block/backend.h"
 #include "ioplane/core/log.h"
+#include "ioplane/core/main_loop.h"
 
 namespace ioplane::block {
 namespace {
@@ -20,8 +21,34 @@ Factory find_driver(const std::string& name) {
     return nullptr;
 }
 
+// The generic options, over the flags inherited from the parent.
+Result<NodeFlags> read_flags(OptionReader& reader, NodeFlags flags) {
+    auto read_only = reader.get_bool("read-only");
+    if (!read_only) return std::unexpected(read_only.error());
+    flags.read_only = read_only->value_or(flags.read_only);
+    auto auto_read_only = reader.get_bool("auto-read-only");
+    if (!auto_read_only) return std::unexpected(auto_read_only.error());
+    flags.auto_read_only = auto_read_only->value_or(flags.auto_read_only);
+    auto discard = reader.get_string("discard");
+    if (!discard) return std::unexpected(discard.error());
+    if (*discard) {
+        if (**discard == "unmap" || **discard == "on") flags.unmap = true;
+        else if (**discard == "ignore" || **discard == "off") flags.unmap = false;
+        else return fail(EINVAL, "parameter 'discard': expected 'ignore' or 'unmap'");
+    }
+    auto force_share = reader.get_bool("force-share");
+    if (!force_share) return std::unexpected(force_share.error());
+    flags.force_share = force_share->value_or(flags.force_share);
+    if (flags.force_share && !flags.read_only)
+        return fail(EINVAL, "force-share=on can only be used with read-only images");
+    auto detect_zeroes = reader.get_string("detect-zeroes");
+    if (!detect_zeroes) return std::unexpected(detect_zeroes.error());
+    if (*detect_zeroes && **detect_zeroes != "off") return fail(ENOTSUP, "detect-zeroes is not supported");
+    return flags;
+}
+
 Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree& options, AioContext& ctx,
-                                             const std::string& node_name, bool inherited_read_only) {
+                                             const std::string& node_name, const NodeFlags& inherited) {
     if (!options.root.is_object()) return fail(EINVAL, "options must be an object");
     OptionReader reader(options);
     (void)reader.get_raw("node-name");  // checked by the caller
@@ -29,19 +56,14 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     if (!driver_name) return std::unexpected(driver_name.error());
     Factory factory = find_driver(*driver_name);
     if (factory == nullptr) return fail(EINVAL, "driver '" + *driver_name + "' is not supported");
-    auto read_only = reader.get_bool("read-only");
-    if (!read_only) return std::unexpected(read_only.error());
-    // Generic options qemu-storage-daemon users pass; accepted, no effect here.
-    for (const char* key : {"auto-read-only", "force-share", "discard"}) (void)reader.get_raw(key);
-    auto detect_zeroes = reader.get_string("detect-zeroes");
-    if (!detect_zeroes) return std::unexpected(detect_zeroes.error());
-    if (*detect_zeroes && **detect_zeroes != "off") return fail(ENOTSUP, "detect-zeroes is not supported");
-
-    const bool ro = read_only->value_or(inherited_read_only);
-    auto opened = factory(reader, OpenContext{graph, ctx, node_name, ro, options.syntax});
+    auto flags = read_flags(reader, inherited);
+    if (!flags) return std::unexpected(flags.error());
+    auto opened = factory(reader, OpenContext{graph, ctx, node_name, *flags, options.syntax});
     if (!opened) return std::unexpected(opened.error());
     if (auto r = reader.check_all_used(); !r) return std::unexpected(r.error());
-    auto node = std::make_shared<BlockNode>(node_name, std::move(opened->driver), ctx, ro);
+    const bool read_only = flags->read_only || opened->fell_back_to_read_only;
+    auto node = std::make_shared<BlockNode>(node_name, std::move(opened->driver), ctx, read_only);
+    node->set_discard_and_sharing(flags->unmap, flags->force_share);
     for (auto& [role, child] : opened->children)
         if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
     node->refresh_limits();
@@ -82,20 +104,21 @@ Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann:
     } else {
         name = graph.anonymous_name();
     }
-    auto node = open_node(graph, OptionTree{spec, parent.syntax}, parent.ctx, name, parent.read_only);
+    auto node = open_node(graph, OptionTree{spec, parent.syntax}, parent.ctx, name, parent.flags);
     if (!node) return std::unexpected(about_node(name, node.error()));
     graph.add_child_node(*node);
     return node;
 }
 
 Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, AioContext& ctx) {
+    assert_in_main_thread();
     if (!options.root.is_object()) return fail(EINVAL, "blockdev options must be an object");
     auto name_it = options.root.find("node-name");
     if (name_it == options.root.end() || !name_it->is_string()) return fail(EINVAL, "blockdev: missing 'node-name'");
     const std::string name = name_it->get<std::string>();
     if (!valid_node_name(name)) return fail(EINVAL, "blockdev: invalid node-name '" + name + "'");
     if (name_in_use(name)) return fail(EEXIST, "blockdev: duplicate node-name '" + name + "'");
-    auto node = open_node(*this, options, ctx, name, false);
+    auto node = open_node(*this, options, ctx, name, NodeFlags{});
     if (!node) return std::unexpected(about_node(name, node.error()));
     nodes_[name] = Entry{*node, *node};
     LOG_INFO("node '%s': opened (%s, %llu bytes%s)", name.c_str(), (*node)->driver().format_name(),
@@ -103,15 +126,18 @@ Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, A
     return node;
 }
 std::shared_ptr<BlockNode> BlockGraph::find(const std::string& node_name) const {
+    assert_in_main_thread();
     auto it = nodes_.find(node_name);
     return it == nodes_.end() ? nullptr : it->second.node.lock();
 }
 
 void BlockGraph::add_child_node(const std::shared_ptr<BlockNode>& node) {
+    assert_in_main_thread();
     nodes_[node->node_name()] = Entry{node, nullptr};
 }
 
 Result<void> BlockGraph::check_removable(const std::string& node_name) const {
+    assert_in_main_thread();
     auto node = find(node_name);
     if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
     if (!nodes_.at(node_name).owned) return fail(EINVAL, "Node " + node_name + " is not owned by the monitor");
@@ -131,6 +157,7 @@ Result<void> BlockGraph::remove(const std::string& node_name) {
 }
 
 std::vector<std::shared_ptr<BlockNode>> BlockGraph::nodes() const {
+    assert_in_main_thread();
     std::vector<std::shared_ptr<BlockNode>> out;
     for (auto& [name, entry] : nodes_)
         if (auto node = entry.node.lock()) out.push_back(std::move(node));

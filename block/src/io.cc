@@ -195,6 +195,7 @@ Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::s
 Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     BlockNode& node = child();
     if (auto r = check_request(*this, offset, bytes, Access::write); !r) co_return r;
+    if (!node.unmap()) flags &= ~kMayUnmap;  // zeroes, but stay allocated
     NodeRequest req(node, offset, bytes);
     Driver& drv = node.driver();
     const uint64_t align = node.limits().request_alignment;
@@ -218,10 +219,12 @@ Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, 
     co_return r;
 }
 
-// Discard is advisory: only the aligned blocks inside the range go.
+// Discard is advisory: only the aligned blocks inside the range go, and
+// only on a node opened with discard=unmap.
 Task<Result<void>> BlockEdge::co_pdiscard(uint64_t offset, uint64_t bytes) {
     BlockNode& node = child();
     if (auto r = check_request(*this, offset, bytes, Access::write); !r) co_return r;
+    if (!node.unmap()) co_return Result<void>{};
     NodeRequest req(node, offset, bytes);
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     Driver& drv = node.driver();

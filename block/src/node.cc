@@ -57,8 +57,7 @@ Result<BlockEdge*> BlockNode::attach_child(ChildRole role, std::shared_ptr<Block
                                 "', which is below it");
     auto edge = std::make_unique<BlockEdge>(this, "node '" + node_name_ + "'", role, std::move(child));
     PermissionUpdate update;
-    const Driver::Perms c = update.cumulative(*this);
-    const Driver::Perms p = driver_->child_perms(role, c.perm, c.shared);
+    const Driver::Perms p = update.for_child(*this, role);
     update.propose(*edge, p.perm, p.shared);
     if (auto r = update.commit(); !r) return std::unexpected(r.error());
     children_.push_back(std::move(edge));

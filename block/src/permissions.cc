@@ -61,6 +61,15 @@ void PermissionUpdate::propose(BlockEdge& edge, uint32_t perm, uint32_t shared) 
     dirty_.push_back(&edge.child());
 }
 
+// What the driver takes for the role, given the node's parents; a
+// force-share node lets others do anything beside it.
+Driver::Perms PermissionUpdate::for_child(const BlockNode& parent, ChildRole role) const {
+    const Driver::Perms c = cumulative(parent);
+    Driver::Perms p = parent.driver().child_perms(role, c.perm, c.shared);
+    if (parent.force_share()) p.shared = kPermAll;
+    return p;
+}
+
 Driver::Perms PermissionUpdate::of(const BlockEdge& edge) const {
     auto it = proposed_.find(const_cast<BlockEdge*>(&edge));
     return it != proposed_.end() ? it->second : Driver::Perms{edge.perm(), edge.shared()};
@@ -110,9 +119,8 @@ Result<void> PermissionUpdate::check() {
     for (size_t i = 0; i < dirty_.size(); i++) {
         BlockNode& node = *dirty_[i];
         if (auto r = check_node(node); !r) return r;
-        const Driver::Perms c = cumulative(node);
         for (auto& edge : node.children()) {
-            const Driver::Perms p = node.driver().child_perms(edge->role(), c.perm, c.shared);
+            const Driver::Perms p = for_child(node, edge->role());
             const Driver::Perms now = of(*edge);
             if (p.perm == now.perm && p.shared == now.shared) continue;
             proposed_[edge.get()] = p;

@@ -27,6 +27,9 @@ public:
     // What the parents of `node` take on it, and the permissions they all
     // share, counting the proposals.
     Driver::Perms cumulative(const BlockNode& node) const;
+    // What `parent` takes on a child with `role` and shares, given its
+    // parents (counting the proposals).
+    Driver::Perms for_child(const BlockNode& parent, ChildRole role) const;
 
 private:
     Driver::Perms of(const BlockEdge& edge) const;

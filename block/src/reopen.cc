@@ -11,6 +11,7 @@
 
 #include "ioplane/block/graph.h"
 #include "ioplane/core/log.h"
+#include "ioplane/core/main_loop.h"
 
 namespace ioplane::block {
 namespace {
@@ -30,7 +31,9 @@ bool same_value(const nlohmann::json& a, const nlohmann::json& b) {
             auto v = parse_bool_value(text);
             return v && *v == a.get<bool>();
         }
-        if (a.is_number_unsigned()) {
+        // Integers: sizes ("1M") and plain numbers are both read as sizes,
+        // as the options that take them do; negative ones as integers.
+        if (a.is_number_integer() && (a.is_number_unsigned() || a.get<int64_t>() >= 0)) {
             auto v = parse_size_value(text);
             return v && *v == a.get<uint64_t>();
         }
@@ -109,6 +112,7 @@ Result<Prepared> prepare(BlockGraph& graph, const OptionTree& asked) {
 }  // namespace
 
 Result<void> BlockGraph::reopen(const std::vector<OptionTree>& options_list) {
+    assert_in_main_thread();
     std::vector<Prepared> prepared;
     for (const OptionTree& options : options_list) {
         auto p = prepare(*this, options);

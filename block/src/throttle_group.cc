@@ -5,6 +5,7 @@
 #include "ioplane/block/node.h"
 #include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
+#include "ioplane/core/main_loop.h"
 #include "throttle_limits.h"
 
 namespace ioplane::block {
@@ -23,6 +24,7 @@ ThrottleGroup::ThrottleGroup(std::string id) : id_(std::move(id)), state_(std::m
 ThrottleGroup::~ThrottleGroup() = default;
 
 Result<void> ThrottleGroup::set_limits(OptionReader& limits) {
+    assert_in_main_thread();
     std::lock_guard lk(mu_);
     auto merged = read_throttle_limits(limits, state_->limits());
     if (!merged) return std::unexpected(merged.error());
@@ -32,6 +34,7 @@ Result<void> ThrottleGroup::set_limits(OptionReader& limits) {
 }
 
 nlohmann::json ThrottleGroup::limits_json() const {
+    assert_in_main_thread();
     std::lock_guard lk(mu_);
     return to_json(state_->limits());
 }
@@ -39,6 +42,7 @@ nlohmann::json ThrottleGroup::limits_json() const {
 // Requests of one direction take tickets and go in ticket order: the one
 // being served waits for the buckets, the others for their turn.
 Task<void> ThrottleGroup::co_throttle(bool write, uint64_t bytes, const BlockNode& member) {
+    assert_in_context(member.ctx());
     Direction& d = dirs_[write];
     uint64_t ticket;
     {
@@ -68,6 +72,7 @@ Task<void> ThrottleGroup::co_wait_for_turn(Direction& d, uint64_t ticket) {
 }
 
 Result<void> ThrottleGroups::add(const std::string& id, OptionReader& options) {
+    assert_in_main_thread();
     if (groups_.count(id)) return fail(EEXIST, "attempt to add duplicate property '" + id + "' to object");
     auto group = std::make_shared<ThrottleGroup>(id);
     auto limits = options.get_object("limits");
@@ -80,6 +85,7 @@ Result<void> ThrottleGroups::add(const std::string& id, OptionReader& options) {
 }
 
 Result<void> ThrottleGroups::remove(const std::string& id) {
+    assert_in_main_thread();
     auto it = groups_.find(id);
     if (it == groups_.end()) return fail(ENOENT, "object '" + id + "' not found");
     if (it->second.use_count() > 1) return fail(EBUSY, "object '" + id + "' is in use by a throttle node");

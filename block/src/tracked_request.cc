@@ -20,7 +20,7 @@ NodeRequest::~NodeRequest() {
     else node_.tracked_ = t_.next;
     if (t_.next) t_.next->prev = t_.prev;
     if (t_.serialising) node_.serialising_--;
-    if (t_.has_waiters) t_.waiters.restart_all();
+    if (t_.waiters) t_.waiters->restart_all();
     node_.in_flight_.store(node_.in_flight_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
@@ -39,8 +39,8 @@ TrackedRequest* NodeRequest::find_conflict() const {
 
 Task<void> NodeRequest::wait_for_conflicts() {
     while (TrackedRequest* older = find_conflict()) {
-        older->has_waiters = true;
-        co_await older->waiters.wait();
+        if (!older->waiters) older->waiters = std::make_unique<CoQueue>();
+        co_await older->waiters->wait();
     }
 }
 

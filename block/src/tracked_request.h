@@ -8,6 +8,8 @@
 // Thread contract: the node's context (the list is not shared).
 #pragma once
 
+#include <memory>
+
 #include "ioplane/block/node.h"
 #include "ioplane/core/co_queue.h"
 
@@ -18,10 +20,11 @@ struct TrackedRequest {
     uint64_t end = 0;     // is widened to its alignment
     uint64_t id = 0;      // order of arrival
     bool serialising = false;
-    bool has_waiters = false;  // spares the queue's lock when nobody waits
     TrackedRequest* prev = nullptr;
     TrackedRequest* next = nullptr;
-    CoQueue waiters;  // requests waiting for this one to end
+    // Requests waiting for this one to end; made by the first of them, so
+    // that the common request (nobody waits) carries no queue.
+    std::unique_ptr<CoQueue> waiters;
 };
 
 class NodeRequest {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -130,7 +131,7 @@ TEST_F(BlockTest, FileReadsPastAShrunkEndReadZeroesInEveryMode) {
 
 TEST_F(BlockTest, FileBlockStatusSeesHolesAndDiscardMakesThem) {
     std::string path = make_file("holes.img", 4 << 20);
-    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}, {"discard", "unmap"}});
     ASSERT_TRUE(node);
     BlockBackend blk(node, true);
     auto st = run(blk.co_block_status(0, 4 << 20));
@@ -151,9 +152,26 @@ TEST_F(BlockTest, FileBlockStatusSeesHolesAndDiscardMakesThem) {
     EXPECT_EQ(*data, std::vector<char>(4096, 0));
 }
 
+// QEMU's default, discard=ignore: discards do nothing, zeroes stay allocated.
+TEST_F(BlockTest, WithoutDiscardUnmapDiscardsDoNothingAndZeroesStayAllocated) {
+    std::string path = make_file("keep.img", 2 << 20);
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    BlockBackend blk(node, true);
+    ASSERT_TRUE(run(write_pattern(blk, 0, 2 << 20, 'K')));
+    ASSERT_TRUE(run(blk.co_pdiscard(0, 1 << 20)));
+    ASSERT_TRUE(run(blk.co_pwrite_zeroes(1 << 20, 1 << 20, kMayUnmap)));
+    auto data = run(read_range(blk, 0, 2 << 20));
+    ASSERT_TRUE(data);
+    EXPECT_EQ(std::count(data->begin(), data->end(), 'K'), 1 << 20);  // the discarded half kept its data
+    EXPECT_EQ(std::count(data->begin(), data->end(), 0), 1 << 20);    // the zeroed half reads zeroes
+    auto st = run(blk.co_block_status(1 << 20, 1 << 20));
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->data);  // and is still allocated
+}
+
 TEST_F(BlockTest, WriteZeroesWithUnmapLeavesAHoleWithoutItZeroes) {
     std::string path = make_file("z.img", 2 << 20);
-    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}});
+    auto node = open({{"driver", "file"}, {"node-name", "f0"}, {"filename", path}, {"discard", "unmap"}});
     BlockBackend blk(node, true);
     ASSERT_TRUE(run(write_pattern(blk, 0, 2 << 20, 'Z')));
     ASSERT_TRUE(run(blk.co_pwrite_zeroes(0, 1 << 20, kMayUnmap)));

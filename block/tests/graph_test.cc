@@ -571,5 +571,50 @@ TEST_F(FilterTest, CopyOnReadCopiesWhatTheChainSuppliesIntoTheTop) {
     }
 }
 
+// blockdev-reopen compares by meaning: keyval strings from the command line
+// equal the JSON values QMP sends; a child may be named instead of repeated;
+// a changed option is refused, and then no node of the list changes.
+TEST_F(FilterTest, ReopenChangesReadOnlyAndRefusesOtherChanges) {
+    auto kv = [&](const json& o) { return graph_.open(OptionTree{o, OptionSyntax::keyval}, main()); };
+    ASSERT_TRUE(kv({{"driver", "null-co"}, {"node-name", "n0"}, {"size", "1M"}, {"read-zeroes", "on"}, {"read-only", "on"}}));
+    ASSERT_TRUE(kv({{"driver", "raw"}, {"node-name", "r0"}, {"read-only", "on"},
+                    {"file", {{"driver", "null-co"}, {"node-name", "n1"}, {"size", "1M"}}}}));
+    auto reopen = [&](std::vector<json> list) {
+        std::vector<OptionTree> trees;
+        for (json& o : list) trees.push_back(OptionTree{std::move(o), OptionSyntax::json});
+        return graph_.reopen(trees);
+    };
+    const json n0 = {{"driver", "null-co"}, {"node-name", "n0"}, {"size", 1 << 20}, {"read-zeroes", true}};
+    const json r0 = {{"driver", "raw"}, {"node-name", "r0"}, {"file", "n1"}};
+    // One bad element: nothing changes.
+    json bad = r0;
+    bad["file"] = "n0";
+    auto r = reopen({n0, bad});
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("Cannot change the option 'file'"), std::string::npos) << r.error().message;
+    EXPECT_TRUE(graph_.find("n0")->read_only());
+    json resized = n0;
+    resized["size"] = 2 << 20;
+    r = reopen({resized});
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("'size'"), std::string::npos) << r.error().message;
+    // The same options, read-only absent (QEMU: read-write): both change,
+    // the raw node's file child with it.
+    ASSERT_TRUE(reopen({n0, r0}));
+    EXPECT_FALSE(graph_.find("n0")->read_only());
+    EXPECT_FALSE(graph_.find("r0")->read_only());
+    EXPECT_FALSE(graph_.find("n1")->read_only());
+    json ro = r0;
+    ro["read-only"] = true;
+    ASSERT_TRUE(reopen({ro}));
+    EXPECT_TRUE(graph_.find("r0")->read_only() && graph_.find("n1")->read_only());
+    json wrong_driver = n0;
+    wrong_driver["driver"] = "file";
+    EXPECT_FALSE(reopen({wrong_driver}));
+    json unknown = n0;
+    unknown["node-name"] = "nope";
+    EXPECT_EQ(reopen({unknown}).error().code, ENOENT);
+}
+
 }  // namespace
 }  // namespace ioplane::block

@@ -113,10 +113,10 @@ done
 pass "2 queues in io0 and io1: both served requests, both writers' data in the image"
 stop_daemon
 
-# --- 3. discard and write zeroes ---
+# --- 3. discard and write zeroes (discard=unmap: QEMU's default ignores them) ---
 rm -f "$IMG"
 truncate -s 64M "$IMG"
-start_daemon --object iothread,id=io0 --blockdev driver=file,node-name=d0,filename="$IMG" \
+start_daemon --object iothread,id=io0 --blockdev driver=file,node-name=d0,filename="$IMG",discard=unmap \
     --export type=vhost-user-blk,id=vdisk0,node-name=d0,writable=on,addr.type=unix,addr.path="$SOCK",iothread=io0
 cat >"$TMP/zero.sh" <<'EOF'
 set -e

@@ -11,7 +11,7 @@ truncate -s 64M "$IMG"
 URI="nbd+unix:///disk?socket=$SOCK"
 start_nbd() {
     start_daemon --object iothread,id=io0 \
-        --blockdev driver=file,node-name=disk,filename="$IMG" \
+        --blockdev driver=file,node-name=disk,filename="$IMG",discard=unmap \
         --nbd-server addr.type=unix,addr.path="$SOCK" \
         --export type=nbd,id=e0,node-name=disk,writable=on,iothread=io0
 }

@@ -48,6 +48,16 @@ public:
     Driver& driver() const { return *driver_; }
     // Any thread; changes only while drained (reopen).
     bool read_only() const { return read_only_; }
+    // Any thread, constant after open: discard=unmap (else discards do
+    // nothing and write-zeroes never deallocate, QEMU's default), and
+    // force-share=on (the node lets others do anything beside it).
+    bool unmap() const { return unmap_; }
+    bool force_share() const { return force_share_; }
+    // Main thread, before the node is used.
+    void set_discard_and_sharing(bool unmap, bool force_share) {
+        unmap_ = unmap;
+        force_share_ = force_share;
+    }
 
     // Any thread: the context the graph lives in (changes only while drained).
     AioContext& ctx() const { return *ctx_.load(std::memory_order_acquire); }
@@ -116,6 +126,8 @@ private:
     const std::string node_name_;
     const std::unique_ptr<Driver> driver_;
     bool read_only_;  // main thread, drained
+    bool unmap_ = false;
+    bool force_share_ = false;
     std::atomic<AioContext*> ctx_;
     std::vector<std::unique_ptr<BlockEdge>> children_;  // main thread
     std::vector<BlockEdge*> parents_;                   // main thread
