@@ -49,6 +49,20 @@ Result<json> flatten_legacy_address(const json& addr) {
     return flat;
 }
 
+// qom-get and qom-set: which object, which property.
+struct QomTarget {
+    std::string path;
+    std::string property;
+};
+
+Result<QomTarget> read_qom_target(OptionReader& r) {
+    auto path = r.require_string("path");
+    if (!path) return std::unexpected(path.error());
+    auto property = r.require_string("property");
+    if (!property) return std::unexpected(property.error());
+    return QomTarget{std::move(*path), std::move(*property)};
+}
+
 json block_device_info(const block::BlockNode& node) {
     const block::Driver& d = node.driver();
     const uint64_t size = d.length();
@@ -150,26 +164,22 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("qom-get", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         OptionReader r(tree);
-        auto path = r.require_string("path");
-        if (!path) return error_of(path);
-        auto property = r.require_string("property");
-        if (!property) return error_of(property);
+        auto target = read_qom_target(r);
+        if (!target) return error_of(target);
         if (auto c = r.check_all_used(); !c) return error_of(c);
-        auto value = daemon.qom_get(*path, *property);
+        auto value = daemon.qom_get(target->path, target->property);
         if (!value) return error_of(value);
         return *value;
     });
     qmp.add_command("qom-set", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         OptionReader r(tree);
-        auto path = r.require_string("path");
-        if (!path) return error_of(path);
-        auto property = r.require_string("property");
-        if (!property) return error_of(property);
+        auto target = read_qom_target(r);
+        if (!target) return error_of(target);
         const json* value = r.get_raw("value");
         if (value == nullptr) return error_of(Result<void>(fail(EINVAL, "Parameter 'value' is missing")));
         if (auto c = r.check_all_used(); !c) return error_of(c);
-        return done(daemon.qom_set(*path, *property, *value));
+        return done(daemon.qom_set(target->path, target->property, *value));
     });
     qmp.add_command("query-iothreads", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;

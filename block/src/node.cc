@@ -68,7 +68,9 @@ void BlockNode::refresh_limits() {
     assert_in_main_thread();
     limits_ = {.request_alignment = std::max<uint32_t>(1, driver_->request_alignment()),
                .memory_alignment = std::max<uint32_t>(1, driver_->memory_alignment()),
-               .max_transfer = driver_->max_transfer()};
+               .max_transfer = driver_->max_transfer(),
+               .native_fua = driver_->caps().can_fua};
+    length_ = driver_->length();
     for (const BlockEdge* e : parents_)
         if (BlockNode* p = e->parent_node()) p->refresh_limits();
 }

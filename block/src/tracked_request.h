@@ -18,19 +18,35 @@ namespace ioplane::block {
 struct TrackedRequest {
     uint64_t offset = 0;  // range for overlap checks: a serialising request's
     uint64_t end = 0;     // is widened to its alignment
-    uint64_t id = 0;      // order of arrival
     bool serialising = false;
-    TrackedRequest* prev = nullptr;
-    TrackedRequest* next = nullptr;
+    TrackedRequest* prev = nullptr;  // newer
+    TrackedRequest* next = nullptr;  // older: the list is in order of arrival
     // Requests waiting for this one to end; made by the first of them, so
     // that the common request (nobody waits) carries no queue.
     std::unique_ptr<CoQueue> waiters;
 };
 
+// Inline: every request of every node constructs one.
 class NodeRequest {
 public:
-    NodeRequest(BlockNode& node, uint64_t offset, uint64_t bytes);
-    ~NodeRequest();
+    NodeRequest(BlockNode& node, uint64_t offset, uint64_t bytes) : node_(node) {
+        assert_in_context(node_.ctx());
+        // One writer (this context): see BlockNode::in_flight_.
+        node_.in_flight_.store(node_.in_flight_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        t_.offset = offset;
+        t_.end = offset + bytes;
+        t_.next = node_.tracked_;
+        if (t_.next) t_.next->prev = &t_;
+        node_.tracked_ = &t_;
+    }
+    ~NodeRequest() {
+        if (t_.prev) t_.prev->next = t_.next;
+        else node_.tracked_ = t_.next;
+        if (t_.next) t_.next->prev = t_.prev;
+        if (t_.serialising) node_.serialising_--;
+        if (t_.waiters) wake_waiters();
+        node_.in_flight_.store(node_.in_flight_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    }
     NodeRequest(const NodeRequest&) = delete;
     NodeRequest& operator=(const NodeRequest&) = delete;
 
@@ -47,6 +63,7 @@ public:
 
 private:
     TrackedRequest* find_conflict() const;
+    void wake_waiters();
 
     BlockNode& node_;
     TrackedRequest t_;

@@ -16,6 +16,7 @@
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
+#include "test_io.h"
 
 namespace ioplane::block {
 namespace {
@@ -60,26 +61,15 @@ protected:
     BlockGraph graph_;
 };
 
-Task<Result<void>> write_pattern(BlockBackend& blk, uint64_t offset, uint64_t len, char c, uint32_t flags = 0) {
-    std::vector<char> buf(len, c);
-    iovec iov{buf.data(), len};
-    co_return co_await blk.co_pwritev(offset, len, std::span(&iov, 1), flags);
-}
-
-Task<Result<std::vector<char>>> read_range(BlockBackend& blk, uint64_t offset, uint64_t len) {
-    std::vector<char> buf(len, '?');
-    iovec iov{buf.data(), len};
-    auto r = co_await blk.co_preadv(offset, len, std::span(&iov, 1));
-    if (!r) co_return std::unexpected(r.error());
-    co_return buf;
-}
+using testing::read_bytes;
+using testing::write_pattern;
 
 TEST_F(BlockTest, NullReadsZeroes) {
     auto node = open({{"driver", "null-co"}, {"node-name", "n0"}, {"size", "1M"}, {"read-zeroes", "on"}});
     ASSERT_TRUE(node);
     EXPECT_EQ(node->driver().length(), 1u << 20);
     BlockBackend blk(node, true);
-    auto data = run(read_range(blk, 4096, 4096));
+    auto data = run(read_bytes(blk, 4096, 4096));
     ASSERT_TRUE(data);
     EXPECT_EQ(*data, std::vector<char>(4096, 0));
     EXPECT_TRUE(run(write_pattern(blk, 0, 512, 'x')));
@@ -96,7 +86,7 @@ TEST_F(BlockTest, FileWritesReadBackAndReachTheFile) {
     ASSERT_TRUE(run(write_pattern(blk, 8192, 4096, 'A')));
     ASSERT_TRUE(run(write_pattern(blk, 12288, 100, 'B', kWriteFua)));
     ASSERT_TRUE(run(blk.co_flush()));
-    auto data = run(read_range(blk, 8192, 4196));
+    auto data = run(read_bytes(blk, 8192, 4196));
     ASSERT_TRUE(data);
     EXPECT_EQ(std::string(data->begin(), data->begin() + 4096), std::string(4096, 'A'));
     EXPECT_EQ(std::string(data->begin() + 4096, data->end()), std::string(100, 'B'));
@@ -118,11 +108,11 @@ TEST_F(BlockTest, FileReadsPastAShrunkEndReadZeroesInEveryMode) {
         ASSERT_TRUE(node);
         BlockBackend blk(node, true);
         ASSERT_TRUE(run(write_pattern(blk, 0, 64 * 1024, 'D')));
-        auto cached = run(read_range(blk, 4096, 8192));  // in the page cache
+        auto cached = run(read_bytes(blk, 4096, 8192));  // in the page cache
         ASSERT_TRUE(cached);
         EXPECT_EQ(*cached, std::vector<char>(8192, 'D')) << aio;
         ASSERT_EQ(::truncate(path.c_str(), 6000), 0);
-        auto data = run(read_range(blk, 4096, 8192));
+        auto data = run(read_bytes(blk, 4096, 8192));
         ASSERT_TRUE(data) << aio;
         EXPECT_EQ(std::string(data->begin(), data->begin() + 1904), std::string(1904, 'D')) << aio;
         EXPECT_EQ(std::string(data->begin() + 1904, data->end()), std::string(8192 - 1904, '\0')) << aio;
@@ -147,7 +137,7 @@ TEST_F(BlockTest, FileBlockStatusSeesHolesAndDiscardMakesThem) {
     st = run(blk.co_block_status(1 << 20, 1 << 20));
     ASSERT_TRUE(st);
     EXPECT_FALSE(st->data);
-    auto data = run(read_range(blk, 1 << 20, 4096));
+    auto data = run(read_bytes(blk, 1 << 20, 4096));
     ASSERT_TRUE(data);
     EXPECT_EQ(*data, std::vector<char>(4096, 0));
 }
@@ -160,7 +150,7 @@ TEST_F(BlockTest, WithoutDiscardUnmapDiscardsDoNothingAndZeroesStayAllocated) {
     ASSERT_TRUE(run(write_pattern(blk, 0, 2 << 20, 'K')));
     ASSERT_TRUE(run(blk.co_pdiscard(0, 1 << 20)));
     ASSERT_TRUE(run(blk.co_pwrite_zeroes(1 << 20, 1 << 20, kMayUnmap)));
-    auto data = run(read_range(blk, 0, 2 << 20));
+    auto data = run(read_bytes(blk, 0, 2 << 20));
     ASSERT_TRUE(data);
     EXPECT_EQ(std::count(data->begin(), data->end(), 'K'), 1 << 20);  // the discarded half kept its data
     EXPECT_EQ(std::count(data->begin(), data->end(), 0), 1 << 20);    // the zeroed half reads zeroes
@@ -176,7 +166,7 @@ TEST_F(BlockTest, WriteZeroesWithUnmapLeavesAHoleWithoutItZeroes) {
     ASSERT_TRUE(run(write_pattern(blk, 0, 2 << 20, 'Z')));
     ASSERT_TRUE(run(blk.co_pwrite_zeroes(0, 1 << 20, kMayUnmap)));
     ASSERT_TRUE(run(blk.co_pwrite_zeroes(1 << 20, 1 << 20, 0)));
-    auto data = run(read_range(blk, 0, 2 << 20));
+    auto data = run(read_bytes(blk, 0, 2 << 20));
     ASSERT_TRUE(data);
     EXPECT_EQ(*data, std::vector<char>(2 << 20, 0));
     auto st = run(blk.co_block_status(0, 2 << 20));
@@ -200,13 +190,13 @@ TEST_F(BlockTest, RawWindowShiftsAndBoundsRequests) {
     ASSERT_EQ(::pread(fd, &c, 1, 65536), 1);
     EXPECT_EQ(c, 'R');
     ::close(fd);
-    auto past = run(read_range(blk, 131072 - 100, 200));
+    auto past = run(read_bytes(blk, 131072 - 100, 200));
     ASSERT_FALSE(past);
     EXPECT_EQ(past.error().code, EINVAL);
     auto wpast = run(write_pattern(blk, 131072, 1, 'x'));
     ASSERT_FALSE(wpast);
     EXPECT_EQ(wpast.error().code, ENOSPC);
-    auto overflow = run(read_range(blk, UINT64_MAX - 10, 20));
+    auto overflow = run(read_bytes(blk, UINT64_MAX - 10, 20));
     EXPECT_FALSE(overflow);
 }
 
@@ -382,12 +372,12 @@ TEST_F(BlockTest, FileIoUringAndThreadsAgree) {
     ASSERT_TRUE(run(write_pattern(bu, 0, 65536, 'U', kWriteFua)));
     ASSERT_TRUE(run(write_pattern(bt, 65536, 65536, 'T')));
     ASSERT_TRUE(run(bu.co_flush()));
-    auto a = run(read_range(bt, 0, 65536));
-    auto b = run(read_range(bu, 65536, 65536));
+    auto a = run(read_bytes(bt, 0, 65536));
+    auto b = run(read_bytes(bu, 65536, 65536));
     ASSERT_TRUE(a && b);
     EXPECT_EQ(*a, std::vector<char>(65536, 'U'));
     EXPECT_EQ(*b, std::vector<char>(65536, 'T'));
-    auto short_read = run(read_range(bu, (1 << 20) - 512, 512));  // last sector
+    auto short_read = run(read_bytes(bu, (1 << 20) - 512, 512));  // last sector
     EXPECT_TRUE(short_read);
     auto bad = graph_.open(keyval({{"driver", "file"}, {"node-name", "x"}, {"filename", path}, {"aio", "posix"}}), main());
     ASSERT_FALSE(bad);
@@ -410,7 +400,7 @@ TEST_F(BlockTest, FileNodeWithIoUringMovesBetweenIOThreads) {
         std::atomic<bool> ok{false};
         spawn(target, [](BlockBackend& blk, int i, std::atomic<bool>& ok, std::atomic<bool>& done) -> Task<void> {
             auto w = co_await write_pattern(blk, uint64_t(i) * 4096, 4096, char('a' + i), kWriteFua);
-            auto r = co_await read_range(blk, uint64_t(i) * 4096, 4096);
+            auto r = co_await read_bytes(blk, uint64_t(i) * 4096, 4096);
             ok = w && r && *r == std::vector<char>(4096, char('a' + i));
             done = true;
             aio_wait_kick();

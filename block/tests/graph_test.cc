@@ -20,6 +20,7 @@
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
 #include "test_drivers.h"
+#include "test_io.h"
 
 namespace ioplane::block {
 namespace {
@@ -90,18 +91,8 @@ protected:
     std::unique_ptr<MainLoop> loop_;
 };
 
-Task<Result<void>> write_bytes(BlockBackend& blk, uint64_t offset, std::vector<char> data, uint32_t flags = 0) {
-    iovec iov{data.data(), data.size()};
-    co_return co_await blk.co_pwritev(offset, data.size(), std::span(&iov, 1), flags);
-}
-
-Task<Result<std::vector<char>>> read_bytes(BlockBackend& blk, uint64_t offset, uint64_t len) {
-    std::vector<char> buf(len, '?');
-    iovec iov{buf.data(), len};
-    auto r = co_await blk.co_preadv(offset, len, std::span(&iov, 1));
-    if (!r) co_return std::unexpected(r.error());
-    co_return buf;
-}
+using testing::read_bytes;
+using testing::write_bytes;
 
 // --- Permissions -----------------------------------------------------------
 
@@ -331,6 +322,7 @@ TEST_F(GraphTest, ReplacingAChildInADrainedSectionRedirectsRequests) {
     static_cast<MemDriver&>(b->driver()).data().assign(4096, 'b');
     auto top = std::make_shared<BlockNode>("t", std::make_unique<FormatDriver>(), main(), false);
     ASSERT_TRUE(top->attach_child(ChildRole::filtered, a));
+    top->refresh_limits();
     BlockBackend blk(top, true);
     EXPECT_EQ((*run(read_bytes(blk, 0, 1)))[0], 0);
     {
@@ -430,11 +422,6 @@ TEST_F(GraphTest, ChildrenOpenedInlineAreRegisteredByTheirNames) {
     std::filesystem::remove_all(tmpl);
 }
 
-}  // namespace
-}  // namespace ioplane::block
-
-namespace ioplane::block {
-namespace {
 
 // --- Filters ---------------------------------------------------------------
 

@@ -33,6 +33,7 @@ struct NodeLimits {
     uint32_t request_alignment = 1;
     uint32_t memory_alignment = 1;
     uint64_t max_transfer = 0;  // 0: none
+    bool native_fua = false;    // DriverCaps::can_fua
 };
 
 class BlockNode : public std::enable_shared_from_this<BlockNode> {
@@ -64,6 +65,10 @@ public:
 
     // Any thread (changes only while drained, or before the node is used).
     const NodeLimits& limits() const { return limits_; }
+    // The node's context (the main thread before it is used): its size in
+    // bytes, read from the driver at open and after a truncate through the
+    // request path.
+    uint64_t length() const { return length_; }
     // Main thread: reads the driver's limits again, then the parents'
     // (theirs may follow from this node's). replace_child and
     // BlockGraph::open call it; code that builds a node itself calls it once
@@ -133,6 +138,7 @@ private:
     std::vector<BlockEdge*> parents_;                   // main thread
     std::vector<BlockBackend*> users_;                  // main thread
     NodeLimits limits_;                                 // main thread (refresh_limits)
+    uint64_t length_ = 0;                               // refresh_limits, then the request path
     nlohmann::json open_options_;                       // main thread
 
     // The request path (node's context). Only the node's context writes
@@ -145,7 +151,6 @@ private:
     std::atomic<uint64_t> in_flight_{0};
     TrackedRequest* tracked_ = nullptr;  // requests in flight, newest first
     unsigned serialising_ = 0;           // how many of them serialise
-    uint64_t next_request_id_ = 0;
 
     // Pairing (SB pattern): a user's request increments its BlockBackend's
     // count then reads quiesce_count_; drained_begin increments
