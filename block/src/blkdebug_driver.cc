@@ -72,27 +72,24 @@ Result<size_t> read_event(OptionReader& r) {
                              " does not happen on this node (it raises " + known + ")");
 }
 
-Result<std::optional<int64_t>> read_state(OptionReader& r, const char* key) {
-    auto v = r.get_int64(key);
-    if (!v) return std::unexpected(v.error());
-    return *v;
-}
-
-// The elements of a list option, each read by `fn(reader)`.
-template <class Fn>
-Result<void> for_each_element(OptionReader& r, const char* key, Fn fn) {
+// A list option: each element an object read by `read_one(reader)`.
+template <class T>
+Result<std::vector<T>> read_list(OptionReader& r, const char* key, Result<T> (*read_one)(OptionReader&)) {
+    std::vector<T> out;
     const nlohmann::json* list = r.get_raw(key);
-    if (list == nullptr) return {};
+    if (list == nullptr) return out;
     if (!list->is_array()) return fail(EINVAL, "parameter " + in_quotes(r.full_name(key)) + ": expected a list");
     for (size_t i = 0; i < list->size(); i++) {
         const nlohmann::json& element = (*list)[i];
         const std::string path = r.full_name(key) + "." + std::to_string(i) + ".";
         if (!element.is_object()) return fail(EINVAL, "parameter " + in_quotes(path) + ": expected an object");
         OptionReader er(element, r.syntax(), path);
-        if (auto res = fn(er); !res) return res;
-        if (auto c = er.check_all_used(); !c) return c;
+        auto item = read_one(er);
+        if (!item) return std::unexpected(item.error());
+        if (auto c = er.check_all_used(); !c) return std::unexpected(c.error());
+        out.push_back(std::move(*item));
     }
-    return {};
+    return out;
 }
 
 Result<InjectRule> read_inject_rule(OptionReader& r) {
@@ -100,7 +97,7 @@ Result<InjectRule> read_inject_rule(OptionReader& r) {
     auto event = read_event(r);
     if (!event) return std::unexpected(event.error());
     rule.event = *event;
-    auto state = read_state(r, "state");
+    auto state = r.get_int64("state");
     if (!state) return std::unexpected(state.error());
     rule.state = *state;
     auto iotype = r.get_string("iotype");
@@ -132,7 +129,7 @@ Result<InjectRule> read_inject_rule(OptionReader& r) {
 Result<StateRule> read_state_rule(OptionReader& r) {
     auto event = read_event(r);
     if (!event) return std::unexpected(event.error());
-    auto state = read_state(r, "state");
+    auto state = r.get_int64("state");
     if (!state) return std::unexpected(state.error());
     auto new_state = r.get_int64("new_state");
     if (!new_state) return std::unexpected(new_state.error());
@@ -146,24 +143,11 @@ struct Rules {
 };
 
 Result<Rules> read_rules(OptionReader& r) {
-    Rules rules;
-    if (auto res = for_each_element(r, "inject-error", [&rules](OptionReader& er) -> Result<void> {
-            auto rule = read_inject_rule(er);
-            if (!rule) return std::unexpected(rule.error());
-            rules.inject.push_back(*rule);
-            return {};
-        });
-        !res)
-        return std::unexpected(res.error());
-    if (auto res = for_each_element(r, "set-state", [&rules](OptionReader& er) -> Result<void> {
-            auto rule = read_state_rule(er);
-            if (!rule) return std::unexpected(rule.error());
-            rules.states.push_back(*rule);
-            return {};
-        });
-        !res)
-        return std::unexpected(res.error());
-    return rules;
+    auto inject = read_list(r, "inject-error", read_inject_rule);
+    if (!inject) return std::unexpected(inject.error());
+    auto states = read_list(r, "set-state", read_state_rule);
+    if (!states) return std::unexpected(states.error());
+    return Rules{std::move(*inject), std::move(*states)};
 }
 
 Result<uint32_t> read_perm_list(OptionReader& r, const char* key) {
@@ -285,8 +269,6 @@ private:
 }  // namespace
 
 Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc) {
-    const nlohmann::json* image_opts = opts.get_raw("image");
-    if (image_opts == nullptr) return fail(EINVAL, "missing 'image'");
     auto config = opts.get_string("config");
     if (!config) return std::unexpected(config.error());
     if (*config) return fail(ENOTSUP, "blkdebug: 'config' files are not supported; use inject-error and set-state");
@@ -311,7 +293,7 @@ Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc) {
     if (!take) return std::unexpected(take.error());
     auto unshare = read_perm_list(opts, "unshare-child-perms");
     if (!unshare) return std::unexpected(unshare.error());
-    auto image = open_child(oc.graph, *image_opts, oc);
+    auto image = open_child(opts, "image", oc);
     if (!image) return std::unexpected(image.error());
     const uint32_t image_align = (*image)->driver().request_alignment();
     if (mt != 0 && mt % image_align)

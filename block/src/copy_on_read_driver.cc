@@ -45,11 +45,9 @@ private:
 }  // namespace
 
 Result<Opened> open_copy_on_read(OptionReader& opts, const OpenContext& oc) {
-    const nlohmann::json* file_opts = opts.get_raw("file");
-    if (file_opts == nullptr) return fail(EINVAL, "missing 'file'");
     auto bottom_name = opts.get_string("bottom");
     if (!bottom_name) return std::unexpected(bottom_name.error());
-    auto file = open_child(oc.graph, *file_opts, oc);
+    auto file = open_child(opts, "file", oc);
     if (!file) return std::unexpected(file.error());
     std::shared_ptr<BlockNode> bottom;
     if (*bottom_name) {

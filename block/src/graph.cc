@@ -110,6 +110,12 @@ Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann:
     return node;
 }
 
+Result<std::shared_ptr<BlockNode>> open_child(OptionReader& opts, const char* key, const OpenContext& parent) {
+    const nlohmann::json* spec = opts.get_raw(key);
+    if (spec == nullptr) return fail(EINVAL, "missing " + in_quotes(key));
+    return open_child(parent.graph, *spec, parent);
+}
+
 Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, AioContext& ctx) {
     assert_in_main_thread();
     if (!options.root.is_object()) return fail(EINVAL, "blockdev options must be an object");

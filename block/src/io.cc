@@ -77,8 +77,8 @@ Task<Result<void>> transfer_split(BlockNode& node, Access access, uint64_t offse
     co_return Result<void>{};
 }
 
-// Not a coroutine: the common case costs no frame of its own, nor a call.
-[[gnu::always_inline]] inline Task<Result<void>> transfer(BlockNode& node, Access access, uint64_t offset, uint64_t bytes,
+// Not a coroutine: a request within one transfer costs no frame of its own.
+Task<Result<void>> transfer(BlockNode& node, Access access, uint64_t offset, uint64_t bytes,
                             std::span<const iovec> iov, uint32_t flags) {
     const uint64_t max = node.limits().max_transfer;
     if (max != 0 && bytes > max) return transfer_split(node, access, offset, bytes, iov, flags);

@@ -132,11 +132,15 @@ Result<void> PermissionUpdate::check() {
 
 Result<void> PermissionUpdate::commit() {
     if (auto r = check(); !r) return r;
+    apply();
+    return {};
+}
+
+void PermissionUpdate::apply() {
     for (auto& [edge, p] : proposed_) {
         edge->perm_ = p.perm;
         edge->shared_ = p.shared;
     }
-    return {};
 }
 
 }  // namespace ioplane::block

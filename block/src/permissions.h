@@ -21,8 +21,10 @@ public:
     // Recomputes the edges below the proposals, checks every node they
     // reach, and applies the result; on an error nothing changes.
     Result<void> commit();
-    // The same checks without applying anything.
+    // The same checks without applying anything; apply() then applies what
+    // a successful check() computed (without checking again).
     Result<void> check();
+    void apply();
 
     // What the parents of `node` take on it, and the permissions they all
     // share, counting the proposals.

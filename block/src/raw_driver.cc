@@ -59,9 +59,7 @@ private:
 }  // namespace
 
 Result<Opened> open_raw(OptionReader& opts, const OpenContext& oc) {
-    const nlohmann::json* child_opts = opts.get_raw("file");
-    if (child_opts == nullptr) return fail(EINVAL, "missing 'file'");
-    auto file = open_child(oc.graph, *child_opts, oc);
+    auto file = open_child(opts, "file", oc);
     if (!file) return std::unexpected(file.error());
     const uint64_t file_size = (*file)->driver().length();
     auto offset = opts.get_size("offset");

@@ -44,9 +44,7 @@ Result<Opened> open_throttle(OptionReader& opts, const OpenContext& oc) {
     if (!group_name) return std::unexpected(group_name.error());
     auto group = oc.graph.throttle_groups().find(*group_name);
     if (!group) return fail(ENOENT, "throttle group '" + *group_name + "' does not exist");
-    const nlohmann::json* file_opts = opts.get_raw("file");
-    if (file_opts == nullptr) return fail(EINVAL, "missing 'file'");
-    auto file = open_child(oc.graph, *file_opts, oc);
+    auto file = open_child(opts, "file", oc);
     if (!file) return std::unexpected(file.error());
     return Opened{std::make_unique<ThrottleDriver>(std::move(group)), {{ChildRole::filtered, *file}}};
 }
