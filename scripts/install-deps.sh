@@ -7,7 +7,7 @@
 set -euo pipefail
 
 build_packages=(cmake ninja-build g++ make pkg-config libgtest-dev libgmock-dev libbenchmark-dev
-                nlohmann-json3-dev liburing-dev)
+                nlohmann-json3-dev liburing-dev zlib1g-dev libzstd-dev)
 client_packages=(qemu-utils libnbd-bin)
 # Fuzzing (clang-16 + libFuzzer), the real clients the tests drive, and
 # qemu-storage-daemon (qemu-system-common), the peer the QMP tests compare with;

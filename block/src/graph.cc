@@ -1,3 +1,6 @@
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "drivers.h"
@@ -5,6 +8,7 @@
 #include "ioplane/block/backend.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
+#include "ioplane/core/unique_fd.h"
 
 namespace ioplane::block {
 namespace {
@@ -18,6 +22,7 @@ Factory find_driver(const std::string& name) {
     if (name == "blkdebug") return open_blkdebug;
     if (name == "throttle") return open_throttle;
     if (name == "copy-on-read") return open_copy_on_read;
+    if (name == "qcow2") return open_qcow2;
     return nullptr;
 }
 
@@ -47,6 +52,48 @@ Result<NodeFlags> read_flags(OptionReader& reader, NodeFlags flags) {
     return flags;
 }
 
+// The backing file an image names: its path relative to the image's
+// directory, its format recorded or probed (qcow2's magic, else raw).
+Result<nlohmann::json> backing_file_options(const BlockNode& node, const BackingFile& backing) {
+    std::string path = backing.filename;
+    if (path.find("://") != std::string::npos || path.starts_with("json:"))
+        return fail(ENOTSUP, "backing file '" + path + "': only local files are supported");
+    const std::string image = node.driver().filename();
+    if (!path.starts_with("/") && image.find('/') != std::string::npos)
+        path = image.substr(0, image.rfind('/') + 1) + path;
+    std::string format = backing.format;
+    if (format.empty()) {
+        format = "raw";
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        unsigned char magic[4];
+        if (fd && ::pread(fd.get(), magic, 4, 0) == 4 && magic[0] == 'Q' && magic[1] == 'F' && magic[2] == 'I' &&
+            magic[3] == 0xfb)
+            format = "qcow2";
+    }
+    return nlohmann::json{{"driver", format}, {"file", {{"driver", "file"}, {"filename", path}}}};
+}
+
+// The backing child: the one the option names, none, or the image's own.
+// It is opened read-only (QEMU's bdrv_backing_options).
+Result<std::shared_ptr<BlockNode>> open_backing(BlockGraph& graph, const BlockNode& node, const BackingOption& option,
+                                                const OpenContext& parent) {
+    OpenContext oc = parent;
+    oc.flags.read_only = true;
+    oc.flags.auto_read_only = false;
+    if (option.given) {
+        if (option.spec.is_null()) return std::shared_ptr<BlockNode>{};
+        return open_child(graph, option.spec, oc);
+    }
+    auto named = node.driver().backing_file();
+    if (!named) return std::shared_ptr<BlockNode>{};
+    auto spec = backing_file_options(node, *named);
+    if (!spec) return std::unexpected(spec.error());
+    oc.syntax = OptionSyntax::json;
+    auto child = open_child(graph, *spec, oc);
+    if (!child) return fail(child.error().code, "could not open backing file: " + child.error().message);
+    return child;
+}
+
 Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree& options, AioContext& ctx,
                                              const std::string& node_name, const NodeFlags& inherited) {
     if (!options.root.is_object()) return fail(EINVAL, "options must be an object");
@@ -67,6 +114,16 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     for (auto& [role, child] : opened->children)
         if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
     node->refresh_limits();
+    if (auto r = run_to_completion(ctx, node->driver().co_open()); !r) return std::unexpected(r.error());
+    if (node->driver().supports_backing()) {
+        const OpenContext oc{graph, ctx, node_name, *flags, options.syntax};
+        auto backing = open_backing(graph, *node, opened->backing, oc);
+        if (!backing) return std::unexpected(backing.error());
+        if (*backing)
+            if (auto r = node->attach_child(ChildRole::backing, std::move(*backing)); !r)
+                return std::unexpected(r.error());
+    }
+    node->refresh_limits();
     node->set_open_options(options.root);
     return node;
 }
@@ -83,6 +140,14 @@ bool valid_node_name(const std::string& name) {
 Error about_node(const std::string& name, const Error& e) { return Error{e.code, "node '" + name + "': " + e.message}; }
 
 }  // namespace
+
+Result<BackingOption> read_backing_option(OptionReader& opts) {
+    const nlohmann::json* spec = opts.get_raw("backing");
+    if (spec == nullptr) return BackingOption{};
+    if (spec->is_null() || (opts.syntax() == OptionSyntax::keyval && spec->is_string() && spec->get<std::string>().empty()))
+        return BackingOption{true, nullptr};
+    return BackingOption{true, *spec};
+}
 
 std::string BlockGraph::anonymous_name() { return "#block" + std::to_string(anonymous_++); }
 

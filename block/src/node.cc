@@ -7,6 +7,8 @@
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
+#include "graph_internal.h"
+#include "ioplane/core/coroutine.h"
 #include "permissions.h"
 
 namespace ioplane::block {
@@ -42,9 +44,26 @@ BlockNode::BlockNode(std::string node_name, std::unique_ptr<Driver> driver, AioC
 
 // Edges go before the driver (a driver may use them until then; none does
 // after), children after their parent.
+Result<void> run_to_completion(AioContext& ctx, Task<Result<void>> task) {
+    assert_in_main_thread();
+    std::optional<Result<void>> out;
+    std::atomic<bool> done{false};
+    spawn(ctx, [](Task<Result<void>> t, std::optional<Result<void>>& out, std::atomic<bool>& done) -> Task<void> {
+        out = co_await std::move(t);
+        done.store(true, std::memory_order_release);
+        aio_wait_kick();
+    }(std::move(task), out, done));
+    aio_wait_while(ctx, [&] { return !done.load(std::memory_order_acquire); });
+    return std::move(*out);
+}
+
 BlockNode::~BlockNode() {
     assert_in_main_thread();
     IOPLANE_ASSERT(parents_.empty());
+    // What the driver keeps in memory goes to its children while they are
+    // still there.
+    if (auto r = run_to_completion(ctx(), driver_->co_close()); !r)
+        LOG_ERROR("node '%s': close: %s", node_name_.c_str(), r.error().describe().c_str());
     while (!children_.empty()) children_.pop_back();
 }
 

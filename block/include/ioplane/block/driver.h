@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -73,6 +74,12 @@ struct DriverCaps {
     bool can_truncate = false;
 };
 
+// The backing file an image names in its own metadata.
+struct BackingFile {
+    std::string filename;  // as written in the image (may be relative to it)
+    std::string format;    // empty: not recorded
+};
+
 class Driver {
 public:
     virtual ~Driver() = default;
@@ -86,6 +93,19 @@ public:
     // Main thread: bytes the image takes on the host (QEMU's actual-size), a
     // quick system call at most.
     virtual uint64_t allocated_bytes() const { return 0; }
+
+    // Once the node's children from its factory are attached: reads what
+    // the driver needs from them (a format's header and tables). Run to
+    // completion in the node's context before the node is used.
+    virtual Task<Result<void>> co_open() { co_return Result<void>{}; }
+    // Before the node goes away, drained: writes back what the driver keeps
+    // in memory and marks the image clean.
+    virtual Task<Result<void>> co_close() { co_return Result<void>{}; }
+    // Main thread: whether the node takes a backing child (a "backing"
+    // option), and the one its image names (opened when the option is
+    // absent).
+    virtual bool supports_backing() const { return false; }
+    virtual std::optional<BackingFile> backing_file() const { return std::nullopt; }
 
     virtual Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) = 0;
     virtual Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,

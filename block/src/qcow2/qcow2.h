@@ -1,0 +1,221 @@
+// The qcow2 format driver. One class, its members in files by subject:
+//   open.cc        options, header, tables, the header's updates
+//   refcounts.cc   refcount table and blocks, cluster allocation and frees
+//   mapping.cc     L1/L2 lookups, L2 tables made and copied, links
+//   io.cc          reads, writes with copy-on-write, zeroes, discard, flush
+//   compressed.cc  deflate and zstd clusters
+// The ordering of metadata writes that keeps the image consistent after a
+// crash is described in docs/QCOW2.md; each place that relies on it says so.
+//
+// Thread contract: the Driver's (co_* in the node's context); every member
+// that touches metadata (the tables, the caches, the allocator) runs with
+// lock_ held.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "../drivers.h"
+#include "format.h"
+#include "ioplane/block/edge.h"
+#include "ioplane/block/node.h"
+#include "ioplane/core/co_mutex.h"
+#include "ioplane/core/co_queue.h"
+#include "ioplane/core/timer.h"
+#include "table_cache.h"
+
+namespace ioplane::block::qcow2 {
+
+struct CacheOptions {
+    uint64_t l2_cache_bytes = 0;        // 0: QEMU's default
+    uint64_t refcount_cache_bytes = 0;  // 0: QEMU's default
+    uint64_t clean_interval_s = 600;    // 0: never
+};
+
+// What a guest range maps to, for a run of clusters (or subclusters) of the
+// same kind.
+struct Mapping {
+    enum Kind { unallocated, zero, data, compressed } kind = unallocated;
+    uint64_t bytes = 0;  // how far the run goes
+    uint64_t host = 0;   // data: host offset of the run's first byte
+    uint64_t l2_entry = 0;  // compressed: the descriptor
+    bool copied = false;    // data: refcount one, writable in place
+};
+
+class Qcow2Driver final : public Driver {
+public:
+    explicit Qcow2Driver(CacheOptions cache);
+    ~Qcow2Driver() override;
+
+    const char* format_name() const override { return "qcow2"; }
+    std::string filename() const override { return file().child().driver().filename(); }
+    bool direct_io() const override { return file().child().driver().direct_io(); }
+    uint64_t allocated_bytes() const override { return file().child().driver().allocated_bytes(); }
+    uint64_t length() const override { return header_.size; }
+    DriverCaps caps() const override;
+    bool supports_backing() const override { return true; }
+    std::optional<BackingFile> backing_file() const override;
+
+    Task<Result<void>> co_open() override;
+    Task<Result<void>> co_close() override;
+    Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override;
+    Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
+                                  uint32_t flags) override;
+    Task<Result<void>> co_flush() override;
+    Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override;
+    Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override;
+    Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override;
+
+    void detach_aio_context() override;
+    void attach_aio_context(AioContext& ctx) override;
+
+    // Any thread: the parsed header (snapshots listed from it), for
+    // query-named-block-nodes.
+    const Header& header() const { return header_; }
+    const std::vector<Snapshot>& snapshots() const { return snapshots_; }
+
+private:
+    // --- geometry (constant after open) ---
+    uint64_t cluster_size() const { return header_.cluster_size(); }
+    uint64_t cluster_offset(uint64_t v) const { return v & ~(cluster_size() - 1); }
+    uint64_t offset_in_cluster(uint64_t v) const { return v & (cluster_size() - 1); }
+    uint64_t subcluster_size() const { return extended_ ? cluster_size() / 32 : cluster_size(); }
+    // Guest offset -> L1 index and L2 index.
+    uint64_t l1_index(uint64_t guest) const { return guest >> (header_.cluster_bits + l2_bits_); }
+    uint64_t l2_index(uint64_t guest) const { return (guest >> header_.cluster_bits) & (l2_entries_ - 1); }
+    BlockEdge& file() const { return child(ChildRole::file); }
+    BlockEdge* backing() const;
+
+    // --- open.cc ---
+    Task<Result<void>> co_read_header();
+    Task<Result<void>> co_read_tables();
+    Task<Result<void>> co_write_header();
+    Task<Result<void>> co_write_incompatible_features();
+    void size_caches();
+    // The node's context.
+    void start_clean_timer(AioContext& ctx);
+    // Marks the image corrupt (in memory and, if it can be written, in the
+    // header) after `what` was found, and refuses writes from now on.
+    Task<void> co_signal_corruption(const std::string& what);
+    Result<void> check_writable() const;
+
+    // --- metadata I/O (io helpers shared by the files) ---
+    Task<Result<void>> co_read_file(uint64_t offset, void* buf, uint64_t bytes);
+    Task<Result<void>> co_write_file(uint64_t offset, const void* buf, uint64_t bytes);
+    Task<Result<void>> co_flush_file();
+    // Host range [offset, offset + bytes) about to be written with `kind`
+    // of data: refused (and the image marked corrupt) if it overlaps
+    // metadata of another kind or lies past the clusters allocated.
+    enum class Region { data, l2, refblock, l1, reftable, header, snapshots, other };
+    Task<Result<void>> co_check_overlap(uint64_t offset, uint64_t bytes, Region kind);
+    void add_region(uint64_t offset, uint64_t bytes, Region kind);
+    void remove_region(uint64_t offset);
+
+    // --- table cache I/O ---
+    Task<Result<TableRef>> co_get_table(TableCache& cache, uint64_t offset, bool read);
+    Task<Result<void>> co_write_back(TableCache& cache, TableCache::Entry& e);
+    Task<Result<void>> co_write_dirty(TableCache& cache);
+
+    // --- refcounts.cc ---
+    uint64_t refblock_entries() const { return refblock_entries_; }
+    Task<Result<uint64_t>> co_get_refcount(uint64_t cluster_index);
+    Task<Result<void>> co_update_refcount(uint64_t cluster_index, int64_t addend);
+    // `n` contiguous free clusters, their refcounts set to one; the file
+    // grown to hold them. `fresh`: never written since the file was opened
+    // (they read as zeroes).
+    struct Allocated {
+        uint64_t offset;
+        bool fresh;
+    };
+    Task<Result<Allocated>> co_alloc_clusters(uint64_t n);
+    Task<Result<uint64_t>> co_find_free(uint64_t n);
+    Task<Result<TableRef>> co_refblock_for(uint64_t cluster_index, bool create);
+    Task<Result<void>> co_grow_reftable(uint64_t min_entries);
+    Task<Result<void>> co_grow_file(uint64_t end);
+    // The host clusters under [offset, offset + bytes) lose one reference
+    // once the L2 change that dropped it is on disk (after the next flush).
+    void free_later(uint64_t offset, uint64_t bytes) { pending_frees_.emplace_back(offset, bytes); }
+    Task<Result<void>> co_apply_pending_frees();
+
+    // --- mapping.cc ---
+    // The mapping of [offset, offset + bytes) from offset on, within one L2
+    // table.
+    Task<Result<Mapping>> co_map(uint64_t offset, uint64_t bytes);
+    // The L2 table for guest `offset`: null ref if none (read), or one made
+    // (allocated, or copied when shared) for writing.
+    Task<Result<TableRef>> co_l2_for_read(uint64_t offset);
+    Task<Result<TableRef>> co_l2_for_write(uint64_t offset);
+    Result<void> check_l2_entry(uint64_t entry, uint64_t l2_offset);
+    uint64_t l2_bitmap(const TableRef& l2, uint64_t index) const {
+        return extended_ ? l2.get(2 * index + 1) : 0;
+    }
+    uint64_t l2_word(const TableRef& l2, uint64_t index) const { return l2.get(extended_ ? 2 * index : index); }
+    void set_l2(TableRef& l2, uint64_t index, uint64_t entry, uint64_t bitmap);
+
+    // --- io.cc ---
+    // Reads guest data into `iov` following `m` (the part at iov's start).
+    Task<Result<void>> co_read_mapped(uint64_t offset, const Mapping& m, uint64_t n, std::span<const iovec> iov);
+    Task<Result<void>> co_read_backing(uint64_t offset, uint64_t n, std::span<const iovec> iov);
+    // The current content of guest [offset, offset + n) into `buf`.
+    Task<Result<void>> co_read_guest(uint64_t offset, uint64_t n, uint8_t* buf);
+    // One allocating step of a write: returns the bytes it wrote.
+    Task<Result<uint64_t>> co_write_allocating(uint64_t offset, uint64_t bytes, std::span<const iovec> iov);
+    // Zeroes or discards the whole clusters (or subclusters) [offset,
+    // offset + bytes) as metadata; `discard` frees them.
+    Task<Result<void>> co_zero_clusters(uint64_t offset, uint64_t bytes, bool discard, bool unmap);
+    // Waits while an allocation of a guest cluster in [first, last] is in
+    // flight (releasing lock_ meanwhile). Returns whether it waited.
+    Task<bool> co_wait_for_allocations(uint64_t first, uint64_t last);
+    Task<Result<void>> co_flush_locked();
+
+    // --- compressed.cc ---
+    Task<Result<void>> co_read_compressed(uint64_t l2_entry, uint8_t* cluster_buf);
+
+    Header header_;
+    CacheOptions cache_options_;
+    // Geometry, from the header (co_open).
+    bool extended_ = false;
+    uint32_t l2_bits_ = 0;  // log2 of entries per L2 table
+    uint64_t l2_entries_ = 0;
+    uint64_t refblock_entries_ = 0;
+    uint64_t refcount_max_ = 0;
+    std::vector<Snapshot> snapshots_;
+    uint64_t snapshot_table_bytes_ = 0;
+
+    std::vector<uint64_t> l1_;        // host order, lock_
+    std::vector<uint64_t> reftable_;  // host order, lock_
+    std::unique_ptr<TableCache> l2_cache_;
+    std::unique_ptr<TableCache> refblock_cache_;
+    CoMutex lock_;
+
+    // Metadata regions by host offset: [start, end) and kind (overlap checks).
+    struct RegionEntry {
+        uint64_t end;
+        Region kind;
+    };
+    std::map<uint64_t, RegionEntry> regions_;
+
+    // Guest clusters [first, last] being allocated: others wanting to
+    // allocate or zero them wait (lock_).
+    struct Allocation {
+        uint64_t first, last;
+        CoQueue waiters;
+    };
+    std::vector<Allocation*> allocations_;
+
+    std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // lock_
+    uint64_t free_cluster_index_ = 0;      // lock_: no free cluster below it
+    uint64_t image_end_ = 0;               // lock_: end of the highest cluster with a refcount
+    uint64_t fresh_from_ = 0;              // lock_: clusters at or above it were never written
+    // Refcount blocks or data were written since the last flush of the file:
+    // an L2 table must not be written before the next one.
+    bool l2_needs_flush_ = false;
+    bool corrupt_ = false;
+    bool writable_ = false;  // opened read-write
+    std::unique_ptr<Timer> clean_timer_;
+};
+
+Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc);
+
+}  // namespace ioplane::block::qcow2
