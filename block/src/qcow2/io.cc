@@ -77,7 +77,13 @@ Task<Result<void>> Qcow2Driver::co_read_mapped(uint64_t offset, const Mapping& m
     switch (m.kind) {
         case Mapping::unallocated: co_return co_await co_read_backing(offset, n, iov);
         case Mapping::zero: iov_zero(iov, 0, n); co_return Result<void>{};
-        case Mapping::data: co_return co_await file().co_preadv(m.host, n, iov);
+        case Mapping::data:
+            if (m.host + n > file().child().length()) {
+                co_await co_signal_corruption("data cluster at " + std::to_string(m.host) +
+                                              " is past the end of the image file");
+                co_return fail(EIO, "qcow2: node '" + node().node_name() + "': data cluster past the end of the file");
+            }
+            co_return co_await file().co_preadv(m.host, n, iov);
         case Mapping::compressed: {
             std::vector<uint8_t> cluster(cluster_size());
             if (auto r = co_await co_read_compressed(m.l2_entry, cluster.data()); !r) co_return r;
@@ -420,9 +426,11 @@ Task<Result<void>> Qcow2Driver::co_zero_clusters(uint64_t offset, uint64_t bytes
     co_return r;
 }
 
+// A corrupt image gets no more metadata writes: what is cached stays
+// unwritten (the image was refused writes from the moment it was found).
 Task<Result<void>> Qcow2Driver::co_flush() {
     assert_in_context(node().ctx());
-    if (!writable_) co_return Result<void>{};
+    if (!writable_ || corrupt_) co_return Result<void>{};
     co_await lock_.lock();
     auto r = co_await co_flush_locked();
     lock_.unlock();

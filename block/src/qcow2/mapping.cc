@@ -111,7 +111,7 @@ Task<Result<TableRef>> Qcow2Driver::co_l2_for_write(uint64_t offset) {
     auto allocated = co_await co_alloc_clusters(1);
     if (!allocated) co_return std::unexpected(allocated.error());
     const uint64_t table = allocated->offset;
-    add_region(table, cluster_size(), Region::l2);
+    if (auto r = co_await co_claim_region(table, cluster_size(), Region::l2); !r) co_return std::unexpected(r.error());
     auto l2 = co_await co_get_table(*l2_cache_, table, false);
     if (!l2) co_return std::unexpected(l2.error());
     if (old != 0) {

@@ -32,8 +32,28 @@ Task<Result<void>> Qcow2Driver::co_flush_file() {
     co_return r;
 }
 
-void Qcow2Driver::add_region(uint64_t offset, uint64_t bytes, Region kind) {
-    if (bytes) regions_[offset] = RegionEntry{offset + bytes, kind};
+std::optional<std::string> Qcow2Driver::add_region(uint64_t offset, uint64_t bytes, Region kind) {
+    if (bytes == 0) return std::nullopt;
+    const uint64_t end = offset + bytes;
+    auto it = regions_.upper_bound(offset);
+    if (it != regions_.begin()) --it;
+    for (; it != regions_.end() && it->first < end; ++it) {
+        if (it->second.end <= offset) continue;
+        // The same table listed twice (shared by snapshots) is fine.
+        if (it->first == offset && it->second.end == end && it->second.kind == kind) return std::nullopt;
+        return std::string("the ") + region_name(int(kind)) + " at " + std::to_string(offset) + " overlaps the " +
+               region_name(int(it->second.kind)) + " at " + std::to_string(it->first);
+    }
+    regions_[offset] = RegionEntry{end, kind};
+    return std::nullopt;
+}
+
+Task<Result<void>> Qcow2Driver::co_claim_region(uint64_t offset, uint64_t bytes, Region kind) {
+    auto overlap = add_region(offset, bytes, kind);
+    if (!overlap) co_return Result<void>{};
+    // Allocation handed out a cluster that is metadata: its refcount lied.
+    co_await co_signal_corruption("new " + *overlap);
+    co_return fail(EIO, "qcow2: node '" + node().node_name() + "': new " + *overlap);
 }
 
 void Qcow2Driver::remove_region(uint64_t offset) { regions_.erase(offset); }

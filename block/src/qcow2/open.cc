@@ -129,6 +129,8 @@ Task<Result<void>> Qcow2Driver::co_open() {
         co_return fail(ENOTSUP, "qcow2: image was not closed cleanly (dirty bit set); repair it with "
                                 "'qemu-img check -r all' before opening it read/write");
     writable_ = writable;
+    // Metadata that overlaps other metadata: readable, never written.
+    if (!open_problem_.empty()) co_await co_signal_corruption(open_problem_);
     start_clean_timer(node().ctx());
     if (writable_ && header_.autoclear_features) {
         // Bits for features this writer does not keep consistent (bitmaps)
@@ -151,7 +153,7 @@ Task<Result<void>> Qcow2Driver::co_read_tables() {
             l1_[i] = load_be64(&raw[8 * i]);
             if (l1_[i] & kL1ReservedMask) LOG_WARN("qcow2: L1 entry %zu has reserved bits set", i);
         }
-        add_region(header_.l1_table_offset, raw.size(), Region::l1);
+        note_overlap(add_region(header_.l1_table_offset, raw.size(), Region::l1));
     }
     const uint64_t reftable_bytes = uint64_t(header_.refcount_table_clusters) * cluster_size();
     {
@@ -159,9 +161,9 @@ Task<Result<void>> Qcow2Driver::co_read_tables() {
         if (auto r = co_await co_read_file(header_.refcount_table_offset, raw.data(), raw.size()); !r) co_return r;
         reftable_.resize(reftable_bytes / 8);
         for (size_t i = 0; i < reftable_.size(); i++) reftable_[i] = load_be64(&raw[8 * i]) & ~uint64_t(511);
-        add_region(header_.refcount_table_offset, reftable_bytes, Region::reftable);
+        note_overlap(add_region(header_.refcount_table_offset, reftable_bytes, Region::reftable));
     }
-    add_region(0, cluster_size(), Region::header);
+    note_overlap(add_region(0, cluster_size(), Region::header));
     if (header_.nb_snapshots) {
         const uint64_t want = std::min(max_snapshot_table_bytes(header_.nb_snapshots), file_size - header_.snapshots_offset);
         std::vector<uint8_t> raw(want);
@@ -169,9 +171,9 @@ Task<Result<void>> Qcow2Driver::co_read_tables() {
         auto snapshots = parse_snapshots(raw, header_.nb_snapshots, header_, file_size, snapshot_table_bytes_);
         if (!snapshots) co_return std::unexpected(snapshots.error());
         snapshots_ = std::move(*snapshots);
-        add_region(header_.snapshots_offset, snapshot_table_bytes_, Region::snapshots);
+        note_overlap(add_region(header_.snapshots_offset, snapshot_table_bytes_, Region::snapshots));
         for (const Snapshot& s : snapshots_)
-            if (s.l1_size) add_region(s.l1_table_offset, uint64_t(s.l1_size) * 8, Region::l1);
+            if (s.l1_size) note_overlap(add_region(s.l1_table_offset, uint64_t(s.l1_size) * 8, Region::l1));
     }
     // Refcount blocks and active L2 tables are metadata too; and the end of
     // the allocated clusters decides where the file may grow.
@@ -181,7 +183,11 @@ Task<Result<void>> Qcow2Driver::co_read_tables() {
         if (off == 0) continue;
         if (offset_in_cluster(off) || off > file_size - std::min(file_size, cluster_size()))
             co_return fail(EINVAL, "qcow2: refcount block " + std::to_string(i) + " is outside the image file");
-        add_region(off, cluster_size(), Region::refblock);
+        if (auto overlap = add_region(off, cluster_size(), Region::refblock)) {
+            // Not read as a refcount block: it is something else.
+            note_overlap(overlap);
+            continue;
+        }
         // The last refcount block in use bounds the allocated clusters.
         auto block = co_await co_get_table(*refblock_cache_, off, true);
         if (!block) co_return std::unexpected(block.error());
@@ -196,7 +202,7 @@ Task<Result<void>> Qcow2Driver::co_read_tables() {
         if (off == 0) continue;
         if (off > file_size - std::min(file_size, cluster_size()))
             co_return fail(EINVAL, "qcow2: L2 table " + std::to_string(i) + " is outside the image file");
-        add_region(off, cluster_size(), Region::l2);
+        note_overlap(add_region(off, cluster_size(), Region::l2));
     }
     // Bitmap directories and tables, and anything else a reader of the
     // image does not know of, are guarded by their refcounts: allocation
@@ -232,13 +238,17 @@ Task<void> Qcow2Driver::co_signal_corruption(const std::string& what) {
     }
 }
 
+void Qcow2Driver::note_overlap(const std::optional<std::string>& overlap) {
+    if (overlap && open_problem_.empty()) open_problem_ = *overlap;
+}
+
 Result<void> Qcow2Driver::check_writable() const {
     if (corrupt_) return fail(EIO, "qcow2: node '" + node().node_name() + "': image is corrupt");
     return {};
 }
 
 Task<Result<void>> Qcow2Driver::co_close() {
-    if (!writable_) co_return Result<void>{};
+    if (!writable_ || corrupt_) co_return Result<void>{};
     co_return co_await co_flush();
 }
 

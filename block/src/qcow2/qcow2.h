@@ -14,6 +14,7 @@
 
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "../drivers.h"
@@ -99,6 +100,7 @@ private:
     // header) after `what` was found, and refuses writes from now on.
     Task<void> co_signal_corruption(const std::string& what);
     Result<void> check_writable() const;
+    void note_overlap(const std::optional<std::string>& overlap);
 
     // --- metadata I/O (io helpers shared by the files) ---
     Task<Result<void>> co_read_file(uint64_t offset, void* buf, uint64_t bytes);
@@ -109,7 +111,12 @@ private:
     // metadata of another kind or lies past the clusters allocated.
     enum class Region { data, l2, refblock, l1, reftable, header, snapshots, other };
     Task<Result<void>> co_check_overlap(uint64_t offset, uint64_t bytes, Region kind);
-    void add_region(uint64_t offset, uint64_t bytes, Region kind);
+    // Records a metadata region; what it overlaps (another kind, or a
+    // different extent) is returned and the region not recorded.
+    std::optional<std::string> add_region(uint64_t offset, uint64_t bytes, Region kind);
+    // add_region for newly allocated metadata: an overlap marks the image
+    // corrupt and fails.
+    Task<Result<void>> co_claim_region(uint64_t offset, uint64_t bytes, Region kind);
     void remove_region(uint64_t offset);
 
     // --- table cache I/O ---
@@ -212,6 +219,7 @@ private:
     // an L2 table must not be written before the next one.
     bool l2_needs_flush_ = false;
     bool corrupt_ = false;
+    std::string open_problem_;  // metadata found to contradict itself at open
     bool writable_ = false;  // opened read-write
     std::unique_ptr<Timer> clean_timer_;
 };

@@ -35,7 +35,8 @@ Task<Result<TableRef>> Qcow2Driver::co_refblock_for(uint64_t cluster_index, bool
         if (auto r = co_await co_update_refcount(block_index, 1); !r) co_return std::unexpected(r.error());
     image_end_ = std::max(image_end_, block_offset + cluster_size());
     fresh_from_ = std::max(fresh_from_, block_offset + cluster_size());
-    add_region(block_offset, cluster_size(), Region::refblock);
+    if (auto r = co_await co_claim_region(block_offset, cluster_size(), Region::refblock); !r)
+        co_return std::unexpected(r.error());
     auto block = co_await co_get_table(*refblock_cache_, block_offset, false);
     if (!block) co_return std::unexpected(block.error());
     if (describes_itself) set_refcount(block->data(), block_index % refblock_entries_, header_.refcount_order, 1);
@@ -180,8 +181,10 @@ Task<Result<void>> Qcow2Driver::co_grow_reftable(uint64_t min_entries) {
     image_end_ = std::max(image_end_, area_end * cs);
     fresh_from_ = std::max(fresh_from_, area_end * cs);
     const uint64_t table_offset = (first + blocks) * cs;
+    for (size_t i = 0; i < new_blocks.size(); i++)
+        if (auto r = co_await co_claim_region(table[new_block_rt[i]], cs, Region::refblock); !r) co_return r;
+    if (auto r = co_await co_claim_region(table_offset, table_clusters * cs, Region::reftable); !r) co_return r;
     for (size_t i = 0; i < new_blocks.size(); i++) {
-        add_region(table[new_block_rt[i]], cs, Region::refblock);
         if (auto r = co_await co_write_file(table[new_block_rt[i]], new_blocks[i].data(), cs); !r) co_return r;
     }
     std::vector<uint8_t> raw(table_clusters * cs);
@@ -198,7 +201,6 @@ Task<Result<void>> Qcow2Driver::co_grow_reftable(uint64_t min_entries) {
     if (auto r = co_await co_flush_file(); !r) co_return r;
     const uint64_t old_offset = header_.refcount_table_offset, old_clusters = header_.refcount_table_clusters;
     remove_region(old_offset);
-    add_region(table_offset, table_clusters * cs, Region::reftable);
     header_.refcount_table_offset = table_offset;
     header_.refcount_table_clusters = uint32_t(table_clusters);
     reftable_ = std::move(table);
