@@ -63,22 +63,40 @@ Result<QomTarget> read_qom_target(OptionReader& r) {
     return QomTarget{std::move(*path), std::move(*property)};
 }
 
-json block_device_info(const block::BlockNode& node) {
+// QEMU's ImageInfo; with its backing image nested unless `flat`.
+json image_info(const block::BlockNode& node, bool flat) {
     const block::Driver& d = node.driver();
-    const uint64_t size = d.length();
-    return {{"node-name", node.node_name()},
+    json image = {{"filename", d.filename()}, {"format", d.format_name()}, {"virtual-size", d.length()},
+                  {"actual-size", d.allocated_bytes()}, {"dirty-flag", false}};
+    d.add_image_info(image);
+    if (const block::BlockEdge* backing = node.child(block::ChildRole::backing)) {
+        image["full-backing-filename"] = backing->child().driver().filename();
+        if (!flat) image["backing-image"] = image_info(backing->child(), false);
+    }
+    return image;
+}
+
+json block_device_info(const block::BlockNode& node, bool flat) {
+    const block::Driver& d = node.driver();
+    int depth = 0;
+    for (const block::BlockNode* n = &node; const block::BlockEdge* b = n->child(block::ChildRole::backing);
+         n = &b->child())
+        depth++;
+    json info = {{"node-name", node.node_name()},
             {"drv", d.format_name()},
             {"file", d.filename()},
             {"ro", node.read_only()},
             {"encrypted", false},
-            {"backing_file_depth", 0},
+            {"backing_file_depth", depth},
             {"detect_zeroes", "off"},
             {"bps", 0}, {"bps_rd", 0}, {"bps_wr", 0},
             {"iops", 0}, {"iops_rd", 0}, {"iops_wr", 0},
             {"write_threshold", 0},
             {"cache", {{"writeback", true}, {"direct", d.direct_io()}, {"no-flush", false}}},
-            {"image", {{"filename", d.filename()}, {"format", d.format_name()}, {"virtual-size", size},
-                       {"actual-size", d.allocated_bytes()}, {"dirty-flag", false}}}};
+            {"image", image_info(node, flat)}};
+    if (const block::BlockEdge* b = node.child(block::ChildRole::backing))
+        info["backing_file"] = b->child().driver().filename();
+    return info;
 }
 
 }  // namespace
@@ -125,10 +143,11 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("query-named-block-nodes", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         OptionReader r(tree);
-        if (auto flat = r.get_bool("flat"); !flat) return error_of(flat);  // nothing nests in our answers
+        auto flat = r.get_bool("flat");
+        if (!flat) return error_of(flat);
         if (auto c = r.check_all_used(); !c) return error_of(c);
         json list = json::array();
-        for (auto& node : daemon.graph().nodes()) list.push_back(block_device_info(*node));
+        for (auto& node : daemon.graph().nodes()) list.push_back(block_device_info(*node, flat->value_or(false)));
         return list;
     });
     qmp.add_command("x-blockdev-set-iothread", [&daemon](const json& args) -> QmpResult {

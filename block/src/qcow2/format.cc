@@ -187,7 +187,8 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
         if (pos + 8 + align_up8(data.size()) > out.size()) return false;
         store_be32(p + pos, type);
         store_be32(p + pos + 4, uint32_t(data.size()));
-        std::memcpy(p + pos + 8, data.data(), data.size());
+        // (Not with an empty span, whose data() may be null: the end marker.)
+        if (!data.empty()) std::memcpy(p + pos + 8, data.data(), data.size());
         pos += 8 + align_up8(data.size());
         return true;
     };
@@ -268,6 +269,7 @@ Result<std::vector<Snapshot>> parse_snapshots(std::span<const uint8_t> table, ui
         if (extra > kMaxSnapshotExtraData) return std::unexpected(bad("snapshot extra data is too large"));
         s.disk_size = h.size;
         if (extra >= 16) s.disk_size = load_be64(e + kSnapshotFixedBytes + 8);
+        if (extra >= 24) s.icount = load_be64(e + kSnapshotFixedBytes + 16);
         // The last entry's padding may lie past the end of the file.
         const uint64_t used = kSnapshotFixedBytes + extra + id_size + name_size;
         if (used > table.size() - pos) return std::unexpected(bad("snapshot table is truncated"));

@@ -150,6 +150,7 @@ struct Snapshot {
     uint64_t vm_clock_nsec = 0;
     uint32_t vm_state_size = 0;
     uint64_t disk_size = 0;  // from extra data when present, else the image's
+    uint64_t icount = UINT64_MAX;  // from extra data; UINT64_MAX: none
 };
 // Parses `count` entries from `table` (the bytes at snapshots_offset),
 // checking each against the image (`h`, `file_size`); the bytes the table

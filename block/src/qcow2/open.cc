@@ -74,6 +74,40 @@ std::optional<BackingFile> Qcow2Driver::backing_file() const {
     return BackingFile{header_.backing_file, header_.backing_format};
 }
 
+// QEMU's ImageInfo fields for qcow2 (ImageInfoSpecificQCow2, SnapshotInfo).
+void Qcow2Driver::add_image_info(nlohmann::json& image) const {
+    image["cluster-size"] = cluster_size();
+    image["dirty-flag"] = bool(header_.incompatible_features & kIncompatDirty);
+    nlohmann::json data = {{"compat", header_.version >= 3 ? "1.1" : "0.10"},
+                           {"refcount-bits", header_.refcount_bits()},
+                           {"compression-type", header_.compression == Compression::zstd ? "zstd" : "zlib"}};
+    if (header_.version >= 3) {
+        data["lazy-refcounts"] = bool(header_.compatible_features & kCompatLazyRefcounts);
+        data["corrupt"] = corrupt_;
+        data["extended-l2"] = extended_;
+    }
+    image["format-specific"] = {{"type", "qcow2"}, {"data", data}};
+    if (!snapshots_.empty()) {
+        nlohmann::json list = nlohmann::json::array();
+        for (const Snapshot& s : snapshots_) {
+            nlohmann::json item = {{"id", s.id},
+                                   {"name", s.name},
+                                   {"vm-state-size", s.vm_state_size},
+                                   {"date-sec", s.date_sec},
+                                   {"date-nsec", s.date_nsec},
+                                   {"vm-clock-sec", s.vm_clock_nsec / 1'000'000'000},
+                                   {"vm-clock-nsec", s.vm_clock_nsec % 1'000'000'000}};
+            if (s.icount != UINT64_MAX) item["icount"] = s.icount;
+            list.push_back(std::move(item));
+        }
+        image["snapshots"] = list;
+    }
+    if (!header_.backing_file.empty()) {
+        image["backing-filename"] = header_.backing_file;
+        if (!header_.backing_format.empty()) image["backing-filename-format"] = header_.backing_format;
+    }
+}
+
 BlockEdge* Qcow2Driver::backing() const { return node().child(ChildRole::backing); }
 
 void Qcow2Driver::size_caches() {

@@ -54,6 +54,7 @@ public:
     bool direct_io() const override { return file().child().driver().direct_io(); }
     uint64_t allocated_bytes() const override { return file().child().driver().allocated_bytes(); }
     uint64_t length() const override { return header_.size; }
+    void add_image_info(nlohmann::json& image) const override;
     DriverCaps caps() const override;
     bool supports_backing() const override { return true; }
     std::optional<BackingFile> backing_file() const override;

@@ -18,6 +18,8 @@
 #include <span>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "ioplane/core/aio_context.h"
 #include "ioplane/core/error.h"
 #include "ioplane/core/keyval.h"
@@ -93,6 +95,9 @@ public:
     // Main thread: bytes the image takes on the host (QEMU's actual-size), a
     // quick system call at most.
     virtual uint64_t allocated_bytes() const { return 0; }
+    // Main thread: what the format adds to QEMU's ImageInfo
+    // (query-named-block-nodes): cluster-size, snapshots, format-specific.
+    virtual void add_image_info(nlohmann::json& image) const { (void)image; }
 
     // Once the node's children from its factory are attached: reads what
     // the driver needs from them (a format's header and tables). Run to
