@@ -140,6 +140,89 @@ void register_qmp_commands(StorageDaemon& daemon) {
         if (!name) return error_of(name);
         return done(daemon.del_blockdev(*name));
     });
+    qmp.add_command("blockdev-create", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto job_id = r.require_string("job-id");
+        if (!job_id) return error_of(job_id);
+        const json* options = r.get_raw("options");
+        if (options == nullptr || !options->is_object())
+            return error_of(Result<void>(fail(EINVAL, "Parameter 'options' is missing")));
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.create_image(*job_id, OptionTree{*options, OptionSyntax::json}));
+    });
+    qmp.add_command("block_resize", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto device = r.get_string("device");
+        if (!device) return error_of(device);
+        auto node_name = r.get_string("node-name");
+        if (!node_name) return error_of(node_name);
+        auto size = r.get_int64("size");
+        if (!size) return error_of(size);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        if (!*size) return error_of(Result<void>(fail(EINVAL, "Parameter 'size' is missing")));
+        if (**size < 0) return error_of(Result<void>(fail(EINVAL, "Parameter 'size' expects a >0 size")));
+        // The storage daemon has no devices: a node-name either way.
+        const std::string name = node_name->value_or(device->value_or(""));
+        return done(daemon.resize_node(name, uint64_t(**size)));
+    });
+    qmp.add_command("blockdev-snapshot", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        auto node = r.require_string("node");
+        if (!node) return error_of(node);
+        auto overlay = r.require_string("overlay");
+        if (!overlay) return error_of(overlay);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        return done(daemon.snapshot(*node, *overlay));
+    });
+    qmp.add_command("blockdev-snapshot-sync", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        StorageDaemon::SnapshotSyncOptions o;
+        auto device = r.get_string("device");
+        if (!device) return error_of(device);
+        auto node_name = r.get_string("node-name");
+        if (!node_name) return error_of(node_name);
+        auto file = r.require_string("snapshot-file");
+        if (!file) return error_of(file);
+        auto snapshot_name = r.get_string("snapshot-node-name");
+        if (!snapshot_name) return error_of(snapshot_name);
+        auto format = r.get_string("format");
+        if (!format) return error_of(format);
+        auto mode = r.get_string("mode");
+        if (!mode) return error_of(mode);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        if (!*device && !*node_name)
+            return error_of(Result<void>(fail(EINVAL, "Cannot find device= nor node-name=")));
+        if (*mode && **mode != "existing" && **mode != "absolute-paths")
+            return error_of(Result<void>(fail(EINVAL, "Parameter 'mode' does not accept value '" + **mode + "'")));
+        o.node_name = node_name->value_or(device->value_or(""));
+        o.file = *file;
+        o.snapshot_node_name = snapshot_name->value_or("");
+        o.format = format->value_or("qcow2");
+        o.existing = *mode && **mode == "existing";
+        return done(daemon.snapshot_sync(o));
+    });
+    qmp.add_command("query-jobs", [&daemon](const json& args) -> QmpResult {
+        if (auto r = no_arguments(args); !r) return r;
+        return daemon.jobs().query();
+    });
+    using JobVerbFn = Result<void> (block::JobManager::*)(const std::string&);
+    for (auto [name, verb] : std::initializer_list<std::pair<const char*, JobVerbFn>>{
+             {"job-cancel", &block::JobManager::cancel},
+             {"job-pause", &block::JobManager::pause},
+             {"job-resume", &block::JobManager::resume},
+             {"job-complete", &block::JobManager::complete},
+             {"job-finalize", &block::JobManager::finalize},
+             {"job-dismiss", &block::JobManager::dismiss}}) {
+        qmp.add_command(name, [&daemon, verb](const json& args) -> QmpResult {
+            auto id = only_string_argument(args, "id");
+            if (!id) return error_of(id);
+            return done((daemon.jobs().*verb)(*id));
+        });
+    }
     qmp.add_command("query-named-block-nodes", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         OptionReader r(tree);

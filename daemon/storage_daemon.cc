@@ -371,6 +371,7 @@ bool StorageDaemon::shutdown() {
     if (shut_down_) return true;
     shut_down_ = true;
     dispatcher_.emit_event("SHUTDOWN", {{"guest", false}, {"reason", shutdown_reason_}});
+    jobs_.cancel_all_and_wait();
     monitors_.clear();  // sends what they can at once, then disconnects
     if (nbd_server_) {
         nbd_server_.reset();  // stops listening, disconnects clients, waits for them

@@ -17,6 +17,7 @@
 
 #include "daemon/options.h"
 #include "ioplane/block/graph.h"
+#include "ioplane/block/job.h"
 #include "ioplane/core/budget.h"
 #include "ioplane/core/iothread.h"
 #include "ioplane/core/main_loop.h"
@@ -29,7 +30,9 @@ namespace ioplane::daemon {
 
 class StorageDaemon {
 public:
-    explicit StorageDaemon(MainLoop& main_loop) : main_loop_(main_loop) {}
+    explicit StorageDaemon(MainLoop& main_loop)
+        : main_loop_(main_loop),
+          jobs_([this](const std::string& name, nlohmann::json data) { dispatcher_.emit_event(name, data); }) {}
     ~StorageDaemon();
 
     // Builds everything the command line asks for, kind by kind (iothreads,
@@ -68,6 +71,22 @@ public:
     // (or the main loop if `iothread` is empty). Without `force`, a node that
     // exports use is refused, as QEMU refuses a node with a BlockBackend.
     Result<void> set_iothread(const std::string& node_name, const std::optional<std::string>& iothread, bool force);
+    // blockdev-create: a job that makes the image `options` describe.
+    Result<void> create_image(const std::string& job_id, OptionTree options);
+    // block_resize: the node grows (or shrinks) to `size` bytes.
+    Result<void> resize_node(const std::string& node_name, uint64_t size);
+    // blockdev-snapshot: `overlay` (no backing child, no users) goes on top
+    // of `node` and takes its place.
+    Result<void> snapshot(const std::string& node_name, const std::string& overlay_name);
+    struct SnapshotSyncOptions {
+        std::string node_name;           // device or node-name
+        std::string file;                // snapshot-file
+        std::string snapshot_node_name;  // empty: an automatic one
+        std::string format = "qcow2";
+        bool existing = false;  // mode=existing: the file is already an image
+    };
+    Result<void> snapshot_sync(const SnapshotSyncOptions& options);
+    block::JobManager& jobs() { return jobs_; }
 
     // One of nbd, fs9p and vhost_user_blk is set, by options.type.
     struct Export {
@@ -94,6 +113,8 @@ private:
     Result<void> move_to_export_iothread(const ExportOptions& e, block::BlockNode& node);
     void remove_export_at(size_t index);
     bool flush_all_nodes();
+    Result<void> install_overlay(const std::shared_ptr<block::BlockNode>& node,
+                                 const std::shared_ptr<block::BlockNode>& overlay);
 
     MainLoop& main_loop_;
     // Before the exports and the NBD server, whose connections charge them.
@@ -103,6 +124,7 @@ private:
     monitor::QmpDispatcher dispatcher_;
     std::map<std::string, std::unique_ptr<IOThread>> iothreads_;
     block::BlockGraph graph_;
+    block::JobManager jobs_;  // before the graph goes: jobs use it
     std::unique_ptr<nbd::NbdServer> nbd_server_;
     std::vector<Export> exports_;
     std::vector<std::unique_ptr<monitor::QmpMonitor>> monitors_;

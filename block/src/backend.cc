@@ -12,23 +12,28 @@ namespace {
 
 // QEMU's exports: read consistently, write if writable, let others do
 // anything.
-uint32_t user_perm(bool writable) { return writable ? kPermConsistentRead | kPermWrite : kPermConsistentRead; }
+uint32_t user_perm(bool writable, bool resize) {
+    uint32_t perm = kPermConsistentRead;
+    if (writable) perm |= kPermWrite;
+    if (resize) perm |= kPermResize;
+    return perm;
+}
 
 }  // namespace
 
-Result<void> BlockBackend::can_attach(BlockNode& node, bool writable, const std::string& name) {
+Result<void> BlockBackend::can_attach(BlockNode& node, bool writable, const std::string& name, bool resize) {
     assert_in_main_thread();
     BlockEdge probe(nullptr, name, ChildRole::root, node.shared_from_this());
     PermissionUpdate update;
-    update.propose(probe, user_perm(writable), kPermAll);
+    update.propose(probe, user_perm(writable, resize), kPermAll);
     return update.check();
 }
 
-BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name)
+BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name, bool resize)
     : root_(nullptr, std::move(name), ChildRole::root, std::move(node)), writable_(writable) {
     assert_in_main_thread();
     PermissionUpdate update;
-    update.propose(root_, user_perm(writable), kPermAll);
+    update.propose(root_, user_perm(writable, resize), kPermAll);
     auto r = update.commit();
     IOPLANE_ASSERT(r);  // can_attach() said yes
     root_.child().users_.push_back(this);
@@ -96,6 +101,8 @@ Task<Result<void>> BlockBackend::co_pdiscard(uint64_t offset, uint64_t bytes) {
 Task<Result<void>> BlockBackend::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     return counted(root_.co_pwrite_zeroes(offset, bytes, flags));
 }
+
+Task<Result<void>> BlockBackend::co_truncate(uint64_t size) { return counted(root_.co_truncate(size)); }
 
 Task<Result<BlockStatus>> BlockBackend::co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) {
     return counted(root_.co_block_status(offset, bytes, query));

@@ -196,6 +196,13 @@ Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, A
              (unsigned long long)(*node)->driver().length(), (*node)->read_only() ? ", read-only" : "");
     return node;
 }
+Result<std::shared_ptr<BlockNode>> BlockGraph::open_unnamed(const OptionTree& options, AioContext& ctx) {
+    assert_in_main_thread();
+    if (!options.root.is_object() || options.root.contains("node-name"))
+        return fail(EINVAL, "an unnamed node's options must be an object without 'node-name'");
+    return open_child(*this, options.root, OpenContext{*this, ctx, "", NodeFlags{}, options.syntax});
+}
+
 std::shared_ptr<BlockNode> BlockGraph::find(const std::string& node_name) const {
     assert_in_main_thread();
     auto it = nodes_.find(node_name);

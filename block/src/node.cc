@@ -126,6 +126,54 @@ Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode
     return {};
 }
 
+Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to, const BlockEdge* keep) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(from.quiesced());
+    if (&to->ctx() != &from.ctx())
+        return fail(EINVAL, "node '" + to->node_name() + "' is in another context than node '" + from.node_name() + "'");
+    std::vector<BlockEdge*> moving;
+    for (BlockEdge* e : from.parents_)
+        if (e != keep) moving.push_back(e);
+    for (BlockEdge* e : moving)
+        if (e->parent_node() && std::ranges::count(to->subtree(), e->parent_node()))
+            return fail(EINVAL, "node '" + to->node_name() + "' cannot replace node '" + from.node_name() +
+                                    "' under " + e->parent_name() + ", which is below it");
+    // A user's edge takes its BlockBackend along.
+    auto move_all = [&moving](BlockNode& a, BlockNode& b) {
+        for (BlockEdge* e : moving) {
+            std::erase(a.parents_, e);
+            b.parents_.push_back(e);
+            for (BlockBackend* user : a.users_)
+                if (&user->root_edge() == e) {
+                    std::erase(a.users_, user);
+                    b.users_.push_back(user);
+                    break;
+                }
+            e->child_ = b.shared_from_this();
+        }
+    };
+    std::shared_ptr<BlockNode> hold = from.shared_from_this();  // an edge may have held the last reference
+    move_all(from, *to);
+    PermissionUpdate update;
+    for (BlockEdge* e : moving) update.propose(*e, e->perm(), e->shared());
+    if (auto r = update.commit(); !r) {
+        move_all(*to, from);
+        return r;
+    }
+    PermissionUpdate relax;
+    relax.refresh(from);
+    (void)relax.commit();  // fewer needs never conflict
+    for (BlockEdge* e : moving)
+        if (e->parent_node()) e->parent_node()->refresh_limits();
+    return {};
+}
+
+void BlockNode::detach_child(BlockEdge& edge) {
+    assert_in_main_thread();
+    std::erase_if(children_, [&edge](const auto& e) { return e.get() == &edge; });
+    refresh_limits();
+}
+
 BlockEdge* BlockNode::child(ChildRole role) const {
     for (const auto& edge : children_)
         if (edge->role() == role) return edge.get();

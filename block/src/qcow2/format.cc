@@ -267,12 +267,13 @@ Result<std::vector<Snapshot>> parse_snapshots(std::span<const uint8_t> table, ui
         s.vm_state_size = load_be32(e + 32);
         const uint32_t extra = load_be32(e + 36);
         if (extra > kMaxSnapshotExtraData) return std::unexpected(bad("snapshot extra data is too large"));
+        // The last entry's padding may lie past the end of the file; its
+        // extra data and names may not (checked before they are read).
+        const uint64_t used = kSnapshotFixedBytes + extra + id_size + name_size;
+        if (used > table.size() - pos) return std::unexpected(bad("snapshot table is truncated"));
         s.disk_size = h.size;
         if (extra >= 16) s.disk_size = load_be64(e + kSnapshotFixedBytes + 8);
         if (extra >= 24) s.icount = load_be64(e + kSnapshotFixedBytes + 16);
-        // The last entry's padding may lie past the end of the file.
-        const uint64_t used = kSnapshotFixedBytes + extra + id_size + name_size;
-        if (used > table.size() - pos) return std::unexpected(bad("snapshot table is truncated"));
         const uint64_t entry = std::min<uint64_t>(align_up8(used), table.size() - pos);
         const char* strings = reinterpret_cast<const char*>(e + kSnapshotFixedBytes + extra);
         s.id.assign(strings, id_size);

@@ -66,7 +66,7 @@ DriverCaps Qcow2Driver::caps() const {
                       .can_fua = false,
                       .can_flush = true,
                       .can_block_status = true,
-                      .can_truncate = false};
+                      .can_truncate = true};
 }
 
 std::optional<BackingFile> Qcow2Driver::backing_file() const {

@@ -68,6 +68,11 @@ public:
     Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes) override;
     Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override;
     Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override;
+    // Grows the image (shrinking is refused).
+    Task<Result<void>> co_truncate(uint64_t size) override;
+    // Preallocation over guest [offset, end) (blockdev-create): metadata,
+    // and with `reserve` the file's space too.
+    Task<Result<void>> co_preallocate(uint64_t offset, uint64_t end, bool reserve);
 
     void detach_aio_context() override;
     void attach_aio_context(AioContext& ctx) override;
@@ -177,6 +182,9 @@ private:
     Task<bool> co_wait_for_allocations(uint64_t first, uint64_t last);
     Task<Result<void>> co_flush_locked();
 
+    // --- resize.cc ---
+    Task<Result<void>> co_grow_locked(uint64_t size);
+
     // --- compressed.cc ---
     Task<Result<void>> co_read_compressed(uint64_t l2_entry, uint8_t* cluster_buf);
 
@@ -226,5 +234,7 @@ private:
 };
 
 Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc);
+// blockdev-create for qcow2 (create.cc): the main context.
+Task<Result<void>> co_create_qcow2(BlockGraph& graph, OptionReader& opts);
 
 }  // namespace ioplane::block::qcow2

@@ -44,9 +44,12 @@ public:
     // Main thread: whether a user called `name` ("export 'e0'") may attach
     // to `node`, reading or also writing, given the node's other users and
     // parents; the error names the one it conflicts with.
-    static Result<void> can_attach(BlockNode& node, bool writable, const std::string& name);
+    // `resize`: the user also resizes the node (block_resize,
+    // blockdev-create).
+    static Result<void> can_attach(BlockNode& node, bool writable, const std::string& name, bool resize = false);
     // Main thread: attaches; can_attach() must have said yes.
-    BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name = "a block backend");
+    BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name = "a block backend",
+                 bool resize = false);
     ~BlockBackend();
     BlockBackend(const BlockBackend&) = delete;
     BlockBackend& operator=(const BlockBackend&) = delete;
@@ -70,6 +73,8 @@ public:
     Task<Result<void>> co_flush();
     Task<Result<void>> co_pdiscard(uint64_t offset, uint64_t bytes);
     Task<Result<void>> co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags);
+    // Needs the resize permission (the constructor's `resize`).
+    Task<Result<void>> co_truncate(uint64_t size);
     Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes,
                                               StatusQuery query = StatusQuery::exact);
 

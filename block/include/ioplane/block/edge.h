@@ -86,6 +86,7 @@ public:
 private:
     friend class BlockNode;
     friend class PermissionUpdate;
+    friend Result<void> replace_node(BlockNode&, const std::shared_ptr<BlockNode>&, const BlockEdge*);
 
     BlockNode* const parent_;
     const std::string parent_name_;

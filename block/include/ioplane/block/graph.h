@@ -28,6 +28,10 @@ public:
     // JSON option tree), with nested children, in `ctx`. The node gets the
     // options' node-name, which must be new. Errors name the node.
     Result<std::shared_ptr<BlockNode>> open(const OptionTree& options, AioContext& ctx);
+    // A node the daemon opens for itself (blockdev-snapshot-sync's overlay
+    // without snapshot-node-name): named "#blockN", not the monitor's, alive
+    // while something holds it.
+    Result<std::shared_ptr<BlockNode>> open_unnamed(const OptionTree& options, AioContext& ctx);
 
     // blockdev-reopen: each element holds the complete options of an
     // existing node (see reopen.cc for what may change). All are checked

@@ -85,6 +85,8 @@ public:
     // this node's) points to `child` instead, permissions moving with it.
     // What a snapshot, a stream, a commit or a mirror pivot does.
     Result<void> replace_child(BlockEdge& edge, std::shared_ptr<BlockNode> child);
+    // Main thread: removes one of this node's edges (undoing attach_child).
+    void detach_child(BlockEdge& edge);
     // Any thread: the edge to the child with `role`, or null.
     BlockEdge* child(ChildRole role) const;
     // Any thread: the next node down a chain, the backing child or a
@@ -127,6 +129,7 @@ private:
     friend void drained_begin(BlockNode&);
     friend void drained_end(BlockNode&);
     friend Result<void> change_aio_context(BlockNode&, AioContext&);
+    friend Result<void> replace_node(BlockNode&, const std::shared_ptr<BlockNode>&, const BlockEdge*);
 
     const std::string node_name_;
     const std::unique_ptr<Driver> driver_;
@@ -182,6 +185,12 @@ public:
 private:
     BlockNode& node_;
 };
+
+// Main thread, inside a drained section of `from`: every edge into `from`
+// (parents' and users') but `keep` points to `to` instead, permissions
+// checked on `to` for all of them at once (QEMU's bdrv_replace_node). What
+// a snapshot does with `keep` the overlay's new backing edge.
+Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to, const BlockEdge* keep);
 
 // Main thread. Moves the node's component to `ctx` inside a drained
 // section: drivers detach and re-attach, users are told so that they move
