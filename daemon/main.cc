@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <optional>
+#include <string>
 
 #include "daemon/options.h"
 #include "daemon/qmp_commands.h"
@@ -24,12 +26,66 @@ namespace {
 
 constexpr const char* kProgram = "ioplane-storage-daemon";
 
-Result<void> write_pidfile(const std::string& path) {
-    std::ofstream f(path, std::ios::trunc);
-    f << getpid() << "\n";
-    f.close();
-    if (!f) return fail(EIO, "--pidfile: cannot write '" + path + "'");
-    return {};
+// --pidfile, as qemu-storage-daemon writes it (QEMU's qemu_write_pidfile):
+// the file is created if needed but not truncated before it is locked
+// (F_SETLK, write lock), so a second daemon given the same path fails
+// without touching the first one's pid; the lock holds while the daemon
+// runs (the fd stays open). Then the pid and a newline. The file is removed
+// at exit, by its real path (resolved now, as QEMU does).
+struct Pidfile {
+    int fd = -1;
+    std::string real_path;
+};
+
+Result<Pidfile> write_pidfile(const std::string& path) {
+    int fd = -1;
+    for (;;) {
+        fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, S_IRUSR | S_IWUSR);
+        if (fd < 0) {
+            const int err = errno;
+            return fail(err, "cannot create PID file: Could not create '" + path + "': " + std::strerror(err));
+        }
+        struct stat opened, now;
+        if (::fstat(fd, &opened) != 0) {
+            const int err = errno;
+            ::close(fd);
+            return fail(err, std::string("cannot create PID file: Cannot stat file: ") + std::strerror(err));
+        }
+        struct flock lock{};
+        lock.l_type = F_WRLCK;
+        lock.l_whence = SEEK_SET;
+        if (::fcntl(fd, F_SETLK, &lock) != 0) {
+            const int err = errno;
+            ::close(fd);
+            return fail(err, std::string("cannot create PID file: Cannot lock pid file: ") + std::strerror(err));
+        }
+        // The path we locked must still be the file there: another daemon
+        // may have removed or replaced it meanwhile. If not, try again.
+        if (::stat(path.c_str(), &now) == 0 && now.st_dev == opened.st_dev && now.st_ino == opened.st_ino) break;
+        ::close(fd);
+    }
+    const std::string text = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::write(fd, text.data(), text.size()) != ssize_t(text.size())) {
+        const int err = errno;
+        ::unlink(path.c_str());
+        ::close(fd);
+        return fail(err, std::string("cannot create PID file: Failed to write pid file: ") + std::strerror(err));
+    }
+    char* real = ::realpath(path.c_str(), nullptr);
+    if (real == nullptr) {
+        const int err = errno;
+        ::unlink(path.c_str());
+        ::close(fd);
+        return fail(err, "cannot resolve PID file path: " + path + ": " + std::strerror(err));
+    }
+    Pidfile p{fd, real};
+    std::free(real);
+    return p;
+}
+
+void remove_pidfile(const Pidfile& p) {
+    ::unlink(p.real_path.c_str());
+    ::close(p.fd);
 }
 
 // Every client connection, 9P fid and open image is a descriptor: take all
@@ -121,11 +177,18 @@ int run(const daemon::DaemonConfig& config) {
         storage.shutdown();
         return 1;
     }
+    // As qemu-storage-daemon: after the exports and monitors exist, before
+    // the main loop serves anyone.
+    std::optional<Pidfile> pidfile;
     if (config.pidfile) {
-        if (auto r = write_pidfile(*config.pidfile); !r) {
-            std::fprintf(stderr, "%s: %s\n", kProgram, r.error().message.c_str());
+        auto p = write_pidfile(*config.pidfile);
+        if (!p) {
+            std::fprintf(stderr, "%s: %s\n", kProgram, p.error().message.c_str());
+            BqlGuard bql;
+            storage.shutdown();
             return 1;
         }
+        pidfile = std::move(*p);
     }
     LOG_INFO("ready; stop with SIGINT (Ctrl-C) or SIGTERM");
     if (ready_pipe >= 0) report_ready(ready_pipe);
@@ -135,7 +198,7 @@ int run(const daemon::DaemonConfig& config) {
         BqlGuard bql;
         flushed = storage.shutdown();
     }
-    if (config.pidfile) ::unlink(config.pidfile->c_str());
+    if (pidfile) remove_pidfile(*pidfile);
     LOG_INFO("exiting%s", flushed ? "" : " (a flush failed: exit status 1)");
     return flushed ? 0 : 1;
 }

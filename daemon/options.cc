@@ -171,9 +171,11 @@ constexpr const char* kUsage =
     "\n"
     "  --chardev socket,id=<id>,path=<path>[,server=on|off][,wait=on|off]\n"
     "  --chardev socket,id=<id>,host=<host>,port=<port>[,server=on|off][,wait=on|off]\n"
-    "  --chardev socket,id=<id>,fd=<fd>,server=on[,wait=on|off]\n"
+    "  --chardev socket,id=<id>,fd=<fd>[,server=on|off][,wait=on|off]\n"
     "  --chardev stdio,id=<id>\n"
-    "                         configure a character device backend (for --monitor)\n"
+    "                         configure a character device backend (for --monitor);\n"
+    "                         server=on listens for QMP clients, server=off (the\n"
+    "                         default) connects to one that listens, once at startup\n"
     "\n"
     "  --daemonize            daemonize the process, and have the parent exit\n"
     "                         once startup is complete\n"
@@ -263,7 +265,9 @@ constexpr const char* kSocketChardevHelp =
     "  path=<str>             - UNIX domain socket path\n"
     "  host=<str>             - TCP host (with port)\n"
     "  port=<str>             - TCP port (with host)\n"
-    "  server=on|off          - listen (on) or connect (off, default)\n"
+    "  server=on|off          - listen (on) or connect (off, default): a client-mode\n"
+    "                           chardev connects once at startup, no reconnect\n"
+    "  fd=<int>               - an inherited socket: listening (server=on) or connected\n"
     "  wait=on|off            - server: wait for a client at startup (default: on)\n";
 
 constexpr const char* kStdioChardevHelp =

@@ -77,11 +77,11 @@ Result<void> StorageDaemon::add_monitor(const MonitorOptions& m, const std::vect
     if (chr->backend == ChardevOptions::Backend::stdio) {
         o.endpoint.kind = monitor::MonitorEndpoint::Kind::stdio;
     } else {
-        if (!chr->server)
-            return fail(ENOTSUP, "monitor: chardev '" + chr->id + "' must listen (server=on): ioplane does not "
-                                 "connect out to a QMP client");
+        // server=off: connect to a listening QMP client (a test harness, a
+        // management tool) and serve QMP over that one connection.
+        o.endpoint.connect = !chr->server;
         o.endpoint.addr = chr->addr;
-        o.endpoint.wait = chr->wait;
+        o.endpoint.wait = chr->server && chr->wait;
         o.endpoint.stop_requested = [this] { return main_loop_.stop_requested(); };
     }
     auto mon = monitor::QmpMonitor::start(main_loop_.ctx(), dispatcher_, std::move(o));

@@ -11,6 +11,12 @@
 // that a writer coroutine empties, so a client that does not read stalls
 // only itself — and is disconnected once its queue passes kMaxPendingOutput.
 //
+// A monitor either listens (server=on: clients connect to it) or, like
+// QEMU's client-mode socket chardev (server=off), connects once to a
+// listening management tool at start and serves QMP over that connection;
+// when the peer goes, that monitor stays closed (no reconnect) and the
+// daemon goes on, as qemu-storage-daemon does.
+//
 // Differences from QEMU, each documented in docs/QMP.md: one monitor socket
 // serves several clients at once (QEMU serves one, leaving the next in the
 // listen backlog), and there is no out-of-band execution.
@@ -73,7 +79,11 @@ struct MonitorEndpoint {
     enum class Kind { socket, stdio };
     Kind kind = Kind::socket;
     ListenAddress addr;  // socket
-    bool wait = false;   // socket: wait for the first client before start() returns
+    // socket: connect to `addr` (a unix path or host:port; type fd: a
+    // socket the daemon inherited, already connected) instead of listening
+    // on it. One connection, made before start() returns; not remade.
+    bool connect = false;
+    bool wait = false;   // listening socket: wait for the first client before start() returns
     // While waiting: true when the daemon is told to stop (a signal), which
     // ends the wait.
     std::function<bool()> stop_requested = [] { return false; };
@@ -112,6 +122,7 @@ private:
     const MonitorOptions options_;
     std::unique_ptr<Listener> listener_;
     std::vector<std::unique_ptr<QmpClient>> clients_;
+    bool closing_ = false;  // the destructor runs
 };
 
 }  // namespace ioplane::monitor

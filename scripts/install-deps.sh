@@ -12,9 +12,10 @@ client_packages=(qemu-utils libnbd-bin)
 # Fuzzing (clang-16 + libFuzzer), the real clients the tests drive, and
 # qemu-storage-daemon (qemu-system-common), the peer the QMP tests compare with;
 # firmware and boot loaders for the guests that boot from an ioplane disk
-# (OVMF, syslinux, systemd-boot) and the tools that make their disks.
+# (OVMF, syslinux, systemd-boot) and the tools that make their disks;
+# dpkg-dev for `apt-get source qemu` (tests/iotests/run.sh: QEMU's iotests).
 test_packages=(python3 clang-16 libclang-rt-16-dev fio qemu-system-common qemu-system-x86 cpio xz-utils diod
-               ovmf syslinux syslinux-common systemd-boot-efi fdisk dosfstools mtools python3-libnbd
+               ovmf syslinux syslinux-common systemd-boot-efi fdisk dosfstools mtools python3-libnbd dpkg-dev
                "${client_packages[@]}")
 
 want=("${build_packages[@]}")

@@ -1,6 +1,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 
 #include "drivers.h"
@@ -181,8 +183,38 @@ Result<std::shared_ptr<BlockNode>> open_child(OptionReader& opts, const char* ke
     return open_child(parent.graph, *spec, parent);
 }
 
-Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, AioContext& ctx) {
+namespace {
+
+// The context of the existing nodes the options name as children ("file":
+// "f0", "backing": "b0", at any depth), if they agree: a new node goes
+// where its children live, as QEMU's does. Null: none named.
+AioContext* children_context(const BlockGraph& graph, const nlohmann::json& options) {
+    AioContext* found = nullptr;
+    bool disagree = false;
+    std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& o) {
+        for (const char* key : {"file", "backing", "image", "data-file"}) {
+            auto it = o.find(key);
+            if (it == o.end()) continue;
+            if (it->is_object()) {
+                walk(*it);
+            } else if (it->is_string()) {
+                if (auto node = graph.find(it->get<std::string>())) {
+                    if (found != nullptr && found != &node->ctx()) disagree = true;
+                    found = &node->ctx();
+                }
+            }
+        }
+    };
+    walk(options);
+    return disagree ? nullptr : found;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<BlockNode>> BlockGraph::open(const OptionTree& options, AioContext& home) {
     assert_in_main_thread();
+    AioContext* children = options.root.is_object() ? children_context(*this, options.root) : nullptr;
+    AioContext& ctx = children ? *children : home;
     if (!options.root.is_object()) return fail(EINVAL, "blockdev options must be an object");
     auto name_it = options.root.find("node-name");
     if (name_it == options.root.end() || !name_it->is_string()) return fail(EINVAL, "blockdev: missing 'node-name'");

@@ -79,6 +79,20 @@ Result<void> ThrottleGroups::add(const std::string& id, OptionReader& options) {
     if (!limits) return std::unexpected(limits.error());
     if (*limits)
         if (auto r = group->set_limits(**limits); !r) return r;
+    // QEMU's legacy properties (x-iops-total=..., used by its iotests): the
+    // same limits, flat; applied after `limits`, as QEMU applies properties
+    // in order.
+    nlohmann::json legacy = nlohmann::json::object();
+    for (const char* kind : {"bps-total", "bps-read", "bps-write", "iops-total", "iops-read", "iops-write"})
+        for (const char* suffix : {"", "-max", "-max-length"}) {
+            const std::string key = std::string(kind) + suffix;
+            if (const nlohmann::json* v = options.get_raw("x-" + key)) legacy[key] = *v;
+        }
+    if (const nlohmann::json* v = options.get_raw("x-iops-size")) legacy["iops-size"] = *v;
+    if (!legacy.empty()) {
+        OptionReader flat(legacy, options.syntax(), options.full_name(""));
+        if (auto r = group->set_limits(flat); !r) return r;
+    }
     if (auto c = options.check_all_used(); !c) return c;
     groups_[id] = std::move(group);
     return {};

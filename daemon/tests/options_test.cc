@@ -494,6 +494,52 @@ TEST(Chardev, Forms) {
     EXPECT_EQ(c.chardevs.at(0).addr.fd, 5);
 }
 
+// What iotests' QemuStorageDaemon(qmp=True) passes: a chardev without
+// server=on connects to the harness's listening socket, and the monitor
+// serves QMP over that connection.
+TEST(Chardev, ClientModeForAQmpMonitor) {
+    auto c = ok({"--chardev", "socket,id=qmp-sock,path=/tmp/t/qsd-a.sock", "--monitor", "qmp-sock", "--pidfile",
+                 "/tmp/t/qsd-a-pid"});
+    ASSERT_EQ(c.chardevs.size(), 1u);
+    EXPECT_EQ(c.chardevs[0].id, "qmp-sock");
+    EXPECT_EQ(c.chardevs[0].backend, ChardevOptions::Backend::socket);
+    EXPECT_FALSE(c.chardevs[0].server);
+    EXPECT_EQ(c.chardevs[0].addr.type, SocketAddress::Type::unix_socket);
+    EXPECT_EQ(c.chardevs[0].addr.path, "/tmp/t/qsd-a.sock");
+    ASSERT_EQ(c.monitors.size(), 1u);
+    EXPECT_EQ(c.monitors[0].chardev, "qmp-sock");
+    EXPECT_EQ(c.pidfile, "/tmp/t/qsd-a-pid");
+    // chardev= spelled out, server=off explicit, and the other addresses.
+    c = ok({"--chardev", "socket,id=x,path=p,server=off", "--monitor", "chardev=x"});
+    EXPECT_FALSE(c.chardevs.at(0).server);
+    EXPECT_EQ(c.monitors.at(0).chardev, "x");
+    c = ok({"--chardev", "socket,id=x,host=localhost,port=4444", "--monitor", "chardev=x,pretty=on"});
+    EXPECT_FALSE(c.chardevs.at(0).server);
+    EXPECT_EQ(c.chardevs.at(0).addr.type, SocketAddress::Type::inet);
+    EXPECT_EQ(c.chardevs.at(0).addr.host, "localhost");
+    EXPECT_EQ(c.chardevs.at(0).addr.port, "4444");
+    c = ok({"--chardev", "socket,id=x,fd=7", "--monitor", "x"});  // an inherited, connected socket
+    EXPECT_FALSE(c.chardevs.at(0).server);
+    EXPECT_EQ(c.chardevs.at(0).addr.type, SocketAddress::Type::fd);
+    EXPECT_EQ(c.chardevs.at(0).addr.fd, 7);
+    // QEMU's client-mode errors and what ioplane leaves out: wait= is for
+    // servers; reconnect= (remaking the connection) is not implemented, so
+    // it is refused rather than ignored.
+    EXPECT_EQ(error({"--chardev", "socket,id=x,path=p,wait=on"}),
+              "--chardev 'socket,id=x,path=p,wait=on': 'wait' option is incompatible with socket in client connect "
+              "mode");
+    EXPECT_EQ(error({"--chardev", "socket,id=x,path=p,reconnect=1"}, ENOTSUP),
+              "--chardev 'socket,id=x,path=p,reconnect=1': parameter 'reconnect' is not supported");
+    EXPECT_EQ(error({"--chardev", "socket,id=x,fd=2"}), "--chardev 'socket,id=x,fd=2': parameter 'fd': fd 2 is "
+                                                        "standard input, output or error");
+}
+
+TEST(Pidfile, TheLastOneWinsAsGiven) {
+    auto c = ok({"--pidfile", "a.pid", "--pidfile", "rel/b.pid"});
+    EXPECT_EQ(c.pidfile, "rel/b.pid");  // resolved by the daemon when it writes the file
+    EXPECT_EQ(ok({"--pidfile=/run/x.pid", "--daemonize"}).pidfile, "/run/x.pid");
+}
+
 TEST(Chardev, LegacyFlagsWarn) {
     auto c = ok({"--chardev", "socket,id=c0,path=p,server,nowait"});
     ASSERT_EQ(c.chardevs.size(), 1u);

@@ -2,6 +2,9 @@
 // test: negotiation, dispatch, events, bad input, and commands from several
 // clients running one at a time.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -204,6 +207,132 @@ TEST_F(QmpServerTest, ClientLeavingMidCommandHarmsNoOne) {
     put(b, R"({"execute": "echo", "id": 2})");
     EXPECT_EQ(next(b)["id"], 2);
     EXPECT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran && monitor_->client_count() == 1; }));
+}
+
+// --- client mode: --chardev socket,path=P without server=on ---
+
+// A listening unix socket at `path`, as a management tool (or iotests'
+// QEMUMonitorProtocol(server=True)) opens before it starts the daemon.
+int listen_unix(const std::string& path) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path.c_str());
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+    EXPECT_EQ(::listen(fd, 1), 0);
+    return fd;
+}
+
+MonitorOptions client_mode(ListenAddress addr) {
+    MonitorOptions o;
+    o.name = "mgmt";
+    o.endpoint.addr = std::move(addr);
+    o.endpoint.connect = true;
+    return o;
+}
+
+TEST_F(QmpServerTest, ClientModeConnectsOutServesQmpAndStaysClosedWhenThePeerLeaves) {
+    const std::string path = dir_ + "/mgmt.sock";
+    const int listener = listen_unix(path);
+    fds_.push_back(listener);
+    // The connection is made before start() returns: the peer has not even
+    // called accept() yet (the kernel's backlog holds it).
+    auto m = QmpMonitor::start(loop_->ctx(), dispatcher_, client_mode({.path = path}));
+    ASSERT_TRUE(m) << m.error().describe();
+    EXPECT_EQ((*m)->client_count(), 1u);
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    fds_.push_back(fd);
+    EXPECT_TRUE(next(fd).contains("QMP"));
+    put(fd, R"({"execute": "qmp_capabilities"})");
+    EXPECT_EQ(next(fd), json({{"return", json::object()}}));
+    put(fd, R"({"execute": "echo", "arguments": {"x": 1}, "id": 5})");
+    EXPECT_EQ(next(fd), json({{"return", {{"x", 1}}}, {"id", 5}}));
+    // Events reach it like any client's.
+    put(fd, R"({"execute": "emit", "id": 6})");
+    EXPECT_EQ(next(fd)["id"], 6);
+    EXPECT_EQ(next(fd)["event"], "LATER");
+
+    // The peer goes: the connection ends, and (reconnect unset, as QEMU's
+    // default) nothing connects again; the monitor object and the daemon's
+    // other monitors are unaffected.
+    ::shutdown(fd, SHUT_RDWR);
+    EXPECT_TRUE(test::poll_until(loop_->ctx(), [&] { return (*m)->client_count() == 0; }));
+    test::poll_until(loop_->ctx(), [] { return false; }, 100'000'000);
+    pollfd p{listener, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "the monitor connected again";
+    const int other = connect_client();
+    put(other, R"({"execute": "echo", "id": 7})");
+    EXPECT_EQ(next(other)["id"], 7);
+    m->reset();
+}
+
+TEST_F(QmpServerTest, ClientModeConnectFailureIsAnErrorNamingThePath) {
+    const std::string missing = dir_ + "/nobody.sock";
+    auto m = QmpMonitor::start(loop_->ctx(), dispatcher_, client_mode({.path = missing}));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().code, ENOENT);
+    EXPECT_EQ(m.error().message, "chardev 'mgmt': Failed to connect to '" + missing + "': No such file or directory");
+    // A socket file whose server is gone.
+    const std::string stale = dir_ + "/stale.sock";
+    ::close(listen_unix(stale));
+    m = QmpMonitor::start(loop_->ctx(), dispatcher_, client_mode({.path = stale}));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().code, ECONNREFUSED);
+    // TCP: a port nobody listens on (one the kernel just gave and took back).
+    int probe = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+    socklen_t len = sizeof sin;
+    ::getsockname(probe, reinterpret_cast<sockaddr*>(&sin), &len);
+    ::close(probe);
+    const std::string port = std::to_string(ntohs(sin.sin_port));
+    m = QmpMonitor::start(loop_->ctx(), dispatcher_,
+                          client_mode({.type = ListenAddress::Type::inet, .host = "127.0.0.1", .port = port}));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().message, "chardev 'mgmt': Failed to connect to '127.0.0.1:" + port + "': Connection refused");
+}
+
+TEST_F(QmpServerTest, ClientModeOverTcp) {
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fds_.push_back(listener);
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+    ASSERT_EQ(::listen(listener, 1), 0);
+    socklen_t len = sizeof sin;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&sin), &len);
+    auto m = QmpMonitor::start(
+        loop_->ctx(), dispatcher_,
+        client_mode({.type = ListenAddress::Type::inet, .host = "127.0.0.1", .port = std::to_string(ntohs(sin.sin_port))}));
+    ASSERT_TRUE(m) << m.error().describe();
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    fds_.push_back(fd);
+    EXPECT_TRUE(next(fd).contains("QMP"));
+    put(fd, R"({"execute": "qmp_capabilities", "id": 1})");
+    EXPECT_EQ(next(fd)["id"], 1);
+    m->reset();
+}
+
+TEST_F(QmpServerTest, ClientModeTakesAnInheritedConnectedSocket) {
+    int sp[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    fds_.push_back(sp[0]);  // sp[1] belongs to the monitor from now on
+    auto m = QmpMonitor::start(loop_->ctx(), dispatcher_, client_mode({.type = ListenAddress::Type::fd, .fd = sp[1]}));
+    ASSERT_TRUE(m) << m.error().describe();
+    EXPECT_TRUE(next(sp[0]).contains("QMP"));
+    m->reset();
+    // A listening socket is for server=on.
+    const int listener = listen_unix(dir_ + "/l.sock");
+    fds_.push_back(listener);
+    m = QmpMonitor::start(loop_->ctx(), dispatcher_, client_mode({.type = ListenAddress::Type::fd, .fd = listener}));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().message, "chardev 'mgmt': fd " + std::to_string(listener) +
+                                     " is not a connected stream socket (a listening one needs server=on)");
 }
 
 }  // namespace
