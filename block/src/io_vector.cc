@@ -51,6 +51,10 @@ void buffer_to_iov(const void* buf, std::span<const iovec> iov, uint64_t skip, u
                   [buf](char* p, uint64_t at, uint64_t n) { std::memcpy(p, static_cast<const char*>(buf) + at, n); });
 }
 
+void iov_zero(std::span<const iovec> iov, uint64_t skip, uint64_t len) {
+    for_each_part(iov, skip, len, [](char* p, uint64_t, uint64_t n) { std::memset(p, 0, n); });
+}
+
 bool iov_aligned(std::span<const iovec> iov, uint32_t align) {
     if (align <= 1) return true;
     for (const iovec& v : iov)

@@ -17,6 +17,8 @@ std::vector<iovec> iov_slice(std::span<const iovec> iov, uint64_t skip, uint64_t
 // Copies `len` bytes between `iov`, from byte `skip` on, and `buf`.
 void iov_to_buffer(std::span<const iovec> iov, uint64_t skip, void* buf, uint64_t len);
 void buffer_to_iov(const void* buf, std::span<const iovec> iov, uint64_t skip, uint64_t len);
+// Zeroes `len` bytes of `iov` from byte `skip` on.
+void iov_zero(std::span<const iovec> iov, uint64_t skip, uint64_t len);
 // Whether every element starts and ends at a multiple of `align`.
 bool iov_aligned(std::span<const iovec> iov, uint32_t align);
 

@@ -22,20 +22,6 @@ constexpr size_t kMaxPendingFrees = 4096;
 // The most bytes one allocation step takes (bounded memory per step).
 constexpr uint64_t kMaxAllocationBytes = 4u << 20;
 
-void iov_zero(std::span<const iovec> iov, uint64_t skip, uint64_t len) {
-    for (const iovec& v : iov) {
-        if (len == 0) return;
-        if (skip >= v.iov_len) {
-            skip -= v.iov_len;
-            continue;
-        }
-        const uint64_t n = std::min<uint64_t>(v.iov_len - skip, len);
-        std::memset(static_cast<char*>(v.iov_base) + skip, 0, n);
-        len -= n;
-        skip = 0;
-    }
-}
-
 bool all_zero(const std::vector<uint8_t>& buf) {
     return std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0; });
 }
