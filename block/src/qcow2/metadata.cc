@@ -39,8 +39,12 @@ std::optional<std::string> Qcow2Driver::add_region(uint64_t offset, uint64_t byt
     if (it != regions_.begin()) --it;
     for (; it != regions_.end() && it->first < end; ++it) {
         if (it->second.end <= offset) continue;
-        // The same table listed twice (shared by snapshots) is fine.
-        if (it->first == offset && it->second.end == end && it->second.kind == kind) return std::nullopt;
+        // An L2 table listed twice (shared by snapshots) is fine; a
+        // refcount block is never shared.
+        if (it->first == offset && it->second.end == end && it->second.kind == kind && kind != Region::refblock)
+            return std::nullopt;
+        if (it->first == offset && it->second.kind == kind)
+            return std::string("the ") + region_name(int(kind)) + " at " + std::to_string(offset) + " is listed twice";
         return std::string("the ") + region_name(int(kind)) + " at " + std::to_string(offset) + " overlaps the " +
                region_name(int(it->second.kind)) + " at " + std::to_string(it->first);
     }

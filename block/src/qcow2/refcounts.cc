@@ -94,16 +94,32 @@ Task<Result<void>> Qcow2Driver::co_update_refcount(uint64_t cluster_index, int64
 // it returns, so that allocations made while the caller sets the refcounts
 // (a new refcount block) never return the same clusters.
 Task<Result<uint64_t>> Qcow2Driver::co_find_free(uint64_t n) {
-    uint64_t start = free_cluster_index_, run = 0;
-    for (uint64_t idx = start; run < n; idx++) {
-        if ((idx + 1) * cluster_size() > kMaxHostOffset) co_return fail(ENOSPC, "qcow2: image file is full");
-        auto rc = co_await co_get_refcount(idx);
-        if (!rc) co_return std::unexpected(rc.error());
-        if (*rc != 0) {
-            run = 0;
-            start = idx + 1;
-        } else {
-            run++;
+    const uint64_t cs = cluster_size();
+    uint64_t idx = free_cluster_index_, start = idx, run = 0;
+    while (run < n) {
+        if ((idx + n - run) * cs > kMaxHostOffset) co_return fail(ENOSPC, "qcow2: image file is full");
+        if (run == 0) start = idx;
+        // Past every cluster with a refcount, all are free.
+        if (idx * cs >= image_end_) break;
+        auto block = co_await co_refblock_for(idx, false);
+        if (!block) co_return std::unexpected(block.error());
+        const uint64_t block_end = (idx / refblock_entries_ + 1) * refblock_entries_;
+        if (!*block) {  // no refcount block: none of its clusters is used
+            const uint64_t take = std::min(block_end - idx, n - run);
+            run += take;
+            idx += take;
+            continue;
+        }
+        // The block's entries in a plain loop (a hostile image may mark
+        // millions of clusters used).
+        const uint8_t* data = block->data();
+        for (; idx < block_end && run < n; idx++) {
+            if (get_refcount(data, idx % refblock_entries_, header_.refcount_order) != 0) {
+                run = 0;
+                start = idx + 1;
+            } else {
+                run++;
+            }
         }
     }
     free_cluster_index_ = start + n;
