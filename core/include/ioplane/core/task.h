@@ -15,12 +15,29 @@
 
 #include "ioplane/core/detail/frame_pool.h"
 
+// Symmetric transfer needs the compiler to turn "resume the next coroutine"
+// into a tail call. GCC does at -O2, but not with -fsanitize=address or
+// thread: there every task that completes without suspending (a cached
+// lookup, a read from tmpfs) leaves its frames on the stack until something
+// really suspends, and a long loop of such awaits overflows it. In those
+// builds a task is started by a call, and one that completes during that
+// call returns to its awaiter by returning from it.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define IOPLANE_TASK_INLINE_COMPLETION 1
+#endif
+
 namespace ioplane {
 
 template <class T = void>
 class Task;
 
 namespace detail {
+
+#ifdef IOPLANE_TASK_INLINE_COMPLETION
+// The task the current thread is starting inside its awaiter's
+// await_suspend (null once it has completed there).
+inline thread_local void* g_task_starting = nullptr;
+#endif
 
 struct PromiseBase {
     // Frames come from the per-thread frame cache (detail/frame_pool.h).
@@ -35,6 +52,12 @@ struct PromiseBase {
         bool await_ready() noexcept { return false; }
         template <class P>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
+#ifdef IOPLANE_TASK_INLINE_COMPLETION
+            if (g_task_starting == h.address()) {
+                g_task_starting = nullptr;  // completed inside the awaiter's call: it continues on return
+                return std::noop_coroutine();
+            }
+#endif
             return h.promise().continuation;  // symmetric transfer to the awaiter
         }
         void await_resume() noexcept {}
@@ -97,10 +120,21 @@ public:
         struct Awaiter {
             Handle h;
             bool await_ready() noexcept { return false; }
+#ifdef IOPLANE_TASK_INLINE_COMPLETION
+            bool await_suspend(std::coroutine_handle<> awaiting) noexcept {
+                h.promise().continuation = awaiting;
+                void* outer = std::exchange(detail::g_task_starting, h.address());
+                h.resume();
+                const bool completed = detail::g_task_starting == nullptr;
+                detail::g_task_starting = outer;
+                return !completed;  // false: the awaiter goes on at once
+            }
+#else
             std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
                 h.promise().continuation = awaiting;
                 return h;
             }
+#endif
             T await_resume() { return h.promise().take(); }
         };
         return Awaiter{h_};
