@@ -62,8 +62,9 @@ BlockNode::~BlockNode() {
     IOPLANE_ASSERT(parents_.empty());
     // What the driver keeps in memory goes to its children while they are
     // still there.
-    if (auto r = run_to_completion(ctx(), driver_->co_close()); !r)
-        LOG_ERROR("node '%s': close: %s", node_name_.c_str(), r.error().describe().c_str());
+    if (driver_->needs_close())
+        if (auto r = run_to_completion(ctx(), driver_->co_close()); !r)
+            LOG_ERROR("node '%s': close: %s", node_name_.c_str(), r.error().describe().c_str());
     while (!children_.empty()) children_.pop_back();
 }
 

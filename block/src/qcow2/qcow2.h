@@ -61,6 +61,7 @@ public:
 
     Task<Result<void>> co_open() override;
     Task<Result<void>> co_close() override;
+    bool needs_close() const override { return writable_ && !corrupt_; }
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override;
     Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                   uint32_t flags) override;

@@ -106,6 +106,9 @@ public:
     // Before the node goes away, drained: writes back what the driver keeps
     // in memory and marks the image clean.
     virtual Task<Result<void>> co_close() { co_return Result<void>{}; }
+    // Main thread: whether co_close has work to do (only then is it run,
+    // in the node's context, when the node goes).
+    virtual bool needs_close() const { return false; }
     // Main thread: whether the node takes a backing child (a "backing"
     // option), and the one its image names (opened when the option is
     // absent).
