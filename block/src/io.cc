@@ -293,10 +293,12 @@ Task<Result<BlockStatus>> BlockEdge::co_block_status(uint64_t offset, uint64_t b
     if (st->bytes == 0 || st->bytes > bytes)
         co_return fail(EIO, "node '" + node.node_name() + "': driver answered block status for " +
                                 std::to_string(st->bytes) + " of " + std::to_string(bytes) + " bytes");
-    // Not allocated here, and nothing below: reads return zeroes.
+    // Not allocated here, and nothing below: reads return zeroes. "Below" is
+    // the chain's next node, a backing child or a filter's child (a filter
+    // passes on its child's answer, which already knows what is below).
     if (!st->allocated) {
-        const BlockEdge* backing = node.child(ChildRole::backing);
-        if (backing == nullptr || offset >= backing->child().driver().length()) st->zero = true;
+        const BlockEdge* below = node.chain_child();
+        if (below == nullptr || offset >= below->child().driver().length()) st->zero = true;
     }
     co_return st;
 }

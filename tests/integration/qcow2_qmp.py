@@ -13,7 +13,9 @@
    export; its header names the old image as backing file;
  - block_resize of a qcow2 node: a new NBD client sees the new size, data
    kept, the image checks clean;
- - the errors QEMU gives (overlay with a backing image, overlay in use).
+ - the errors QEMU gives (overlay with a backing image, overlay in use);
+ - a copy-on-read filter over an exported overlay returns the base's data and
+   copies it up.
 Usage: qcow2_qmp.py DAEMON. Needs Debian's python3-libnbd."""
 import json
 import os
@@ -265,6 +267,31 @@ def test_resize(q, d, sock):
     print("ok: block_resize 1 MiB -> 300 MiB (new L1 table), shrinking refused")
 
 
+def test_copy_on_read(q, d, sock):
+    """A copy-on-read filter over an overlay, exported: reads return the
+    base's data (a filter over an unallocated range is not a hole) and copy
+    it into the overlay."""
+    base = f"{d}/cor-base.raw"
+    with open(base, "wb") as f:
+        f.write(b"\x61" * (4 * MiB))
+    top = make_qcow2(q, d, "cor-top", **{"size": 4 * MiB, "backing-file": base, "backing-fmt": "raw"})
+    q.ok("blockdev-add", driver="qcow2", node_name="cortop", file={"driver": "file", "filename": top})
+    q.ok("blockdev-add", driver="copy-on-read", node_name="cor", file="cortop")
+    export(q, "ecor", "cor", "cor")
+    out = f"{d}/cor.out"
+    run("nbdcopy", f"nbd+unix:///cor?socket={sock}", out)
+    with open(out, "rb") as f:
+        assert f.read() == b"\x61" * (4 * MiB), "the filter did not return the base's data"
+    q.ok("block-export-del", id="ecor", mode="hard")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="cor")
+    q.ok("blockdev-del", node_name="cortop")
+    check_clean(top)
+    m = json.loads(run("qemu-img", "map", "--output=json", top).stdout)
+    assert all(e["depth"] == 0 and e["data"] for e in m), f"not copied into the overlay: {m}"
+    print("ok: copy-on-read over a qcow2 overlay: the base's data read and copied up")
+
+
 def main():
     daemon = sys.argv[1]
     d = tempfile.mkdtemp(prefix="qcow2-qmp-")
@@ -278,6 +305,7 @@ def main():
         test_snapshot_under_io(q, d, nbd_sock)
         test_snapshot_sync(q, d, nbd_sock)
         test_resize(q, d, nbd_sock)
+        test_copy_on_read(q, d, nbd_sock)
         dmn.stop()
     print("qcow2_qmp: ok")
 
