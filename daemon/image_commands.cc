@@ -1,7 +1,5 @@
 // Image operations of the monitor: blockdev-create (a job), block_resize,
 // blockdev-snapshot and blockdev-snapshot-sync.
-#include <atomic>
-
 #include "daemon/storage_daemon.h"
 #include "ioplane/block/backend.h"
 #include "ioplane/block/create.h"
@@ -45,15 +43,7 @@ Result<void> StorageDaemon::resize_node(const std::string& node_name, uint64_t s
     if (!node) return fail(ENOENT, "Cannot find device='' nor node-name='" + node_name + "'");
     if (auto r = block::BlockBackend::can_attach(*node, true, "block_resize", true); !r) return r;
     block::BlockBackend blk(node, true, "block_resize", true);
-    Result<void> result;
-    std::atomic<bool> done{false};
-    spawn(node->ctx(), [](block::BlockBackend& blk, uint64_t size, Result<void>& out, std::atomic<bool>& done) -> Task<void> {
-        out = co_await blk.co_truncate(size);
-        done.store(true, std::memory_order_release);
-        aio_wait_kick();
-    }(blk, size, result, done));
-    aio_wait_while(node->ctx(), [&] { return !done.load(std::memory_order_acquire); });
-    return result;
+    return block::run_to_completion(node->ctx(), blk.co_truncate(size));
 }
 
 // QEMU's blockdev-snapshot (external_snapshot_action): `overlay` gets
@@ -103,19 +93,15 @@ Result<void> StorageDaemon::snapshot_sync(const SnapshotSyncOptions& o) {
                                       {"size", node->driver().length()},
                                       {"backing-file", node->driver().filename()},
                                       {"backing-fmt", node->driver().format_name()}};
-        Result<void> result;
-        std::atomic<bool> done{false};
-        spawn(main_loop_.ctx(), [](block::BlockGraph& graph, const nlohmann::json& file, const nlohmann::json& qcow2,
-                                   Result<void>& out, std::atomic<bool>& done) -> Task<void> {
+        auto create = [](block::BlockGraph& graph, const nlohmann::json& file,
+                         const nlohmann::json& qcow2) -> Task<Result<void>> {
             // Named: GCC 12 destroys an aggregate temporary in a co_await
             // expression twice.
             const OptionTree file_tree{file, OptionSyntax::json}, qcow2_tree{qcow2, OptionSyntax::json};
-            out = co_await block::co_create_image(graph, file_tree);
-            if (out) out = co_await block::co_create_image(graph, qcow2_tree);
-            done.store(true, std::memory_order_release);
-        }(graph_, file, qcow2, result, done));
-        aio_wait_while(main_loop_.ctx(), [&] { return !done.load(std::memory_order_acquire); });
-        if (!result) return result;
+            if (auto r = co_await block::co_create_image(graph, file_tree); !r) co_return r;
+            co_return co_await block::co_create_image(graph, qcow2_tree);
+        };
+        if (auto r = block::run_to_completion(main_loop_.ctx(), create(graph_, file, qcow2)); !r) return r;
     }
     nlohmann::json options = {{"driver", o.format},
                               {"file", {{"driver", "file"}, {"filename", o.file}}},

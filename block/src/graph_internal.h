@@ -16,8 +16,4 @@ Result<std::shared_ptr<BlockNode>> open_child(BlockGraph& graph, const nlohmann:
 // The child the required option `key` ("file", "image") gives.
 Result<std::shared_ptr<BlockNode>> open_child(OptionReader& opts, const char* key, const OpenContext& parent);
 
-// Main thread: runs `task` in `ctx` and waits for it (running the main loop
-// meanwhile): a driver's co_open and co_close.
-Result<void> run_to_completion(AioContext& ctx, Task<Result<void>> task);
-
 }  // namespace ioplane::block

@@ -289,14 +289,7 @@ Task<Result<uint64_t>> Qcow2Driver::co_write_allocating(uint64_t offset, uint64_
             bitmap = uint64_t(zero) << 32 | alloc;
         }
         set_l2(*l2w, idx, new_host | kOflagCopied, bitmap);
-        if (!reuse) {
-            if (o.entry & kOflagCompressed) {
-                const CompressedRef ref = decode_compressed(o.entry, header_.cluster_bits);
-                free_later(ref.host_offset, ref.bytes);
-            } else if (host_of(o)) {
-                free_later(host_of(o), cs);
-            }
-        }
+        if (!reuse) free_entry_later(o.entry);
     }
     // Crash safety: the data (and the copies) reach the disk before the L2
     // table that points to them.
@@ -394,13 +387,7 @@ Task<Result<void>> Qcow2Driver::co_zero_clusters(uint64_t offset, uint64_t bytes
                 new_bitmap = uint64_t(zero & ~alloc) << 32 | alloc;
                 if (alloc != 0 || (host && copied && !discard && !unmap)) new_entry = e;
             }
-            const uint64_t kept_host = new_entry & kOffsetMask;
-            if (compressed) {
-                const CompressedRef ref = decode_compressed(e, header_.cluster_bits);
-                free_later(ref.host_offset, ref.bytes);
-            } else if (host && !kept_host) {
-                free_later(host, cs);
-            }
+            if (compressed || (host && !(new_entry & kOffsetMask))) free_entry_later(e);
             set_l2(*l2, idx, new_entry, new_bitmap);
         }
         offset = chunk_end;

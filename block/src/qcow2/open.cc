@@ -310,22 +310,22 @@ void Qcow2Driver::start_clean_timer(AioContext& ctx) {
     clean_timer_->arm_in(interval_ns);
 }
 
+}  // namespace ioplane::block::qcow2
+
+namespace ioplane::block {
+
 Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc) {
     auto file = open_child(opts, "file", oc);
     if (!file) return std::unexpected(file.error());
-    if (auto r = read_accepted_options(opts); !r) return std::unexpected(r.error());
-    auto cache = read_cache_options(opts);
+    if (auto r = qcow2::read_accepted_options(opts); !r) return std::unexpected(r.error());
+    auto cache = qcow2::read_cache_options(opts);
     if (!cache) return std::unexpected(cache.error());
     auto backing = read_backing_option(opts);
     if (!backing) return std::unexpected(backing.error());
     // The header is read in co_open, through the file edge.
-    return Opened{.driver = std::make_unique<Qcow2Driver>(*cache),
+    return Opened{.driver = std::make_unique<qcow2::Qcow2Driver>(*cache),
                   .children = {{ChildRole::file, *file}},
                   .backing = std::move(*backing)};
 }
 
-}  // namespace ioplane::block::qcow2
-
-namespace ioplane::block {
-Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc) { return qcow2::open_qcow2(opts, oc); }
 }  // namespace ioplane::block

@@ -133,7 +133,6 @@ private:
 
     // --- refcounts.cc ---
     uint64_t refblock_entries() const { return refblock_entries_; }
-    Task<Result<uint64_t>> co_get_refcount(uint64_t cluster_index);
     Task<Result<void>> co_update_refcount(uint64_t cluster_index, int64_t addend);
     // `n` contiguous free clusters, their refcounts set to one; the file
     // grown to hold them. `fresh`: never written since the file was opened
@@ -150,6 +149,9 @@ private:
     // The host clusters under [offset, offset + bytes) lose one reference
     // once the L2 change that dropped it is on disk (after the next flush).
     void free_later(uint64_t offset, uint64_t bytes) { pending_frees_.emplace_back(offset, bytes); }
+    // The same for what an L2 entry points to: its data cluster, or the
+    // sectors of its compressed data.
+    void free_entry_later(uint64_t l2_entry);
     Task<Result<void>> co_apply_pending_frees();
 
     // --- mapping.cc ---
@@ -234,7 +236,6 @@ private:
     std::unique_ptr<Timer> clean_timer_;
 };
 
-Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc);
 // blockdev-create for qcow2 (create.cc): the main context.
 Task<Result<void>> co_create_qcow2(BlockGraph& graph, OptionReader& opts);
 

@@ -54,14 +54,6 @@ Task<Result<TableRef>> Qcow2Driver::co_refblock_for(uint64_t cluster_index, bool
     co_return block;
 }
 
-Task<Result<uint64_t>> Qcow2Driver::co_get_refcount(uint64_t cluster_index) {
-    if (cluster_index * cluster_size() >= image_end_) co_return 0;
-    auto block = co_await co_refblock_for(cluster_index, false);
-    if (!block) co_return std::unexpected(block.error());
-    if (!*block) co_return 0;
-    co_return get_refcount(block->data(), cluster_index % refblock_entries_, header_.refcount_order);
-}
-
 Task<Result<void>> Qcow2Driver::co_update_refcount(uint64_t cluster_index, int64_t addend) {
     auto block = co_await co_refblock_for(cluster_index, true);
     if (!block) co_return std::unexpected(block.error());
@@ -224,6 +216,15 @@ Task<Result<void>> Qcow2Driver::co_grow_reftable(uint64_t min_entries) {
     for (uint64_t i = 0; i < old_clusters; i++)
         if (auto r = co_await co_update_refcount(old_offset / cs + i, -1); !r) co_return r;
     co_return Result<void>{};
+}
+
+void Qcow2Driver::free_entry_later(uint64_t l2_entry) {
+    if (l2_entry & kOflagCompressed) {
+        const CompressedRef ref = decode_compressed(l2_entry, header_.cluster_bits);
+        free_later(ref.host_offset, ref.bytes);
+    } else if (const uint64_t host = l2_entry & kOffsetMask) {
+        free_later(host, cluster_size());
+    }
 }
 
 Task<Result<void>> Qcow2Driver::co_apply_pending_frees() {

@@ -192,6 +192,11 @@ private:
 // a snapshot does with `keep` the overlay's new backing edge.
 Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to, const BlockEdge* keep);
 
+// Main thread: runs `task` in `ctx` and waits for it, running the main loop
+// meanwhile (a driver's co_open and co_close, and the monitor's synchronous
+// commands that do I/O: block_resize, blockdev-snapshot-sync).
+Result<void> run_to_completion(AioContext& ctx, Task<Result<void>> task);
+
 // Main thread. Moves the node's component to `ctx` inside a drained
 // section: drivers detach and re-attach, users are told so that they move
 // their fds and coroutines (QEMU's bdrv_try_change_aio_context).
