@@ -360,6 +360,11 @@ TEST_F(BlockTest, ChangeAioContextUnderLoad) {
     ASSERT_EQ(listener.events.size(), 40u);
     EXPECT_EQ(listener.events[0], "detach");
     EXPECT_EQ(listener.events[1], "attach io1");
+    // A worker in one IOThread may still be inside the other context's
+    // notify() after queuing a request there: join both threads before either
+    // context is destroyed.
+    (*io0)->stop();
+    (*io1)->stop();
 }
 
 // Both I/O paths of the file driver see each other's data.

@@ -23,7 +23,9 @@ public:
 
     // Any thread.
     static Result<std::unique_ptr<IOThread>> start(Options options);
-    // Not from the IOThread itself. Stops it if running.
+    // Not from the IOThread itself. Stops it if running, then destroys its
+    // context: every thread that may still schedule into that context (another
+    // IOThread hopping coroutines here) must have been stopped first.
     ~IOThread();
     IOThread(const IOThread&) = delete;
     IOThread& operator=(const IOThread&) = delete;
