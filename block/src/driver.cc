@@ -38,4 +38,8 @@ Task<Result<BlockStatus>> Driver::co_block_status(uint64_t offset, uint64_t byte
 
 Task<Result<void>> Driver::co_truncate(uint64_t) { co_return fail(ENOTSUP, "resizing not supported"); }
 
+Task<Result<void>> Driver::co_change_backing_file(const std::string&, const std::string&) {
+    co_return fail(ENOTSUP, std::string("format '") + format_name() + "' has no backing file name to change");
+}
+
 }  // namespace ioplane::block

@@ -15,7 +15,8 @@
    kept, the image checks clean;
  - the errors QEMU gives (overlay with a backing image, overlay in use);
  - a copy-on-read filter over an exported overlay returns the base's data and
-   copies it up.
+   copies it up;
+ - blockdev-reopen read-write and back read-only keeps what was written.
 Usage: qcow2_qmp.py DAEMON. Needs Debian's python3-libnbd."""
 import json
 import os
@@ -292,6 +293,36 @@ def test_copy_on_read(q, d, sock):
     print("ok: copy-on-read over a qcow2 overlay: the base's data read and copied up")
 
 
+def test_reopen(q, d, sock):
+    """A qcow2 node opened read-only, made writable with blockdev-reopen,
+    written through an export and made read-only again: what was written is
+    in the image (its metadata written back at the second reopen), which
+    checks clean; the same after a last write and blockdev-del."""
+    path = f"{d}/reopen.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", path, str(16 * MiB))
+    file = {"driver": "file", "filename": path, "node-name": "rof"}
+    q.ok("blockdev-add", driver="qcow2", node_name="ro", read_only=True, file=file)
+    for step, (read_only, byte) in enumerate(((False, 0x5a), (True, None), (False, 0x6b))):
+        q.ok("blockdev-reopen", options=[{"driver": "qcow2", "node-name": "ro", "read-only": read_only,
+                                          "file": "rof"}])
+        if byte is None:
+            check_clean(path)
+            run("qemu-io", "-U", "-r", "-f", "qcow2", "-c", f"read -P 0x5a {MiB} {MiB}", path)
+            continue
+        export(q, f"ero{step}", "ro", "ro")
+        h = nbd.NBD()
+        h.connect_uri(f"nbd+unix:///ro?socket={sock}")
+        h.pwrite(bytes([byte]) * MiB, (1 + 2 * step) * MiB)
+        h.flush()
+        h.shutdown()
+        q.ok("block-export-del", id=f"ero{step}")
+        q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="ro")
+    check_clean(path)
+    run("qemu-io", "-r", "-f", "qcow2", "-c", f"read -P 0x5a {MiB} {MiB}", "-c", f"read -P 0x6b {5 * MiB} {MiB}", path)
+    print("ok: blockdev-reopen of a qcow2 node read-write and back keeps what was written")
+
+
 def main():
     daemon = sys.argv[1]
     d = tempfile.mkdtemp(prefix="qcow2-qmp-")
@@ -306,6 +337,7 @@ def main():
         test_snapshot_sync(q, d, nbd_sock)
         test_resize(q, d, nbd_sock)
         test_copy_on_read(q, d, nbd_sock)
+        test_reopen(q, d, nbd_sock)
         dmn.stop()
     print("qcow2_qmp: ok")
 

@@ -74,6 +74,66 @@ std::optional<BackingFile> Qcow2Driver::backing_file() const {
     return BackingFile{header_.backing_file, header_.backing_format};
 }
 
+// Going read-only, what the caches hold is written back first (the file is
+// still writable: the node reopens before its file does). Going writable,
+// the checks of a read/write open apply, and the autoclear bits are
+// cleared as they are then.
+Result<void> Qcow2Driver::reopen(bool read_only) {
+    assert_in_main_thread();
+    if (read_only == !writable_) return {};
+    if (read_only) {
+        auto write_back = [](Qcow2Driver& d) -> Task<Result<void>> {
+            auto r = co_await d.co_flush();
+            if (r && !d.corrupt_) r = co_await d.co_flush_file();
+            co_return r;
+        };
+        if (auto r = run_to_completion(node().ctx(), write_back(*this)); !r) return r;
+        writable_ = false;
+        return {};
+    }
+    if (corrupt_)
+        return fail(EACCES, "qcow2: image is corrupt; cannot be opened read/write (repair it with 'qemu-img check "
+                            "-r all')");
+    if (header_.incompatible_features & kIncompatDirty)
+        return fail(ENOTSUP, "qcow2: image was not closed cleanly (dirty bit set); repair it with 'qemu-img check "
+                             "-r all' before opening it read/write");
+    writable_ = true;
+    if (header_.autoclear_features) {
+        auto clear = [](Qcow2Driver& d) -> Task<Result<void>> {
+            auto guard = co_await d.lock_.scoped_lock();
+            d.header_.autoclear_features = 0;
+            auto r = co_await d.co_write_header();
+            if (r) r = co_await d.co_flush_file();
+            co_return r;
+        };
+        if (auto r = run_to_completion(node().ctx(), clear(*this)); !r) {
+            writable_ = false;
+            return r;
+        }
+    }
+    return {};
+}
+
+// The header is rewritten in place (one sector-aligned write of the first
+// cluster's used part), so a crash leaves the old name or the new one.
+Task<Result<void>> Qcow2Driver::co_change_backing_file(const std::string& file, const std::string& format) {
+    assert_in_context(node().ctx());
+    if (auto r = check_writable(); !r) co_return r;
+    if (file.size() > kMaxBackingFileName) co_return fail(EINVAL, "qcow2: backing file name too long");
+    co_await lock_.lock();
+    const std::string old_file = header_.backing_file, old_format = header_.backing_format;
+    header_.backing_file = file;
+    header_.backing_format = file.empty() ? "" : format;
+    auto r = co_await co_write_header();
+    if (r) r = co_await co_flush_file();
+    if (!r) {
+        header_.backing_file = old_file;
+        header_.backing_format = old_format;
+    }
+    lock_.unlock();
+    co_return r;
+}
+
 // QEMU's ImageInfo fields for qcow2 (ImageInfoSpecificQCow2, SnapshotInfo).
 void Qcow2Driver::add_image_info(nlohmann::json& image) const {
     image["cluster-size"] = cluster_size();
@@ -149,7 +209,7 @@ Task<Result<void>> Qcow2Driver::co_read_header() {
 Task<Result<void>> Qcow2Driver::co_open() {
     assert_in_context(node().ctx());
     const bool writable = !node().read_only();
-    auto guard = co_await lock_.scoped_lock();
+    auto guard = co_await lock_.scoped_lock();  // (reopen() repeats the checks of a writable open)
     if (auto r = co_await co_read_header(); !r) co_return r;
     size_caches();
     if (auto r = co_await co_read_tables(); !r) co_return r;

@@ -71,6 +71,8 @@ public:
     Task<Result<BlockStatus>> co_block_status(uint64_t offset, uint64_t bytes, StatusQuery query) override;
     // Grows the image (shrinking is refused).
     Task<Result<void>> co_truncate(uint64_t size) override;
+    Task<Result<void>> co_change_backing_file(const std::string& file, const std::string& format) override;
+    Result<void> reopen(bool read_only) override;
     // Preallocation over guest [offset, end) (blockdev-create): metadata,
     // and with `reserve` the file's space too.
     Task<Result<void>> co_preallocate(uint64_t offset, uint64_t end, bool reserve);

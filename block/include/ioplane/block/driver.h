@@ -114,6 +114,11 @@ public:
     // absent).
     virtual bool supports_backing() const { return false; }
     virtual std::optional<BackingFile> backing_file() const { return std::nullopt; }
+    // In the node's context, the node drained: the image names `file` (of
+    // `format`, empty: unknown) as its backing file from now on, or none
+    // when `file` is empty (QEMU's bdrv_change_backing_file: a stream or a
+    // commit dropped the layers between). Durable on return.
+    virtual Task<Result<void>> co_change_backing_file(const std::string& file, const std::string& format);
 
     virtual Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) = 0;
     virtual Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
