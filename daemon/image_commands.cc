@@ -41,6 +41,7 @@ Result<void> StorageDaemon::resize_node(const std::string& node_name, uint64_t s
     assert_in_main_thread();
     auto node = graph_.find(node_name);
     if (!node) return fail(ENOENT, "Cannot find device='' nor node-name='" + node_name + "'");
+    if (!node->op_blocker().empty()) return fail(EBUSY, "Device '" + node_name + "' is in use");
     if (auto r = block::BlockBackend::can_attach(*node, true, "block_resize", true); !r) return r;
     block::BlockBackend blk(node, true, "block_resize", true);
     return block::run_to_completion(node->ctx(), blk.co_truncate(size));
@@ -62,6 +63,7 @@ Result<void> StorageDaemon::snapshot(const std::string& node_name, const std::st
 Result<void> StorageDaemon::install_overlay(const std::shared_ptr<block::BlockNode>& node,
                                             const std::shared_ptr<block::BlockNode>& overlay) {
     if (overlay == node) return fail(EINVAL, "The overlay cannot be the node itself");
+    if (auto r = node->check_not_blocked(); !r) return r;
     if (!overlay->users().empty() || overlay->has_parent_nodes()) return fail(EBUSY, "The overlay is already in use");
     if (overlay->child(block::ChildRole::backing)) return fail(EINVAL, "The overlay already has a backing image");
     if (!overlay->driver().supports_backing()) return fail(ENOTSUP, "The overlay does not support backing images");

@@ -231,7 +231,7 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     if (!node) return fail(ENOENT, "export '" + e.id + "': no node named '" + e.node_name + "'");
     const std::string name = e.nbd && !e.nbd->name.empty() ? e.nbd->name : e.node_name;
     if (nbd_server_->find_export(name)) return fail(EEXIST, "export '" + e.id + "': an NBD export named '" + name + "' exists already");
-    if (auto r = block::BlockBackend::can_attach(*node, e.writable, "export '" + e.id + "'"); !r) return r;
+    if (auto r = block::BlockBackend::can_attach(*node, e.writable, block::kAnonymousUser); !r) return r;
     if (auto r = move_to_export_iothread(e, *node); !r) return r;
     nbd::NbdExportOptions o;
     o.id = e.id;
@@ -273,7 +273,7 @@ Result<void> StorageDaemon::add_vhost_user_blk_export(const ExportOptions& e) {
     }
     if (auto r = vhost_user::check_vhost_user_blk_options(o); !r)
         return fail(r.error().code, "export '" + e.id + "': " + r.error().message);
-    if (auto r = block::BlockBackend::can_attach(*node, e.writable, "export '" + e.id + "'"); !r) return r;
+    if (auto r = block::BlockBackend::can_attach(*node, e.writable, block::kAnonymousUser); !r) return r;
     if (auto r = move_to_export_iothread(e, *node); !r) return r;
     auto exp = vhost_user::VhostUserBlkExport::start(main_loop_.ctx(), std::move(o), node);
     if (!exp) return std::unexpected(exp.error());

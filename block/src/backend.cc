@@ -22,18 +22,25 @@ uint32_t user_perm(bool writable, bool resize) {
 }  // namespace
 
 Result<void> BlockBackend::can_attach(BlockNode& node, bool writable, const std::string& name, bool resize) {
+    return can_attach(node, user_perm(writable, resize), kPermAll, name);
+}
+
+Result<void> BlockBackend::can_attach(BlockNode& node, uint32_t perm, uint32_t shared, const std::string& name) {
     assert_in_main_thread();
     BlockEdge probe(nullptr, name, ChildRole::root, node.shared_from_this());
     PermissionUpdate update;
-    update.propose(probe, user_perm(writable, resize), kPermAll);
+    update.propose(probe, perm, shared);
     return update.check();
 }
 
 BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name, bool resize)
-    : root_(nullptr, std::move(name), ChildRole::root, std::move(node)), writable_(writable) {
+    : BlockBackend(std::move(node), user_perm(writable, resize), kPermAll, std::move(name)) {}
+
+BlockBackend::BlockBackend(std::shared_ptr<BlockNode> node, uint32_t perm, uint32_t shared, std::string name)
+    : root_(nullptr, std::move(name), ChildRole::root, std::move(node)), writable_(perm & kPermWrite) {
     assert_in_main_thread();
     PermissionUpdate update;
-    update.propose(root_, user_perm(writable, resize), kPermAll);
+    update.propose(root_, perm, shared);
     auto r = update.commit();
     IOPLANE_ASSERT(r);  // can_attach() said yes
     root_.child().users_.push_back(this);
@@ -83,8 +90,9 @@ Task<T> BlockBackend::counted(Task<T> request) {
     return request;
 }
 
-Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
-    return counted(root_.co_preadv(offset, bytes, iov));
+Task<Result<void>> BlockBackend::co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
+                                           uint32_t flags) {
+    return counted(root_.co_preadv(offset, bytes, iov, flags));
 }
 
 Task<Result<void>> BlockBackend::co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,

@@ -13,8 +13,13 @@
 
 namespace ioplane::block {
 
-BlockEdge::BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child)
-    : parent_(parent), parent_name_(std::move(parent_name)), role_(role), child_(std::move(child)) {
+BlockEdge::BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child,
+                     const char* child_name)
+    : parent_(parent),
+      parent_name_(std::move(parent_name)),
+      role_(role),
+      child_name_(child_name),
+      child_(std::move(child)) {
     assert_in_main_thread();
     child_->parents_.push_back(this);
 }
@@ -134,7 +139,7 @@ Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to,
         return fail(EINVAL, "node '" + to->node_name() + "' is in another context than node '" + from.node_name() + "'");
     std::vector<BlockEdge*> moving;
     for (BlockEdge* e : from.parents_)
-        if (e != keep) moving.push_back(e);
+        if (e != keep && e->role() != ChildRole::job) moving.push_back(e);
     for (BlockEdge* e : moving)
         if (e->parent_node() && std::ranges::count(to->subtree(), e->parent_node()))
             return fail(EINVAL, "node '" + to->node_name() + "' cannot replace node '" + from.node_name() +
@@ -167,6 +172,12 @@ Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to,
     for (BlockEdge* e : moving)
         if (e->parent_node()) e->parent_node()->refresh_limits();
     return {};
+}
+
+Result<void> BlockNode::check_not_blocked() const {
+    assert_in_main_thread();
+    if (op_blocker_.empty()) return {};
+    return fail(EBUSY, "Node '" + node_name_ + "' is busy: " + op_blocker_);
 }
 
 void BlockNode::detach_child(BlockEdge& edge) {

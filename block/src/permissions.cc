@@ -21,6 +21,7 @@ const char* role_name(ChildRole role) {
         case ChildRole::data: return "data-file";
         case ChildRole::filtered: return "file";
         case ChildRole::root: return "root";
+        case ChildRole::job: return "job";
     }
     return "?";
 }
@@ -30,6 +31,7 @@ Driver::Perms Driver::child_perms(ChildRole role, uint32_t perm, uint32_t shared
     switch (role) {
         case ChildRole::filtered:
         case ChildRole::root:
+        case ChildRole::job:
             return {perm, shared};
         case ChildRole::backing:
             // Only read from; others may write it only if our parents can
@@ -88,7 +90,7 @@ Driver::Perms PermissionUpdate::cumulative(const BlockNode& node) const {
 namespace {
 
 std::string use_of(const BlockEdge& e) {
-    return e.parent_name() + " (uses node '" + e.child().node_name() + "' as '" + role_name(e.role()) + "' child)";
+    return e.parent_name() + " (uses node '" + e.child().node_name() + "' as '" + e.child_name() + "' child)";
 }
 
 }  // namespace
@@ -106,7 +108,7 @@ Result<void> PermissionUpdate::check_node(const BlockNode& node) const {
             if (const uint32_t clash = pa.perm & ~of(*b).shared)
                 return fail(EPERM, "Permission conflict on node '" + node.node_name() + "': permissions '" +
                                        perm_names(clash) + "' are both required by " + use_of(*a) +
-                                       " and unshared by " + use_of(*b));
+                                       " and unshared by " + use_of(*b) + ".");
         }
     }
     return {};

@@ -11,7 +11,7 @@ namespace ioplane::nbd {
 
 NbdExport::NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode> node)
     : options_(std::move(options)),
-      blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable, "export '" + options_.id + "'")),
+      blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable, block::kAnonymousUser)),
       stall_check_(*main_context(), [this] { disconnect_stalled_readers(); }) {
     if (options_.name.empty()) options_.name = blk_->node().node_name();
     // Connections count each request from receipt to reply; I/O inside one

@@ -43,7 +43,7 @@ Result<std::unique_ptr<VhostUserBlkExport>> VhostUserBlkExport::start(AioContext
 VhostUserBlkExport::VhostUserBlkExport(AioContext& main_ctx, VhostUserBlkExportOptions options,
                                        std::shared_ptr<block::BlockNode> node)
     : main_ctx_(main_ctx), options_(std::move(options)), name_("vhost-user-blk export '" + options_.id + "'") {
-    blk_ = std::make_unique<block::BlockBackend>(std::move(node), options_.writable, "export '" + options_.id + "'");
+    blk_ = std::make_unique<block::BlockBackend>(std::move(node), options_.writable, block::kAnonymousUser);
     // Requests are counted from pop to completion (BlkQueue): the I/O inside
     // must not wait for a drained section again.
     blk_->disable_request_queuing();

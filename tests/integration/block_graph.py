@@ -104,10 +104,13 @@ def main():
             daemon.fail(f"base:allocation beside it / no depth without the option: {both.stderr} {none.stdout}")
         print("ok: qemu:allocation-depth with allocation-depth=on (depth 1 throughout), not offered without it")
 
-        # A permission conflict names both users.
+        # A permission conflict names both users, as QEMU words it (an
+        # export's user is "an unnamed block device" there).
         err = q.error("block-export-add", type="nbd", id="eimg", node_name="dbgimg", writable=True)
         desc = err["desc"]
-        if "export 'eimg'" not in desc or "node 'dbg'" not in desc or "write" not in desc:
+        if desc != ("Permission conflict on node 'dbgimg': permissions 'write' are both required by an unnamed "
+                    "block device (uses node 'dbgimg' as 'root' child) and unshared by node 'dbg' (uses node "
+                    "'dbgimg' as 'file' child)."):
             daemon.fail(f"conflict message: {desc!r}")
         q.ok("block-export-add", type="nbd", id="eimg", node_name="dbgimg", writable=False)
         print(f"ok: a writable export of a node whose parent shares no write is refused: {desc}")

@@ -21,6 +21,10 @@
 
 namespace ioplane::block {
 
+// What permission messages call a user without a name, as QEMU calls its
+// anonymous BlockBackends (an export's): tools match these messages.
+inline constexpr const char* kAnonymousUser = "an unnamed block device";
+
 class BlockBackend {
 public:
     // What the backend's owner (an export) is told: QEMU's BlockDevOps. Main
@@ -47,9 +51,13 @@ public:
     // `resize`: the user also resizes the node (block_resize,
     // blockdev-create).
     static Result<void> can_attach(BlockNode& node, bool writable, const std::string& name, bool resize = false);
+    // Main thread: the same for a user that takes `perm` and shares only
+    // `shared` (a job).
+    static Result<void> can_attach(BlockNode& node, uint32_t perm, uint32_t shared, const std::string& name);
     // Main thread: attaches; can_attach() must have said yes.
     BlockBackend(std::shared_ptr<BlockNode> node, bool writable, std::string name = "a block backend",
                  bool resize = false);
+    BlockBackend(std::shared_ptr<BlockNode> node, uint32_t perm, uint32_t shared, std::string name);
     ~BlockBackend();
     BlockBackend(const BlockBackend&) = delete;
     BlockBackend& operator=(const BlockBackend&) = delete;
@@ -67,7 +75,9 @@ public:
     // Any thread: requests of this user in flight.
     uint64_t in_flight() const { return in_flight_.load(std::memory_order_seq_cst); }
 
-    Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov);
+    // `flags`: kCopyOnRead copies what the backing chain supplies into the
+    // node (needs the write-unchanged permission).
+    Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags = 0);
     // kWriteFua: durable on return (native FUA or a flush after the write).
     Task<Result<void>> co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov, uint32_t flags);
     Task<Result<void>> co_flush();
@@ -100,7 +110,7 @@ private:
     Task<T> queued(Task<T> request);
 
     BlockEdge root_;
-    const bool writable_;
+    const bool writable_;  // takes kPermWrite
     Owner* owner_ = nullptr;
     bool queue_requests_ = true;
     // Pairs with BlockNode::quiesce_count_ (see there).

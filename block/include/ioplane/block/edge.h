@@ -47,6 +47,8 @@ enum class ChildRole {
     data,      // a format's external data file
     filtered,  // a filter's only child: same data, passed through
     root,      // the edge of a user (BlockBackend)
+    job,       // a job's hold on a node it works on (permissions only): it
+               // stays at its node when the node is replaced in the graph
 };
 
 // Any thread: the child's name as QEMU gives it ("file", "backing",
@@ -56,7 +58,10 @@ const char* role_name(ChildRole role);
 class BlockEdge {
 public:
     // Main thread, for every member up to the request functions.
-    BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child);
+    // `child_name` (a static string) names the child in messages instead of
+    // the role's name: a job's "base", "intermediate node".
+    BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role, std::shared_ptr<BlockNode> child,
+              const char* child_name = nullptr);
     ~BlockEdge();
     BlockEdge(const BlockEdge&) = delete;
     BlockEdge& operator=(const BlockEdge&) = delete;
@@ -65,6 +70,8 @@ public:
     BlockNode& child() const { return *child_; }
     const std::shared_ptr<BlockNode>& child_ptr() const { return child_; }
     ChildRole role() const { return role_; }
+    // "file", "backing", "root", "intermediate node": for messages.
+    const char* child_name() const { return child_name_ ? child_name_ : role_name(role_); }
     // The parent node; null for a user's edge.
     BlockNode* parent_node() const { return parent_; }
     // "node 'q'", "export 'e0'": who uses the child, for messages.
@@ -91,6 +98,7 @@ private:
     BlockNode* const parent_;
     const std::string parent_name_;
     const ChildRole role_;
+    const char* const child_name_;
     std::shared_ptr<BlockNode> child_;  // main thread, drained
     uint32_t perm_ = 0;                 // main thread (PermissionUpdate)
     uint32_t shared_ = kPermAll;

@@ -106,6 +106,14 @@ public:
     // Main thread: this node and every node below it, each once.
     std::vector<BlockNode*> subtree();
 
+    // Main thread: why operations (jobs, snapshots) may not use this node
+    // now, as QEMU's op blockers say it ("block device is in use by block
+    // job: stream"); empty when nothing holds it.
+    const std::string& op_blocker() const { return op_blocker_; }
+    void set_op_blocker(std::string reason) { op_blocker_ = std::move(reason); }
+    // Main thread: "Node 'x' is busy: <op_blocker>" if it is blocked.
+    Result<void> check_not_blocked() const;
+
     // Main thread: the options the node was opened with (its own subtree of
     // --blockdev or blockdev-add), for blockdev-reopen's comparison.
     const nlohmann::json& open_options() const { return open_options_; }
@@ -143,6 +151,7 @@ private:
     NodeLimits limits_;                                 // main thread (refresh_limits)
     uint64_t length_ = 0;                               // refresh_limits, then the request path
     nlohmann::json open_options_;                       // main thread
+    std::string op_blocker_;                            // main thread
 
     // The request path (node's context). Only the node's context writes
     // in_flight_, so it is a plain load and store, no locked instruction;
