@@ -169,6 +169,7 @@ int run(const daemon::DaemonConfig& config) {
     {
         BqlGuard bql;  // configuration runs under the big lock, like monitor commands
         daemon::register_qmp_commands(storage);
+        daemon::register_job_commands(storage);
         started = storage.start(config);
     }
     if (!started) {

@@ -209,9 +209,14 @@ void register_qmp_commands(StorageDaemon& daemon) {
         if (auto r = no_arguments(args); !r) return r;
         return daemon.jobs().query();
     });
+    // job-cancel is forced: a ready mirror stops without completing.
+    qmp.add_command("job-cancel", [&daemon](const json& args) -> QmpResult {
+        auto id = only_string_argument(args, "id");
+        if (!id) return error_of(id);
+        return done(daemon.jobs().cancel(*id, true));
+    });
     using JobVerbFn = Result<void> (block::JobManager::*)(const std::string&);
     for (auto [name, verb] : std::initializer_list<std::pair<const char*, JobVerbFn>>{
-             {"job-cancel", &block::JobManager::cancel},
              {"job-pause", &block::JobManager::pause},
              {"job-resume", &block::JobManager::resume},
              {"job-complete", &block::JobManager::complete},

@@ -9,5 +9,7 @@ namespace ioplane::daemon {
 
 // Thread contract: main thread, under the BQL (at startup, before monitors).
 void register_qmp_commands(StorageDaemon& daemon);
+// The block job commands (job_commands.cc). Thread contract: as above.
+void register_job_commands(StorageDaemon& daemon);
 
 }  // namespace ioplane::daemon

@@ -1,11 +1,13 @@
 #include "ioplane/block/job.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/main_loop.h"
+#include "ioplane/core/timer.h"
 
 namespace ioplane::block {
 namespace {
@@ -22,6 +24,11 @@ constexpr bool kVerbs[7][11] = {
     /* dismiss   */ {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
 
+// Coroutine: continues in the main context.
+Task<void> to_main() {
+    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
+}
+
 }  // namespace
 
 const char* job_status_name(JobStatus status) {
@@ -35,17 +42,76 @@ const char* job_verb_name(JobVerb verb) {
     return names[int(verb)];
 }
 
+Result<void> check_job_id(const std::string& id) {
+    bool ok = !id.empty() && std::isalpha(static_cast<unsigned char>(id[0]));
+    for (char c : id)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') ok = false;
+    if (!ok) return fail(EINVAL, "Invalid job ID '" + id + "'");
+    return {};
+}
+
 Job::Job(std::string id, std::string type, bool auto_finalize, bool auto_dismiss)
     : id_(std::move(id)), type_(std::move(type)), auto_finalize_(auto_finalize), auto_dismiss_(auto_dismiss) {}
 
 nlohmann::json Job::info() const {
+    assert_in_main_thread();
     nlohmann::json j = {{"id", id_},
                         {"type", type_},
                         {"status", job_status_name(status_)},
-                        {"current-progress", current_progress_},
-                        {"total-progress", total_progress_}};
+                        {"current-progress", progress_current()},
+                        {"total-progress", progress_total()}};
     if (error_) j["error"] = *error_;
     return j;
+}
+
+Result<void> Job::on_complete() { return fail(ENOTSUP, "The active block job '" + id_ + "' cannot be completed"); }
+
+void Job::kick() {
+    assert_in_main_thread();
+    kicked_ = true;
+    wake_.restart_all();
+}
+
+void Job::pause_for_error() {
+    assert_in_main_thread();
+    if (user_paused_) return;
+    user_paused_ = true;
+    pause_count_++;
+}
+
+// QEMU's job_pause_point: the pause is a wait in the main context, with the
+// status paused (standby when ready) for its length.
+Task<void> Job::pause_point() {
+    if (!should_pause()) co_return;
+    co_await to_main();
+    while (should_pause() && !cancelled()) {
+        const JobStatus was = status_;
+        manager_->transition(*this, was == JobStatus::ready ? JobStatus::standby : JobStatus::paused);
+        busy_ = false;
+        kicked_ = false;
+        co_await wake_.wait_while([this] { return !kicked_; });
+        busy_ = true;
+        manager_->transition(*this, was);
+    }
+}
+
+Task<void> Job::sleep_ns(int64_t ns) {
+    co_await to_main();
+    if (ns > 0 && !cancelled()) {
+        Timer timer(*main_context(), [this] { kick(); });
+        busy_ = false;
+        kicked_ = false;
+        timer.arm_in(ns);
+        co_await wake_.wait_while([this] { return !kicked_; });
+        busy_ = true;
+    }
+    co_await pause_point();
+}
+
+Task<void> Job::co_transition_to_ready() {
+    co_await to_main();
+    manager_->transition(*this, JobStatus::ready);
+    emit_ready(*manager_);
 }
 
 JobManager::~JobManager() { cancel_all_and_wait(); }
@@ -55,24 +121,34 @@ void JobManager::transition(Job& job, JobStatus to) {
     events_("JOB_STATUS_CHANGE", {{"id", job.id_}, {"status", job_status_name(to)}});
 }
 
-Result<Job*> JobManager::find_for(const std::string& id, JobVerb verb) const {
+Job* JobManager::find(const std::string& id) const {
     assert_in_main_thread();
     auto it = std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& j) { return j->id_ == id; });
-    if (it == jobs_.end()) return fail(ENOENT, "Job not found");
-    Job& job = **it;
-    if (!kVerbs[int(verb)][int(job.status_)])
-        return fail(EPERM, "Job '" + id + "' in state '" + job_status_name(job.status_) +
+    return it == jobs_.end() ? nullptr : it->get();
+}
+
+Result<Job*> JobManager::find_for(const std::string& id, JobVerb verb) const {
+    Job* job = find(id);
+    if (!job) return fail(ENOENT, "Job not found");
+    if (!kVerbs[int(verb)][int(job->status_)])
+        return fail(EPERM, "Job '" + id + "' in state '" + job_status_name(job->status_) +
                                "' cannot accept command verb '" + job_verb_name(verb) + "'");
-    return &job;
+    return job;
 }
 
 Result<void> JobManager::start(std::unique_ptr<Job> job) {
     assert_in_main_thread();
-    if (std::any_of(jobs_.begin(), jobs_.end(), [&](const auto& j) { return j->id_ == job->id_; }))
-        return fail(EEXIST, "Job ID '" + job->id_ + "' already in use");
+    if (auto r = check_job_id(job->id_); !r) return r;
+    if (find(job->id_)) return fail(EEXIST, "Job ID '" + job->id_ + "' already in use");
     Job& j = *job;
+    j.manager_ = this;
     jobs_.push_back(std::move(job));
     transition(j, JobStatus::created);
+    if (auto r = j.setup(); !r) {
+        remove(j);  // QEMU's job_early_fail: straight to null
+        return r;
+    }
+    j.started_ = true;
     transition(j, JobStatus::running);
     running_++;
     spawn(*main_context(), co_run(j));
@@ -80,24 +156,65 @@ Result<void> JobManager::start(std::unique_ptr<Job> job) {
 }
 
 Task<void> JobManager::co_run(Job& job) {
-    Result<void> r = co_await job.run();
+    co_await job.pause_point();  // a job may be paused before it starts
+    Result<void> r;
+    if (!job.cancelled()) r = co_await job.run();
+    co_await to_main();
     running_--;
     aio_wait_kick();
-    if (job.cancelled_) r = fail(ECANCELED, std::strerror(ECANCELED));
-    if (!r) {
+    job.completed_ = true;
+    job.busy_ = false;
+    if (!r && job.ret_ == 0) {
+        job.ret_ = -r.error().code;
         job.error_ = r.error().message;
+    }
+    completed(job);
+}
+
+// QEMU's job_completed: a failed or cancelled job aborts; one that succeeded
+// waits to be finalized (at once with auto-finalize).
+void JobManager::completed(Job& job) {
+    if (job.ret_ == 0 && job.cancelled()) job.ret_ = -ECANCELED;
+    if (job.ret_ != 0) {
+        if (!job.error_) job.error_ = std::strerror(-job.ret_);
         transition(job, JobStatus::aborting);
-        conclude(job);
-        co_return;
+        abort_job(job);
+        return;
     }
     transition(job, JobStatus::waiting);
     transition(job, JobStatus::pending);
-    if (job.auto_finalize_) conclude(job);
+    if (!job.auto_finalize_) {
+        job.emit_pending(*this);
+        return;
+    }
+    do_finalize(job);
+}
+
+void JobManager::do_finalize(Job& job) {
+    if (auto r = job.prepare(); !r) {
+        job.ret_ = -r.error().code;
+        job.error_ = r.error().message;
+        transition(job, JobStatus::aborting);
+        abort_job(job);
+        return;
+    }
+    job.commit();
+    job.clean();
+    job.emit_completed(*this);
+    conclude(job);
+}
+
+void JobManager::abort_job(Job& job) {
+    job.abort();
+    job.clean();
+    if (job.cancelled()) job.emit_cancelled(*this);
+    else job.emit_completed(*this);
+    conclude(job);
 }
 
 void JobManager::conclude(Job& job) {
     transition(job, JobStatus::concluded);
-    if (job.auto_dismiss_) remove(job);
+    if (job.auto_dismiss_ || !job.started_) remove(job);
 }
 
 void JobManager::remove(Job& job) {
@@ -105,44 +222,77 @@ void JobManager::remove(Job& job) {
     std::erase_if(jobs_, [&](const auto& j) { return j.get() == &job; });
 }
 
-Result<void> JobManager::cancel(const std::string& id) {
+// QEMU's job_cancel_async: the job decides whether the cancel is forced (a
+// ready mirror's soft cancel completes it instead); a user pause ends.
+void JobManager::request_cancel(Job& job, bool force) {
+    force = job.on_cancel(force);
+    if (job.user_paused_) {
+        job.user_paused_ = false;
+        job.pause_count_--;
+    }
+    if (force || !job.completed_) {
+        job.cancel_requested_ = true;
+        if (force) job.cancelled_.store(true, std::memory_order_release);
+    }
+}
+
+Result<void> JobManager::cancel(const std::string& id, bool force) {
     auto job = find_for(id, JobVerb::cancel);
     if (!job) return std::unexpected(job.error());
-    (*job)->cancelled_ = true;
+    Job& j = **job;
+    request_cancel(j, force);
     // Waiting to be finalized: nothing runs any more, the job ends now.
-    if ((*job)->status_ == JobStatus::pending) {
-        (*job)->error_ = std::strerror(ECANCELED);
-        transition(**job, JobStatus::aborting);
-        conclude(**job);
+    if (j.completed_) {
+        if (j.cancel_requested_) {
+            j.cancelled_.store(true, std::memory_order_release);
+            completed_after_cancel(j);
+        }
+        return {};
     }
+    j.kick();
     return {};
+}
+
+void JobManager::completed_after_cancel(Job& job) {
+    job.ret_ = -ECANCELED;
+    job.error_ = std::strerror(ECANCELED);
+    transition(job, JobStatus::aborting);
+    abort_job(job);
 }
 
 Result<void> JobManager::pause(const std::string& id) {
     auto job = find_for(id, JobVerb::pause);
     if (!job) return std::unexpected(job.error());
-    (*job)->pauses_++;
+    if ((*job)->user_paused_) return fail(EPERM, "Job is already paused");
+    (*job)->user_paused_ = true;
+    (*job)->pause_count_++;
     return {};
 }
 
 Result<void> JobManager::resume(const std::string& id) {
     auto job = find_for(id, JobVerb::resume);
     if (!job) return std::unexpected(job.error());
-    if ((*job)->pauses_ == 0) return fail(EPERM, "Can't resume a job that was not paused");
-    (*job)->pauses_--;
+    Job& j = **job;
+    if (!j.user_paused_) return fail(EPERM, "Can't resume a job that was not paused");
+    j.user_paused_ = false;
+    j.pause_count_--;
+    j.on_resume();
+    j.kick();
     return {};
 }
 
 Result<void> JobManager::complete(const std::string& id) {
     auto job = find_for(id, JobVerb::complete);
     if (!job) return std::unexpected(job.error());
-    return fail(ENOTSUP, "The active block job '" + id + "' cannot be completed");
+    if ((*job)->cancel_requested_)
+        return fail(EPERM, "The active block job '" + id + "' cannot be completed");
+    return (*job)->on_complete();
 }
 
 Result<void> JobManager::finalize(const std::string& id) {
     auto job = find_for(id, JobVerb::finalize);
     if (!job) return std::unexpected(job.error());
-    conclude(**job);
+    do_finalize(**job);
     return {};
 }
 
@@ -160,9 +310,21 @@ nlohmann::json JobManager::query() const {
     return list;
 }
 
+// QEMU's job_cancel_sync_all: every job is cancelled (forced) and waited
+// for; concluded jobs are dismissed, pending ones abort.
 void JobManager::cancel_all_and_wait() {
     assert_in_main_thread();
-    for (const auto& j : jobs_) j->cancelled_ = true;
+    std::vector<Job*> all;
+    for (const auto& j : jobs_) all.push_back(j.get());
+    for (Job* j : all) {
+        if (j->status_ == JobStatus::concluded) {
+            remove(*j);
+            continue;
+        }
+        request_cancel(*j, true);
+        if (j->completed_) completed_after_cancel(*j);
+        else j->kick();
+    }
     aio_wait_while(*main_context(), [this] { return running_ > 0; });
 }
 

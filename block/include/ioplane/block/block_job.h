@@ -1,0 +1,113 @@
+// BlockJob (QEMU's BlockJob, blockjob.c): a job that works on block nodes.
+// It reaches its main node through a BlockBackend of its own, counted like
+// an export's requests (a drained section waits for the job's request in
+// flight and holds the next one back), and its other nodes through edges
+// that take and share what the job needs. It adds to Job the rate limit
+// (`speed`), the I/O error policy (on-error), the nodes' op blockers (one
+// job per node), query-block-jobs' BlockJobInfo and the BLOCK_JOB_* events.
+//
+// Thread contract: main thread, except the co_* members (the job's
+// coroutine, any context).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ioplane/block/backend.h"
+#include "ioplane/block/job.h"
+#include "ioplane/block/node.h"
+
+namespace ioplane::block {
+
+// QEMU's BlockdevOnError.
+enum class OnError { report, ignore, enospc, stop, auto_ };
+// Any thread: parses "report", "ignore", ...; nullopt for anything else.
+std::optional<OnError> parse_on_error(const std::string& name);
+
+struct BlockJobOptions {
+    std::string id;
+    bool auto_finalize = true;
+    bool auto_dismiss = true;
+    int64_t speed = 0;  // bytes per second, 0: unlimited (negative: refused by setup)
+    OnError on_error = OnError::report;
+};
+
+class BlockJob : public Job {
+public:
+    BlockJob(std::string type, const BlockJobOptions& options);
+    ~BlockJob() override;
+
+    // QEMU's BlockJobInfo (query-block-jobs).
+    nlohmann::json block_info() const;
+    // block-job-set-speed.
+    Result<void> set_speed(int64_t speed);
+    // Any thread.
+    uint64_t speed() const { return speed_.load(std::memory_order_relaxed); }
+
+protected:
+    // Checks the options (QEMU's block_job_create), then setup_nodes().
+    Result<void> setup() final;
+    // setup(): takes the job's nodes with attach_main() and attach_node().
+    virtual Result<void> setup_nodes() = 0;
+    // setup(): the job's user of `node` ("<type> job '<id>'"), with `perm`
+    // and sharing `shared`; refused naming the user it conflicts with, or
+    // when the node serves another job.
+    Result<void> attach_main(std::shared_ptr<BlockNode> node, uint32_t perm, uint32_t shared);
+    // setup(): an edge to `node` (named `child_name` in messages: "base",
+    // "intermediate node"), taking `perm` and sharing `shared`. The job may
+    // send requests through it inside a request of its main backend when the
+    // node is in the main node's component.
+    Result<BlockEdge*> attach_node(std::shared_ptr<BlockNode> node, const char* child_name, uint32_t perm,
+                                   uint32_t shared);
+    BlockBackend& blk() const { return *blk_; }
+    // Drops the backend and the edges (permissions and op blockers go with
+    // them). clean() does it; a job that changes the graph in prepare()
+    // does it first, so that its own permissions are not in the way.
+    void release_nodes();
+    void clean() override { release_nodes(); }
+
+    // Coroutine: QEMU's block_job_ratelimit_sleep — a pause point, and a
+    // sleep as long as the work done so far exceeds `speed`.
+    Task<void> co_ratelimit_sleep();
+    // Any thread: `bytes` of work done, for the rate limit.
+    void ratelimit_processed(uint64_t bytes);
+
+    // What the job does about an I/O error (QEMU's block_job_error_action):
+    // report (the job fails), ignore, or stop (the job pauses until
+    // job-resume, then retries); BLOCK_JOB_ERROR tells the monitor.
+    enum class ErrorAction { report, ignore, stop };
+    Task<ErrorAction> co_error_action(bool read, int error);
+
+    void emit_completed(JobManager& manager) override;
+    void emit_cancelled(JobManager& manager) override;
+    void emit_pending(JobManager& manager) override;
+    void emit_ready(JobManager& manager) override;
+    void on_resume() override { io_status_ = "ok"; }
+
+    // "stream job 'job0'": what permission messages call this job.
+    std::string description() const { return type() + " job '" + id() + "'"; }
+
+private:
+    nlohmann::json event_data() const;
+    Result<void> block_node(BlockNode& node);
+
+    const OnError on_error_;
+    std::atomic<uint64_t> speed_;  // written in the main thread, read by the job
+    const int64_t initial_speed_;
+    std::string io_status_ = "ok";  // ok, failed, nospace
+    std::unique_ptr<BlockBackend> blk_;
+    std::vector<std::unique_ptr<BlockEdge>> edges_;
+    std::vector<std::shared_ptr<BlockNode>> blocked_;  // nodes whose op blocker is this job
+
+    // QEMU's RateLimit (100 ms slices), in the job's coroutine.
+    struct RateLimit {
+        int64_t slice_start = 0, slice_end = 0;
+        uint64_t dispatched = 0;
+    } limit_;
+    std::atomic<uint64_t> unaccounted_{0};  // ratelimit_processed since the last sleep
+};
+
+}  // namespace ioplane::block

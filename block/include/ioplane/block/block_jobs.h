@@ -1,0 +1,48 @@
+// The block jobs that copy data along a backing chain (spec:
+// live-block-operations.rst):
+//  - stream (block-stream): the layers between `top` and `base` are copied
+//    up into `top`, which then names `base` (or nothing) as its backing file;
+//  - commit (block-commit, not of the active layer): the layers from `top`
+//    down to `base` are copied down into `base`, and the overlay of `top`
+//    then names `base` as its backing file.
+// Both keep the layers they drop from changing under them (other users may
+// not write them) and leave every image consistent if they are cancelled or
+// the daemon dies: the backing file name changes only after the copied data
+// is durable.
+//
+// Thread contract: main thread (the factories; JobManager::start runs the
+// job).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ioplane/block/block_job.h"
+
+namespace ioplane::block {
+
+struct StreamJobOptions {
+    BlockJobOptions job;
+    std::shared_ptr<BlockNode> top;   // receives the data; has a backing chain
+    std::shared_ptr<BlockNode> base;  // stays below top; null: stream everything
+    std::optional<std::string> backing_file;  // the name top's image gets for base
+};
+std::unique_ptr<BlockJob> make_stream_job(StreamJobOptions options);
+
+struct CommitJobOptions {
+    BlockJobOptions job;
+    std::shared_ptr<BlockNode> top;      // the highest layer committed; not the active layer
+    std::shared_ptr<BlockNode> base;     // receives the data; below top
+    std::shared_ptr<BlockNode> overlay;  // the node whose backing child is top
+    std::optional<std::string> backing_file;  // the name overlay's image gets for base
+};
+std::unique_ptr<BlockJob> make_commit_job(CommitJobOptions options);
+
+// Main thread: the node below `node` in its chain (backing or filtered
+// child), or null.
+std::shared_ptr<BlockNode> chain_below(const BlockNode& node);
+// Main thread: whether `base` is below `top` in top's chain (not top itself).
+bool chain_contains(const BlockNode& top, const BlockNode& base);
+
+}  // namespace ioplane::block

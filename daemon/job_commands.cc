@@ -1,0 +1,287 @@
+// The block job commands of the monitor: block-stream, block-commit,
+// query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
+// and its messages (blockdev.c, blockjob.c).
+#include "daemon/qmp_commands.h"
+#include "ioplane/block/block_jobs.h"
+
+namespace ioplane::daemon {
+namespace {
+
+using monitor::generic_error;
+using monitor::QmpError;
+using monitor::QmpResult;
+using nlohmann::json;
+
+QmpResult done(Result<void> r) {
+    if (!r) return std::unexpected(generic_error(r.error().message));
+    return json::object();
+}
+
+std::unexpected<QmpError> error(const std::string& message) { return std::unexpected(generic_error(message)); }
+
+template <class T>
+std::unexpected<QmpError> error_of(const Result<T>& r) {
+    return error(r.error().message);
+}
+
+// The options every block job command takes.
+Result<block::BlockJobOptions> read_job_options(OptionReader& r) {
+    block::BlockJobOptions o;
+    auto job_id = r.get_string("job-id");
+    if (!job_id) return std::unexpected(job_id.error());
+    auto speed = r.get_int64("speed");
+    if (!speed) return std::unexpected(speed.error());
+    auto on_error = r.get_string("on-error");
+    if (!on_error) return std::unexpected(on_error.error());
+    auto auto_finalize = r.get_bool("auto-finalize");
+    if (!auto_finalize) return std::unexpected(auto_finalize.error());
+    auto auto_dismiss = r.get_bool("auto-dismiss");
+    if (!auto_dismiss) return std::unexpected(auto_dismiss.error());
+    // A storage daemon's nodes have no device name: without a job-id the
+    // id is empty, which QEMU refuses ("Invalid job ID ''").
+    o.id = job_id->value_or("");
+    o.speed = speed->value_or(0);
+    if (*on_error) {
+        auto policy = block::parse_on_error(**on_error);
+        if (!policy) return fail(EINVAL, "Parameter 'on-error' does not accept value '" + **on_error + "'");
+        o.on_error = *policy;
+    }
+    o.auto_finalize = auto_finalize->value_or(true);
+    o.auto_dismiss = auto_dismiss->value_or(true);
+    return o;
+}
+
+// QEMU's bdrv_find_backing_image: the node below `top` whose image file
+// is `name`.
+std::shared_ptr<block::BlockNode> find_backing_image(const block::BlockNode& top, const std::string& name) {
+    for (auto n = block::chain_below(top); n; n = block::chain_below(*n))
+        if (n->driver().filename() == name) return n;
+    return nullptr;
+}
+
+// Every node from `top` down to `end` (excluded) is free for a job.
+Result<void> check_chain_not_blocked(const std::shared_ptr<block::BlockNode>& top,
+                                     const std::shared_ptr<block::BlockNode>& end) {
+    for (auto n = top; n && n != end; n = block::chain_below(*n))
+        if (auto r = n->check_not_blocked(); !r) return r;
+    return {};
+}
+
+Result<void> start_stream(StorageDaemon& daemon, OptionReader& r) {
+    auto device = r.require_string("device");
+    if (!device) return std::unexpected(device.error());
+    auto job = read_job_options(r);
+    if (!job) return std::unexpected(job.error());
+    auto base = r.get_string("base");
+    if (!base) return std::unexpected(base.error());
+    auto base_node = r.get_string("base-node");
+    if (!base_node) return std::unexpected(base_node.error());
+    auto bottom = r.get_string("bottom");
+    if (!bottom) return std::unexpected(bottom.error());
+    auto backing_file = r.get_string("backing-file");
+    if (!backing_file) return std::unexpected(backing_file.error());
+    auto filter_node_name = r.get_string("filter-node-name");
+    if (!filter_node_name) return std::unexpected(filter_node_name.error());
+    if (auto c = r.check_all_used(); !c) return c;
+
+    if (*base && *base_node) return fail(EINVAL, "'base' and 'base-node' cannot be specified at the same time");
+    if (*base && *bottom) return fail(EINVAL, "'base' and 'bottom' cannot be specified at the same time");
+    if (*bottom && *base_node) return fail(EINVAL, "'bottom' and 'base-node' cannot be specified at the same time");
+    auto top = daemon.graph().find(*device);
+    if (!top) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
+    std::shared_ptr<block::BlockNode> base_bs;
+    if (*base) {
+        base_bs = find_backing_image(*top, **base);
+        if (!base_bs) return fail(ENOENT, "Can't find '" + **base + "' in the backing chain");
+    }
+    if (*base_node) {
+        base_bs = daemon.graph().find(**base_node);
+        if (!base_bs)
+            return fail(ENOENT, "Cannot find device='' nor node-name='" + **base_node + "'");
+        if (base_bs == top || !block::chain_contains(*top, *base_bs))
+            return fail(EINVAL, "Node '" + **base_node + "' is not a backing image of '" + *device + "'");
+    }
+    if (*bottom) {
+        auto bottom_bs = daemon.graph().find(**bottom);
+        if (!bottom_bs) return fail(ENOENT, "Cannot find device='' nor node-name='" + **bottom + "'");
+        if (bottom_bs->child(block::ChildRole::filtered))
+            return fail(EINVAL, "Node '" + **bottom + "' is a filter, use a non-filter node as 'bottom'");
+        if (bottom_bs != top && !block::chain_contains(*top, *bottom_bs))
+            return fail(EINVAL, "Node '" + **bottom + "' is not in a chain starting from '" + *device + "'");
+        base_bs = block::chain_below(*bottom_bs);
+    }
+    if (auto c = check_chain_not_blocked(top, base_bs); !c) return c;
+    if (!base_bs && *backing_file) return fail(EINVAL, "backing file specified, but streaming the entire chain");
+    if (*filter_node_name) return fail(ENOTSUP, "'filter-node-name' is not supported by this daemon");
+    // A filter on top: the first node below it with a backing file gets the
+    // data (QEMU streams into the first non-filter overlay).
+    while (top->child(block::ChildRole::filtered)) top = block::chain_below(*top);
+    block::StreamJobOptions o{.job = *job, .top = top, .base = base_bs, .backing_file = *backing_file};
+    return daemon.jobs().start(block::make_stream_job(std::move(o)));
+}
+
+Result<void> start_commit(StorageDaemon& daemon, OptionReader& r) {
+    auto device = r.require_string("device");
+    if (!device) return std::unexpected(device.error());
+    auto job = read_job_options(r);
+    if (!job) return std::unexpected(job.error());
+    auto base_node = r.get_string("base-node");
+    if (!base_node) return std::unexpected(base_node.error());
+    auto base = r.get_string("base");
+    if (!base) return std::unexpected(base.error());
+    auto top_node = r.get_string("top-node");
+    if (!top_node) return std::unexpected(top_node.error());
+    auto top = r.get_string("top");
+    if (!top) return std::unexpected(top.error());
+    auto backing_file = r.get_string("backing-file");
+    if (!backing_file) return std::unexpected(backing_file.error());
+    auto filter_node_name = r.get_string("filter-node-name");
+    if (!filter_node_name) return std::unexpected(filter_node_name.error());
+    if (auto c = r.check_all_used(); !c) return c;
+
+    auto bs = daemon.graph().find(*device);
+    if (!bs) return fail(ENODEV, "Device '" + *device + "' not found");
+    if (bs->has_parent_nodes()) return fail(EINVAL, "Need a root block node");
+    if (auto c = bs->check_not_blocked(); !c) return c;
+    std::shared_ptr<block::BlockNode> top_bs = bs;
+    if (*top_node && *top) return fail(EINVAL, "'top-node' and 'top' are mutually exclusive");
+    if (*top_node) {
+        top_bs = daemon.graph().find(**top_node);
+        if (!top_bs) return fail(ENOENT, "Cannot find device='' nor node-name='" + **top_node + "'");
+        if (top_bs != bs && !block::chain_contains(*bs, *top_bs))
+            return fail(EINVAL, "'" + **top_node + "' is not in this backing file chain");
+    } else if (*top && bs->driver().filename() != **top) {
+        top_bs = find_backing_image(*bs, **top);
+        if (!top_bs) return fail(ENOENT, "Top image file " + **top + " not found");
+    }
+    std::shared_ptr<block::BlockNode> base_bs;
+    if (*base_node && *base) return fail(EINVAL, "'base-node' and 'base' are mutually exclusive");
+    if (*base_node) {
+        base_bs = daemon.graph().find(**base_node);
+        if (!base_bs) return fail(ENOENT, "Cannot find device='' nor node-name='" + **base_node + "'");
+        if (!block::chain_contains(*top_bs, *base_bs))
+            return fail(EINVAL, "'" + **base_node + "' is not in this backing file chain");
+    } else if (*base) {
+        base_bs = find_backing_image(*top_bs, **base);
+        if (!base_bs) return fail(ENOENT, "Can't find '" + **base + "' in the backing chain");
+    } else {
+        for (auto n = block::chain_below(*top_bs); n; n = block::chain_below(*n)) base_bs = n;
+        if (!base_bs) return fail(EINVAL, "There is no backimg image");  // (sic, QEMU's message)
+    }
+    if (auto c = check_chain_not_blocked(top_bs, block::chain_below(*base_bs)); !c) return c;
+    if (top_bs == base_bs) return fail(EINVAL, "cannot commit an image into itself");
+    if (*filter_node_name) return fail(ENOTSUP, "'filter-node-name' is not supported by this daemon");
+    // The overlay of top: the node in the chain whose backing child is top.
+    std::shared_ptr<block::BlockNode> overlay;
+    for (auto n = bs; n && n != top_bs; n = block::chain_below(*n))
+        if (block::chain_below(*n) == top_bs) overlay = n;
+    bool top_has_writer = false;
+    for (const block::BlockEdge* e : top_bs->parents())
+        if (e->perm() & block::kPermWrite) top_has_writer = true;
+    if (top_bs == bs || top_has_writer) {
+        if (*backing_file)
+            return fail(EINVAL, top_bs == bs ? "'backing-file' specified, but 'top' is the active layer"
+                                              : "'backing-file' specified, but 'top' has a writer on it");
+        return fail(ENOTSUP, "committing the active layer (a mirror job) is not supported by this daemon yet");
+    }
+    if (auto c = overlay->check_not_blocked(); !c) return c;
+    block::CommitJobOptions o{
+        .job = *job, .top = top_bs, .base = base_bs, .overlay = overlay, .backing_file = *backing_file};
+    return daemon.jobs().start(block::make_commit_job(std::move(o)));
+}
+
+// QEMU's find_block_job_locked: block jobs only, and its error class.
+Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string& id) {
+    auto* job = dynamic_cast<block::BlockJob*>(daemon.jobs().find(id));
+    if (!job) return fail(ENODEV, "Block job '" + id + "' not found");
+    return job;
+}
+
+std::unexpected<QmpError> not_active(const Error& e) { return std::unexpected(QmpError{"DeviceNotActive", e.message}); }
+
+}  // namespace
+
+void register_job_commands(StorageDaemon& daemon) {
+    monitor::QmpDispatcher& qmp = daemon.dispatcher();
+    qmp.add_command("block-stream", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        OptionReader r(tree);
+        return done(start_stream(daemon, r));
+    });
+    qmp.add_command("block-commit", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        OptionReader r(tree);
+        auto started = start_commit(daemon, r);
+        if (!started && started.error().code == ENODEV)
+            return std::unexpected(QmpError{"DeviceNotFound", started.error().message});
+        return done(started);
+    });
+    qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);
+        json list = json::array();
+        for (const auto& job : daemon.jobs().jobs())
+            if (auto* b = dynamic_cast<const block::BlockJob*>(job.get())) list.push_back(b->block_info());
+        return list;
+    });
+    // block-job-* name the job "device" (its old name), except the two
+    // QEMU added later.
+    struct Verb {
+        const char* command;
+        const char* key;
+        block::JobVerb verb;
+    };
+    for (Verb v : {Verb{"block-job-pause", "device", block::JobVerb::pause},
+                   Verb{"block-job-resume", "device", block::JobVerb::resume},
+                   Verb{"block-job-complete", "device", block::JobVerb::complete},
+                   Verb{"block-job-finalize", "id", block::JobVerb::finalize},
+                   Verb{"block-job-dismiss", "id", block::JobVerb::dismiss}}) {
+        qmp.add_command(v.command, [&daemon, v](const json& args) -> QmpResult {
+            OptionTree tree{args, OptionSyntax::json};
+            OptionReader r(tree);
+            auto id = r.require_string(v.key);
+            if (!id) return error_of(id);
+            if (auto c = r.check_all_used(); !c) return error_of(c);
+            auto job = find_block_job(daemon, *id);
+            if (!job) return not_active(job.error());
+            block::JobManager& jobs = daemon.jobs();
+            switch (v.verb) {
+                case block::JobVerb::pause: return done(jobs.pause(*id));
+                case block::JobVerb::resume: return done(jobs.resume(*id));
+                case block::JobVerb::complete: return done(jobs.complete(*id));
+                case block::JobVerb::finalize: return done(jobs.finalize(*id));
+                default: return done(jobs.dismiss(*id));
+            }
+        });
+    }
+    qmp.add_command("block-job-cancel", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        OptionReader r(tree);
+        auto id = r.require_string("device");
+        if (!id) return error_of(id);
+        auto force = r.get_bool("force");
+        if (!force) return error_of(force);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        auto job = find_block_job(daemon, *id);
+        if (!job) return not_active(job.error());
+        if ((*job)->user_paused() && !force->value_or(false))
+            return error("The block job for device '" + *id + "' is currently paused");
+        return done(daemon.jobs().cancel(*id, force->value_or(false)));
+    });
+    qmp.add_command("block-job-set-speed", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        OptionReader r(tree);
+        auto id = r.require_string("device");
+        if (!id) return error_of(id);
+        auto speed = r.get_int64("speed");
+        if (!speed) return error_of(speed);
+        if (auto c = r.check_all_used(); !c) return error_of(c);
+        if (!*speed) return error("Parameter 'speed' is missing");
+        auto job = find_block_job(daemon, *id);
+        if (!job) return not_active(job.error());
+        if (auto v = daemon.jobs().find_for(*id, block::JobVerb::set_speed); !v) return error_of(v);
+        return done((*job)->set_speed(**speed));
+    });
+}
+
+}  // namespace ioplane::daemon
