@@ -35,6 +35,8 @@ public:
     const std::string& peer() const { return peer_; }
     // Whether capabilities negotiation is done (events go only to such clients).
     bool in_command_mode() const { return command_mode_; }
+    // Whether its monitor has pretty=on.
+    bool pretty() const { return pretty_; }
 
     // Queues one text for sending (dropped once the client is closing).
     void send(std::string text);

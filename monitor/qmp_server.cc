@@ -35,8 +35,14 @@ void QmpDispatcher::emit_event(std::string_view name, const json& data) {
     timeval tv;
     ::gettimeofday(&tv, nullptr);
     const int64_t micros = int64_t(tv.tv_sec) * 1'000'000 + tv.tv_usec;
-    for (QmpClient* c : clients_)
-        if (c->in_command_mode()) c->send(format_event(name, data, micros, false));
+    // Each client in its monitor's form: QEMU pretty-prints events too.
+    std::string text[2];
+    for (QmpClient* c : clients_) {
+        if (!c->in_command_mode()) continue;
+        std::string& t = text[c->pretty()];
+        if (t.empty()) t = format_event(name, data, micros, c->pretty());
+        c->send(t);
+    }
 }
 
 void QmpDispatcher::emit_event_after_response(std::string name, json data) {

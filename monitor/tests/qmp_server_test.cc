@@ -71,24 +71,30 @@ protected:
         return fd;
     }
     void put(int fd, std::string_view text) { ASSERT_EQ(::send(fd, text.data(), text.size(), MSG_NOSIGNAL), ssize_t(text.size())); }
-    // The next message from the server, stepping the main loop meanwhile.
-    json next(int fd) {
+    // The next message from the server as text, up to and with `last` (a
+    // compact message is one line; a pretty one ends with a line "}"),
+    // stepping the main loop meanwhile. Empty if none comes.
+    std::string next_text(int fd, std::string_view last = "\r\n") {
         std::string& buf = inbox_[fd];
         size_t end;
         bool ok = test::poll_until(loop_->ctx(), [&] {
             char tmp[65536];
             ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
             if (n > 0) buf.append(tmp, size_t(n));
-            end = buf.find("\r\n");
+            end = buf.find(last);
             return end != std::string::npos;
         });
         if (!ok) {
             ADD_FAILURE() << "no message from the server";
-            return nullptr;
+            return {};
         }
-        json message = json::parse(buf.substr(0, end));
-        buf.erase(0, end + 2);
-        return message;
+        std::string text = buf.substr(0, end + last.size());
+        buf.erase(0, end + last.size());
+        return text;
+    }
+    json next(int fd) {
+        std::string text = next_text(fd);
+        return text.empty() ? json(nullptr) : json::parse(text);
     }
 
     std::string dir_;
@@ -207,6 +213,34 @@ TEST_F(QmpServerTest, ClientLeavingMidCommandHarmsNoOne) {
     put(b, R"({"execute": "echo", "id": 2})");
     EXPECT_EQ(next(b)["id"], 2);
     EXPECT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran && monitor_->client_count() == 1; }));
+}
+
+// QEMU prints a monitor's events in its form too.
+TEST_F(QmpServerTest, APrettyMonitorSendsEventsPretty) {
+    MonitorOptions o;
+    o.name = "c1";
+    o.endpoint.addr.path = dir_ + "/pretty.sock";
+    o.pretty = true;
+    auto m = QmpMonitor::start(loop_->ctx(), dispatcher_, o);
+    ASSERT_TRUE(m) << m.error().describe();
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fds_.push_back(fd);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", o.endpoint.addr.path.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+    EXPECT_TRUE(next_text(fd, "\n}\r\n").starts_with("{\r\n    \"QMP\": {\r\n        \"version\": {\r\n"));
+    put(fd, R"({"execute": "qmp_capabilities"})");
+    EXPECT_EQ(next_text(fd, "\n}\r\n"), "{\r\n    \"return\": {\r\n    }\r\n}\r\n");
+    const int a = connect_client();
+    put(a, R"({"execute": "emit"})");
+    EXPECT_EQ(next(a), json({{"return", json::object()}}));
+    EXPECT_TRUE(next_text(a).starts_with("{\"timestamp\": {\"seconds\": "));
+    const std::string event = next_text(fd, "\n}\r\n");
+    EXPECT_TRUE(event.starts_with("{\r\n    \"timestamp\": {\r\n        \"seconds\": ")) << event;
+    EXPECT_TRUE(event.ends_with("\r\n    },\r\n    \"event\": \"LATER\",\r\n    \"data\": {\r\n        \"n\": 1\r\n    }\r\n}\r\n"))
+        << event;
+    m->reset();
 }
 
 // --- client mode: --chardev socket,path=P without server=on ---
