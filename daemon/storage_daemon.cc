@@ -211,9 +211,13 @@ Result<void> StorageDaemon::start_nbd_server(const NbdServerOptions& o) {
 
 Result<void> StorageDaemon::stop_nbd_server() {
     if (!nbd_server_) return fail(ENOENT, "NBD server not running");
-    // As QEMU: the NBD exports go with the server.
-    for (size_t i = exports_.size(); i-- > 0;)
-        if (exports_[i].nbd) remove_export_at(i);
+    // As QEMU: the NBD exports go with the server, oldest first.
+    for (size_t i = 0; i < exports_.size();) {
+        if (exports_[i].nbd)
+            remove_export_at(i);
+        else
+            i++;
+    }
     nbd_server_.reset();
     LOG_INFO("nbd server stopped");
     return {};
@@ -323,7 +327,7 @@ void StorageDaemon::remove_export_at(size_t index) {
     e.fs9p.reset();                                       // so does this
     e.vhost_user_blk.reset();                             // and this (its requests complete)
     LOG_INFO("export '%s' removed", e.options.id.c_str());
-    dispatcher_.emit_event_after_response("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
+    dispatcher_.emit_event("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
 }
 
 Result<void> StorageDaemon::set_iothread(const std::string& node_name, const std::optional<std::string>& iothread,

@@ -111,6 +111,9 @@ private:
     Result<void> add_vhost_user_blk_export(const ExportOptions& options);
     // Moves `node` to the export's iothread, if it names one.
     Result<void> move_to_export_iothread(const ExportOptions& e, block::BlockNode& node);
+    // Closes the export, waits for its clients to be gone and sends
+    // BLOCK_EXPORT_DELETED: before the running command's response, as
+    // qemu-storage-daemon does.
     void remove_export_at(size_t index);
     bool flush_all_nodes();
     Result<void> install_overlay(const std::shared_ptr<block::BlockNode>& node,

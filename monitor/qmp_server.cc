@@ -45,13 +45,6 @@ void QmpDispatcher::emit_event(std::string_view name, const json& data) {
     }
 }
 
-void QmpDispatcher::emit_event_after_response(std::string name, json data) {
-    // The response is queued when the command's coroutine continues, which
-    // is before the main loop runs this BH.
-    main_context()->schedule_oneshot(
-        [this, name = std::move(name), data = std::move(data)] { emit_event(name, data); });
-}
-
 Task<QmpResult> QmpDispatcher::co_dispatch(const QmpRequest& request) {
     auto it = commands_.find(request.execute);
     if (it == commands_.end()) co_return std::unexpected(command_not_found(request.execute));

@@ -56,10 +56,6 @@ public:
     // Sends the event to every client past capabilities negotiation, stamped
     // with the current wall-clock time. `data` may be null (no "data" member).
     void emit_event(std::string_view name, const nlohmann::json& data = nullptr);
-    // The same, after the current command's response has been queued: for
-    // what a command starts and reports by event (QEMU sends such events
-    // after the response).
-    void emit_event_after_response(std::string name, nlohmann::json data);
 
     // Runs one command: waits for the configuration turn (main_loop.h), then
     // runs it.

@@ -37,7 +37,7 @@ protected:
             return std::unexpected(QmpError{"DeviceNotFound", "no such thing"});
         });
         dispatcher_.add_command("emit", [this](const json&) -> QmpResult {
-            dispatcher_.emit_event_after_response("LATER", {{"n", 1}});
+            dispatcher_.emit_event("EMITTED", {{"n", 1}});
             return json::object();
         });
         MonitorOptions o;
@@ -156,16 +156,18 @@ TEST_F(QmpServerTest, BadInputGetsAnErrorAndTheClientIsStillServed) {
     EXPECT_EQ(next(fd)["id"], 9);
 }
 
-TEST_F(QmpServerTest, EventsReachNegotiatedClientsAfterTheResponse) {
+// An event a command sends comes before its response, as QEMU's
+// BLOCK_EXPORT_DELETED before block-export-del's.
+TEST_F(QmpServerTest, EventsReachNegotiatedClients) {
     int negotiating = connect_client(false);
     int a = connect_client(), b = connect_client();
     put(a, R"({"execute": "emit", "id": 1})");
-    EXPECT_EQ(next(a)["id"], 1);
     json event = next(a);
-    EXPECT_EQ(event["event"], "LATER");
+    EXPECT_EQ(event["event"], "EMITTED");
     EXPECT_EQ(event["data"]["n"], 1);
     EXPECT_TRUE(event["timestamp"]["seconds"].is_number_integer());
-    EXPECT_EQ(next(b)["event"], "LATER");
+    EXPECT_EQ(next(a)["id"], 1);
+    EXPECT_EQ(next(b)["event"], "EMITTED");
     // The client still negotiating got nothing: its next message is the reply.
     put(negotiating, R"({"execute": "qmp_capabilities", "id": 7})");
     EXPECT_EQ(next(negotiating)["id"], 7);
@@ -234,11 +236,11 @@ TEST_F(QmpServerTest, APrettyMonitorSendsEventsPretty) {
     EXPECT_EQ(next_text(fd, "\n}\r\n"), "{\r\n    \"return\": {\r\n    }\r\n}\r\n");
     const int a = connect_client();
     put(a, R"({"execute": "emit"})");
-    EXPECT_EQ(next(a), json({{"return", json::object()}}));
     EXPECT_TRUE(next_text(a).starts_with("{\"timestamp\": {\"seconds\": "));
+    EXPECT_EQ(next(a), json({{"return", json::object()}}));
     const std::string event = next_text(fd, "\n}\r\n");
     EXPECT_TRUE(event.starts_with("{\r\n    \"timestamp\": {\r\n        \"seconds\": ")) << event;
-    EXPECT_TRUE(event.ends_with("\r\n    },\r\n    \"event\": \"LATER\",\r\n    \"data\": {\r\n        \"n\": 1\r\n    }\r\n}\r\n"))
+    EXPECT_TRUE(event.ends_with("\r\n    },\r\n    \"event\": \"EMITTED\",\r\n    \"data\": {\r\n        \"n\": 1\r\n    }\r\n}\r\n"))
         << event;
     m->reset();
 }
@@ -284,8 +286,8 @@ TEST_F(QmpServerTest, ClientModeConnectsOutServesQmpAndStaysClosedWhenThePeerLea
     EXPECT_EQ(next(fd), json({{"return", {{"x", 1}}}, {"id", 5}}));
     // Events reach it like any client's.
     put(fd, R"({"execute": "emit", "id": 6})");
+    EXPECT_EQ(next(fd)["event"], "EMITTED");
     EXPECT_EQ(next(fd)["id"], 6);
-    EXPECT_EQ(next(fd)["event"], "LATER");
 
     // The peer goes: the connection ends, and (reconnect unset, as QEMU's
     // default) nothing connects again; the monitor object and the daemon's
