@@ -25,8 +25,8 @@ bool uses_iothread(const ExportOptions& e, const std::string& id) {
 
 StorageDaemon::~StorageDaemon() { shutdown(); }
 
-void StorageDaemon::request_shutdown(std::string reason) {
-    shutdown_reason_ = std::move(reason);
+void StorageDaemon::request_shutdown() {
+    dispatcher_.stop_commands();
     main_loop_.request_stop();
 }
 
@@ -374,14 +374,17 @@ bool StorageDaemon::flush_all_nodes() {
 bool StorageDaemon::shutdown() {
     if (shut_down_) return true;
     shut_down_ = true;
-    dispatcher_.emit_event("SHUTDOWN", {{"guest", false}, {"reason", shutdown_reason_}});
-    jobs_.cancel_all_and_wait();
-    monitors_.clear();  // sends what they can at once, then disconnects
+    // qemu-storage-daemon's order, which QEMU's iotests see (qsd-jobs):
+    // exports, then jobs, each with its events, then quit's response.
+    dispatcher_.stop_commands();
+    while (!exports_.empty()) remove_export_at(0);  // oldest first, as QSD; disconnects their clients
     if (nbd_server_) {
-        nbd_server_.reset();  // stops listening, disconnects clients, waits for them
+        nbd_server_.reset();  // stops listening, disconnects clients still negotiating
         LOG_INFO("nbd server stopped");
     }
-    exports_.clear();
+    jobs_.cancel_all_and_wait();
+    dispatcher_.send_deferred_responses();
+    monitors_.clear();  // sends what they can at once, then disconnects
     const bool flushed = flush_all_nodes();
     // Nodes go back to the main loop before their IOThreads stop.
     for (auto& node : graph_.nodes())

@@ -96,6 +96,14 @@ protected:
         std::string text = next_text(fd);
         return text.empty() ? json(nullptr) : json::parse(text);
     }
+    // Whether anything more came from the server within `ns`.
+    bool more_within(int fd, int64_t ns) {
+        test::poll_until(loop_->ctx(), [] { return false; }, ns);
+        char tmp[4096];
+        ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (n > 0) inbox_[fd].append(tmp, size_t(n));
+        return !inbox_[fd].empty();
+    }
 
     std::string dir_;
     std::unique_ptr<MainLoop> loop_;
@@ -215,6 +223,31 @@ TEST_F(QmpServerTest, ClientLeavingMidCommandHarmsNoOne) {
     put(b, R"({"execute": "echo", "id": 2})");
     EXPECT_EQ(next(b)["id"], 2);
     EXPECT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran && monitor_->client_count() == 1; }));
+}
+
+// As qemu-storage-daemon's quit: the response waits for the events of the
+// shutdown, and no request is answered once the shutdown began.
+TEST_F(QmpServerTest, ADeferredResponseFollowsTheShutdownsEventsAndLaterRequestsGetNone) {
+    bool ran = false;
+    dispatcher_.add_command("stop", [&](const json&) -> QmpResult {
+        dispatcher_.defer_response_to_shutdown();
+        dispatcher_.stop_commands();
+        ran = true;
+        return json::object();
+    });
+    int a = connect_client(), b = connect_client();
+    put(a, R"({"execute": "stop", "id": 1}{"execute": "echo", "id": 2})");
+    ASSERT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran; }));
+    put(b, R"({"execute": "echo", "id": 3}{"execute": "no-such-command"}{"execute": })");
+    EXPECT_FALSE(more_within(a, 50'000'000));
+    EXPECT_FALSE(more_within(b, 0));
+    dispatcher_.emit_event("GONE");
+    dispatcher_.send_deferred_responses();
+    EXPECT_EQ(next(a)["event"], "GONE");
+    EXPECT_EQ(next(a), json({{"return", json::object()}, {"id", 1}}));
+    EXPECT_EQ(next(b)["event"], "GONE");
+    EXPECT_FALSE(more_within(a, 50'000'000));
+    EXPECT_FALSE(more_within(b, 0));
 }
 
 // QEMU prints a monitor's events in its form too.
