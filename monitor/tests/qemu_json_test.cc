@@ -1,7 +1,8 @@
 // QMP text, byte for byte as qemu-storage-daemon 7.2 sends it: QEMU's
 // iotests compare it as text. The expected texts follow QEMU's
 // qobject/json-writer.c and qdict.c; the spacing, member order and escapes
-// were also checked against the real daemon.
+// were also checked against the real daemon (tests/integration/qmp_text.py
+// does that in CTest).
 #include <gtest/gtest.h>
 
 #include <algorithm>
