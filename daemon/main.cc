@@ -159,7 +159,7 @@ int run(const daemon::DaemonConfig& config) {
     daemon::StorageDaemon storage(**main_loop);
     auto watcher = daemon::SignalWatcher::create((*main_loop)->ctx(), [&](int signo) {
         LOG_INFO("received %s, shutting down", strsignal(signo));
-        storage.request_shutdown("host-signal");
+        storage.request_shutdown();
     });
     if (!watcher) {
         std::fprintf(stderr, "%s: %s\n", kProgram, watcher.error().describe().c_str());

@@ -114,9 +114,13 @@ void register_qmp_commands(StorageDaemon& daemon) {
         for (const std::string& name : qmp.command_names()) list.push_back({{"name", name}});
         return list;
     });
-    qmp.add_command("quit", [&daemon](const json& args) -> QmpResult {
+    qmp.add_command("quit", [&daemon, &qmp](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
-        daemon.request_shutdown("host-qmp-quit");
+        // As qemu-storage-daemon: no SHUTDOWN event, and the response comes
+        // after the events of the shutdown (exports deleted, jobs cancelled).
+        LOG_INFO("quit: shutting down");
+        qmp.defer_response_to_shutdown();
+        daemon.request_shutdown();
         return json::object();
     });
 

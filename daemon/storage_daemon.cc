@@ -25,8 +25,8 @@ bool uses_iothread(const ExportOptions& e, const std::string& id) {
 
 StorageDaemon::~StorageDaemon() { shutdown(); }
 
-void StorageDaemon::request_shutdown(std::string reason) {
-    shutdown_reason_ = std::move(reason);
+void StorageDaemon::request_shutdown() {
+    dispatcher_.stop_commands();
     main_loop_.request_stop();
 }
 
@@ -211,9 +211,13 @@ Result<void> StorageDaemon::start_nbd_server(const NbdServerOptions& o) {
 
 Result<void> StorageDaemon::stop_nbd_server() {
     if (!nbd_server_) return fail(ENOENT, "NBD server not running");
-    // As QEMU: the NBD exports go with the server.
-    for (size_t i = exports_.size(); i-- > 0;)
-        if (exports_[i].nbd) remove_export_at(i);
+    // As QEMU: the NBD exports go with the server, oldest first.
+    for (size_t i = 0; i < exports_.size();) {
+        if (exports_[i].nbd)
+            remove_export_at(i);
+        else
+            i++;
+    }
     nbd_server_.reset();
     LOG_INFO("nbd server stopped");
     return {};
@@ -323,7 +327,7 @@ void StorageDaemon::remove_export_at(size_t index) {
     e.fs9p.reset();                                       // so does this
     e.vhost_user_blk.reset();                             // and this (its requests complete)
     LOG_INFO("export '%s' removed", e.options.id.c_str());
-    dispatcher_.emit_event_after_response("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
+    dispatcher_.emit_event("BLOCK_EXPORT_DELETED", {{"id", e.options.id}});
 }
 
 Result<void> StorageDaemon::set_iothread(const std::string& node_name, const std::optional<std::string>& iothread,
@@ -370,14 +374,17 @@ bool StorageDaemon::flush_all_nodes() {
 bool StorageDaemon::shutdown() {
     if (shut_down_) return true;
     shut_down_ = true;
-    dispatcher_.emit_event("SHUTDOWN", {{"guest", false}, {"reason", shutdown_reason_}});
-    jobs_.cancel_all_and_wait();
-    monitors_.clear();  // sends what they can at once, then disconnects
+    // qemu-storage-daemon's order, which QEMU's iotests see (qsd-jobs):
+    // exports, then jobs, each with its events, then quit's response.
+    dispatcher_.stop_commands();
+    while (!exports_.empty()) remove_export_at(0);  // oldest first, as QSD; disconnects their clients
     if (nbd_server_) {
-        nbd_server_.reset();  // stops listening, disconnects clients, waits for them
+        nbd_server_.reset();  // stops listening, disconnects clients still negotiating
         LOG_INFO("nbd server stopped");
     }
-    exports_.clear();
+    jobs_.cancel_all_and_wait();
+    dispatcher_.send_deferred_responses();
+    monitors_.clear();  // sends what they can at once, then disconnects
     const bool flushed = flush_all_nodes();
     // Nodes go back to the main loop before their IOThreads stop.
     for (auto& node : graph_.nodes())

@@ -38,12 +38,15 @@ public:
     // Builds everything the command line asks for, kind by kind (iothreads,
     // nodes, the NBD server, exports, monitors). Errors name the object.
     Result<void> start(const DaemonConfig& config);
-    // Makes the main loop return; `reason` (QEMU's ShutdownCause name, e.g.
-    // host-signal, host-qmp-quit) goes into the SHUTDOWN event.
-    void request_shutdown(std::string reason);
-    // Sends the SHUTDOWN event, closes the monitors, stops serving, flushes
-    // every node and stops the IOThreads. False if a flush failed (data may
-    // not be on stable storage). Idempotent.
+    // Makes the main loop return (quit, a signal); no command starts any
+    // more.
+    void request_shutdown();
+    // As qemu-storage-daemon exits: closes the exports (a
+    // BLOCK_EXPORT_DELETED each) and the NBD server, cancels the jobs (with
+    // their events), sends quit's response, closes the monitors, flushes
+    // every node and stops the IOThreads. No SHUTDOWN event: QSD sends none.
+    // False if a flush failed (data may not be on stable storage).
+    // Idempotent.
     bool shutdown();
 
     // Live operations (QMP). Errors are one line for the client.
@@ -111,6 +114,9 @@ private:
     Result<void> add_vhost_user_blk_export(const ExportOptions& options);
     // Moves `node` to the export's iothread, if it names one.
     Result<void> move_to_export_iothread(const ExportOptions& e, block::BlockNode& node);
+    // Closes the export, waits for its clients to be gone and sends
+    // BLOCK_EXPORT_DELETED: before the running command's response, as
+    // qemu-storage-daemon does.
     void remove_export_at(size_t index);
     bool flush_all_nodes();
     Result<void> install_overlay(const std::shared_ptr<block::BlockNode>& node,
@@ -128,7 +134,6 @@ private:
     std::unique_ptr<nbd::NbdServer> nbd_server_;
     std::vector<Export> exports_;
     std::vector<std::unique_ptr<monitor::QmpMonitor>> monitors_;
-    std::string shutdown_reason_ = "host-error";
     bool shut_down_ = false;
 };
 

@@ -122,6 +122,8 @@ Task<void> QmpClient::read_loop() {
         splitter_.feed({buf.get(), *n}, pieces);
         for (JsonPiece& piece : pieces) {
             if (closing_) break;
+            // The daemon is shutting down: like QEMU, answer nothing more.
+            if (dispatcher_.commands_stopped()) continue;
             if (!piece.error.empty()) {
                 send(format_error(generic_error(piece.error), std::nullopt, pretty_));
                 continue;
@@ -146,7 +148,9 @@ Task<void> QmpClient::handle(std::string_view text) {
         result = std::unexpected(generic_error("QMP input member 'exec-oob' is unexpected: ioplane has no "
                                                "out-of-band execution"));
     } else {
-        result = co_await dispatcher_.co_dispatch(*request);
+        auto dispatched = co_await dispatcher_.co_dispatch(*request);
+        if (!dispatched) co_return;  // the daemon is shutting down: no response, as in QEMU
+        result = std::move(*dispatched);
     }
     if (result)
         send(format_return(*result, request->id, pretty_));

@@ -35,11 +35,14 @@ public:
     const std::string& peer() const { return peer_; }
     // Whether capabilities negotiation is done (events go only to such clients).
     bool in_command_mode() const { return command_mode_; }
+    // Whether its monitor has pretty=on.
+    bool pretty() const { return pretty_; }
 
     // Queues one text for sending (dropped once the client is closing).
     void send(std::string text);
     // Writes what is queued if the socket takes it without waiting: the last
-    // words (a SHUTDOWN event) before the daemon closes the connection.
+    // words (the shutdown's events, quit's response) before the daemon closes
+    // the connection.
     void flush_without_waiting();
     // Ends the connection: both coroutines stop; queued output is dropped.
     void close();

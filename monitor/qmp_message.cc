@@ -1,6 +1,7 @@
 #include "qmp_message.h"
 
 #include "ioplane/core/keyval.h"
+#include "qemu_json.h"
 
 namespace ioplane::monitor {
 
@@ -40,10 +41,15 @@ std::expected<QmpRequest, BadRequest> parse_request(std::string_view text) {
 namespace {
 
 std::string finish(const json& message, bool pretty) {
-    // QEMU's pretty printer indents by 4. Invalid UTF-8 (a parse error's
-    // message quotes the client's bytes) becomes U+FFFD instead of an
-    // exception: what a client sends must not end the daemon.
-    return message.dump(pretty ? 4 : -1, ' ', false, json::error_handler_t::replace) + "\r\n";
+    // QEMU's monitor sends every "\n" as "\r\n", the pretty form's too, and
+    // ends each message with one. (Strings never hold a raw newline: they
+    // are escaped.)
+    std::string text;
+    for (char c : to_qemu_json(message, pretty)) {
+        if (c == '\n') text += '\r';
+        text += c;
+    }
+    return text + "\r\n";
 }
 
 void add_id(json& message, const std::optional<json>& id) {

@@ -35,27 +35,57 @@ void QmpDispatcher::emit_event(std::string_view name, const json& data) {
     timeval tv;
     ::gettimeofday(&tv, nullptr);
     const int64_t micros = int64_t(tv.tv_sec) * 1'000'000 + tv.tv_usec;
-    for (QmpClient* c : clients_)
-        if (c->in_command_mode()) c->send(format_event(name, data, micros, false));
+    // Each client in its monitor's form: QEMU pretty-prints events too.
+    std::string text[2];
+    for (QmpClient* c : clients_) {
+        if (!c->in_command_mode()) continue;
+        std::string& t = text[c->pretty()];
+        if (t.empty()) t = format_event(name, data, micros, c->pretty());
+        c->send(t);
+    }
 }
 
-void QmpDispatcher::emit_event_after_response(std::string name, json data) {
-    // The response is queued when the command's coroutine continues, which
-    // is before the main loop runs this BH.
-    main_context()->schedule_oneshot(
-        [this, name = std::move(name), data = std::move(data)] { emit_event(name, data); });
-}
-
-Task<QmpResult> QmpDispatcher::co_dispatch(const QmpRequest& request) {
+Task<std::optional<QmpResult>> QmpDispatcher::co_dispatch(const QmpRequest& request) {
+    if (stopped_) co_return std::nullopt;
     auto it = commands_.find(request.execute);
     if (it == commands_.end()) co_return std::unexpected(command_not_found(request.execute));
-    auto turn = co_await configuration_turn().scoped_lock();
-    try {
-        co_return it->second(request.arguments);
-    } catch (const json::exception& e) {
-        // A command read an argument with the wrong JSON type without checking.
-        co_return std::unexpected(generic_error(std::string("Invalid parameter: ") + e.what()));
+    QmpResult result;
+    {
+        auto turn = co_await configuration_turn().scoped_lock();
+        if (stopped_) co_return std::nullopt;  // the shutdown began while this waited
+        try {
+            result = it->second(request.arguments);
+        } catch (const json::exception& e) {
+            // A command read an argument with the wrong JSON type without checking.
+            result = std::unexpected(generic_error(std::string("Invalid parameter: ") + e.what()));
+        }
     }
+    if (std::exchange(defer_, false)) {
+        // Without the turn: the shutdown runs as it does after a signal.
+        deferred_++;
+        co_await deferred_queue_.wait_while([this] { return !release_; });
+        // The caller queues the response before it yields again, which is
+        // before send_deferred_responses() looks at the count.
+        deferred_--;
+    }
+    co_return result;
+}
+
+void QmpDispatcher::defer_response_to_shutdown() {
+    assert_in_main_thread();
+    defer_ = true;
+}
+
+void QmpDispatcher::stop_commands() {
+    assert_in_main_thread();
+    stopped_ = true;
+}
+
+void QmpDispatcher::send_deferred_responses() {
+    assert_in_main_thread();
+    release_ = true;
+    deferred_queue_.restart_all();
+    aio_wait_while(*main_context(), [this] { return deferred_ > 0; });
 }
 
 void QmpDispatcher::add_client(QmpClient* client) { clients_.push_back(client); }
@@ -200,6 +230,8 @@ Result<void> QmpMonitor::open() {
 }
 
 QmpMonitor::~QmpMonitor() {
+    // A client whose response waits for the shutdown would never end.
+    dispatcher_.send_deferred_responses();
     closing_ = true;
     listener_.reset();
     for (auto& c : clients_) {

@@ -27,10 +27,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ioplane/core/aio_context.h"
+#include "ioplane/core/co_queue.h"
 #include "ioplane/core/listen_socket.h"
 #include "ioplane/core/listener.h"
 #include "ioplane/core/task.h"
@@ -56,14 +58,24 @@ public:
     // Sends the event to every client past capabilities negotiation, stamped
     // with the current wall-clock time. `data` may be null (no "data" member).
     void emit_event(std::string_view name, const nlohmann::json& data = nullptr);
-    // The same, after the current command's response has been queued: for
-    // what a command starts and reports by event (QEMU sends such events
-    // after the response).
-    void emit_event_after_response(std::string name, nlohmann::json data);
 
     // Runs one command: waits for the configuration turn (main_loop.h), then
-    // runs it.
-    Task<QmpResult> co_dispatch(const QmpRequest& request);
+    // runs it. Nothing (no response at all) once commands are stopped.
+    Task<std::optional<QmpResult>> co_dispatch(const QmpRequest& request);
+
+    // Shutdown, as qemu-storage-daemon's exit orders it (docs/QMP.md):
+    //
+    // Called by a running command (quit): its response waits for
+    // send_deferred_responses(), so that it follows the events of the
+    // shutdown the command starts.
+    void defer_response_to_shutdown();
+    // No command starts any more, and requests get no response: QEMU's
+    // dispatcher takes no request once the daemon exits. Events still go out.
+    void stop_commands();
+    bool commands_stopped() const { return stopped_; }
+    // Once the shutdown's events are sent: the deferred responses are queued
+    // by the time this returns, and later ones are not held. Idempotent.
+    void send_deferred_responses();
 
     // Called by clients as they come and go.
     void add_client(QmpClient* client);
@@ -72,6 +84,11 @@ public:
 private:
     std::map<std::string, QmpCommand> commands_;
     std::vector<QmpClient*> clients_;
+    bool stopped_ = false;       // stop_commands()
+    bool defer_ = false;         // the running command called defer_response_to_shutdown()
+    bool release_ = false;       // send_deferred_responses()
+    int deferred_ = 0;           // responses waiting in deferred_queue_
+    CoQueue deferred_queue_;
 };
 
 // The part of --chardev that a monitor uses.

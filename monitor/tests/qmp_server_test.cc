@@ -37,7 +37,7 @@ protected:
             return std::unexpected(QmpError{"DeviceNotFound", "no such thing"});
         });
         dispatcher_.add_command("emit", [this](const json&) -> QmpResult {
-            dispatcher_.emit_event_after_response("LATER", {{"n", 1}});
+            dispatcher_.emit_event("EMITTED", {{"n", 1}});
             return json::object();
         });
         MonitorOptions o;
@@ -71,24 +71,38 @@ protected:
         return fd;
     }
     void put(int fd, std::string_view text) { ASSERT_EQ(::send(fd, text.data(), text.size(), MSG_NOSIGNAL), ssize_t(text.size())); }
-    // The next message from the server, stepping the main loop meanwhile.
-    json next(int fd) {
+    // The next message from the server as text, up to and with `last` (a
+    // compact message is one line; a pretty one ends with a line "}"),
+    // stepping the main loop meanwhile. Empty if none comes.
+    std::string next_text(int fd, std::string_view last = "\r\n") {
         std::string& buf = inbox_[fd];
         size_t end;
         bool ok = test::poll_until(loop_->ctx(), [&] {
             char tmp[65536];
             ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
             if (n > 0) buf.append(tmp, size_t(n));
-            end = buf.find("\r\n");
+            end = buf.find(last);
             return end != std::string::npos;
         });
         if (!ok) {
             ADD_FAILURE() << "no message from the server";
-            return nullptr;
+            return {};
         }
-        json message = json::parse(buf.substr(0, end));
-        buf.erase(0, end + 2);
-        return message;
+        std::string text = buf.substr(0, end + last.size());
+        buf.erase(0, end + last.size());
+        return text;
+    }
+    json next(int fd) {
+        std::string text = next_text(fd);
+        return text.empty() ? json(nullptr) : json::parse(text);
+    }
+    // Whether anything more came from the server within `ns`.
+    bool more_within(int fd, int64_t ns) {
+        test::poll_until(loop_->ctx(), [] { return false; }, ns);
+        char tmp[4096];
+        ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (n > 0) inbox_[fd].append(tmp, size_t(n));
+        return !inbox_[fd].empty();
     }
 
     std::string dir_;
@@ -150,16 +164,18 @@ TEST_F(QmpServerTest, BadInputGetsAnErrorAndTheClientIsStillServed) {
     EXPECT_EQ(next(fd)["id"], 9);
 }
 
-TEST_F(QmpServerTest, EventsReachNegotiatedClientsAfterTheResponse) {
+// An event a command sends comes before its response, as QEMU's
+// BLOCK_EXPORT_DELETED before block-export-del's.
+TEST_F(QmpServerTest, EventsReachNegotiatedClients) {
     int negotiating = connect_client(false);
     int a = connect_client(), b = connect_client();
     put(a, R"({"execute": "emit", "id": 1})");
-    EXPECT_EQ(next(a)["id"], 1);
     json event = next(a);
-    EXPECT_EQ(event["event"], "LATER");
+    EXPECT_EQ(event["event"], "EMITTED");
     EXPECT_EQ(event["data"]["n"], 1);
     EXPECT_TRUE(event["timestamp"]["seconds"].is_number_integer());
-    EXPECT_EQ(next(b)["event"], "LATER");
+    EXPECT_EQ(next(a)["id"], 1);
+    EXPECT_EQ(next(b)["event"], "EMITTED");
     // The client still negotiating got nothing: its next message is the reply.
     put(negotiating, R"({"execute": "qmp_capabilities", "id": 7})");
     EXPECT_EQ(next(negotiating)["id"], 7);
@@ -209,6 +225,59 @@ TEST_F(QmpServerTest, ClientLeavingMidCommandHarmsNoOne) {
     EXPECT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran && monitor_->client_count() == 1; }));
 }
 
+// As qemu-storage-daemon's quit: the response waits for the events of the
+// shutdown, and no request is answered once the shutdown began.
+TEST_F(QmpServerTest, ADeferredResponseFollowsTheShutdownsEventsAndLaterRequestsGetNone) {
+    bool ran = false;
+    dispatcher_.add_command("stop", [&](const json&) -> QmpResult {
+        dispatcher_.defer_response_to_shutdown();
+        dispatcher_.stop_commands();
+        ran = true;
+        return json::object();
+    });
+    int a = connect_client(), b = connect_client();
+    put(a, R"({"execute": "stop", "id": 1}{"execute": "echo", "id": 2})");
+    ASSERT_TRUE(test::poll_until(loop_->ctx(), [&] { return ran; }));
+    put(b, R"({"execute": "echo", "id": 3}{"execute": "no-such-command"}{"execute": })");
+    EXPECT_FALSE(more_within(a, 50'000'000));
+    EXPECT_FALSE(more_within(b, 0));
+    dispatcher_.emit_event("GONE");
+    dispatcher_.send_deferred_responses();
+    EXPECT_EQ(next(a)["event"], "GONE");
+    EXPECT_EQ(next(a), json({{"return", json::object()}, {"id", 1}}));
+    EXPECT_EQ(next(b)["event"], "GONE");
+    EXPECT_FALSE(more_within(a, 50'000'000));
+    EXPECT_FALSE(more_within(b, 0));
+}
+
+// QEMU prints a monitor's events in its form too.
+TEST_F(QmpServerTest, APrettyMonitorSendsEventsPretty) {
+    MonitorOptions o;
+    o.name = "c1";
+    o.endpoint.addr.path = dir_ + "/pretty.sock";
+    o.pretty = true;
+    auto m = QmpMonitor::start(loop_->ctx(), dispatcher_, o);
+    ASSERT_TRUE(m) << m.error().describe();
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fds_.push_back(fd);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", o.endpoint.addr.path.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+    EXPECT_TRUE(next_text(fd, "\n}\r\n").starts_with("{\r\n    \"QMP\": {\r\n        \"version\": {\r\n"));
+    put(fd, R"({"execute": "qmp_capabilities"})");
+    EXPECT_EQ(next_text(fd, "\n}\r\n"), "{\r\n    \"return\": {\r\n    }\r\n}\r\n");
+    const int a = connect_client();
+    put(a, R"({"execute": "emit"})");
+    EXPECT_TRUE(next_text(a).starts_with("{\"timestamp\": {\"seconds\": "));
+    EXPECT_EQ(next(a), json({{"return", json::object()}}));
+    const std::string event = next_text(fd, "\n}\r\n");
+    EXPECT_TRUE(event.starts_with("{\r\n    \"timestamp\": {\r\n        \"seconds\": ")) << event;
+    EXPECT_TRUE(event.ends_with("\r\n    },\r\n    \"event\": \"EMITTED\",\r\n    \"data\": {\r\n        \"n\": 1\r\n    }\r\n}\r\n"))
+        << event;
+    m->reset();
+}
+
 // --- client mode: --chardev socket,path=P without server=on ---
 
 // A listening unix socket at `path`, as a management tool (or iotests'
@@ -250,8 +319,8 @@ TEST_F(QmpServerTest, ClientModeConnectsOutServesQmpAndStaysClosedWhenThePeerLea
     EXPECT_EQ(next(fd), json({{"return", {{"x", 1}}}, {"id", 5}}));
     // Events reach it like any client's.
     put(fd, R"({"execute": "emit", "id": 6})");
+    EXPECT_EQ(next(fd)["event"], "EMITTED");
     EXPECT_EQ(next(fd)["id"], 6);
-    EXPECT_EQ(next(fd)["event"], "LATER");
 
     // The peer goes: the connection ends, and (reconnect unset, as QEMU's
     // default) nothing connects again; the monitor object and the daemon's

@@ -40,8 +40,6 @@ KNOWN = {
         "ioplane's own per-export counters; the x- prefix marks it as outside QEMU's schema",
     ("query-iothreads", "error"): "qemu-storage-daemon 7.2 has no query-iothreads (see query-commands)",
     ("query-iothreads", "return"): "ioplane answers with qemu-system 7.2's IOThreadInfo list",
-    ("quit", "events"): "ioplane sends SHUTDOWN (guest, reason) on quit, as qemu-system does; "
-                        "qemu-storage-daemon 7.2 sends no event",
 }
 
 
@@ -225,6 +223,9 @@ def steps(d):
         ("blockdev-del r0", ex("blockdev-del", node_name="r0")),
         ("blockdev-del f0", ex("blockdev-del", node_name="f0")),
         ("object-del io1", ex("object-del", id="io1")),
+        # An export still open at quit is deleted, with its event.
+        ("nbd-server-start again", ex("nbd-server-start", addr=nbd_addr)),
+        ("block-export-add e2", ex("block-export-add", type="nbd", id="e2", node_name="n0")),
         ("quit", ex("quit"), True),
     ]
 

@@ -172,11 +172,30 @@ try:
     step("malformed JSON, non-objects, missing/unexpected members, unknown command, wrong argument types, "
          "a 10 MB request and a client leaving mid-request: errors, and the monitors keep serving")
 
-    q.ok("quit")
-    if q.wait_event("SHUTDOWN")["data"] != {"guest": False, "reason": "host-qmp-quit"}:
-        fail("SHUTDOWN event")
+    # quit as qemu-storage-daemon: the exports still open are deleted, each
+    # with its event, before quit's response; no SHUTDOWN event; a request
+    # after quit gets no response.
+    q.ok("nbd-server-start", addr={"type": "unix", "data": {"path": f"{tmp}/nbd.sock"}})
+    q.ok("block-export-add", type="nbd", id="e2", node_name="n0")
+    q.events.clear()
+    other.events.clear()
+    q.send_raw(b'{"execute": "quit"}{"execute": "query-version"}')
+    if q.reply() != {"return": {}}:
+        fail("quit")
+    if [(e["event"], e.get("data")) for e in q.events] != [("BLOCK_EXPORT_DELETED", {"id": "e2"})]:
+        fail(f"events before quit's response: {q.events}")
+    rest = []
+    for conn in (q, other):
+        try:
+            while True:
+                rest.append(conn.recv())
+        except EOFError:
+            pass
+    if [(e.get("event"), e.get("data")) for e in other.events + rest] != [("BLOCK_EXPORT_DELETED", {"id": "e2"})]:
+        fail(f"after quit: {rest}, on the other monitor: {other.events}")
     if daemon.wait(timeout=30) != 0:
         fail("exit status after quit")
-    step("quit: SHUTDOWN event, exit status 0")
+    step("quit: BLOCK_EXPORT_DELETED on both monitors, then the response; no SHUTDOWN, nothing for a later "
+         "request; exit status 0")
 except (AssertionError, EOFError, OSError, KeyError) as e:
     fail(repr(e))
