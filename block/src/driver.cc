@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "ioplane/block/driver.h"
+#include "ioplane/block/node.h"
 
 namespace ioplane::block {
 
@@ -37,5 +38,11 @@ Task<Result<BlockStatus>> Driver::co_block_status(uint64_t offset, uint64_t byte
 }
 
 Task<Result<void>> Driver::co_truncate(uint64_t) { co_return fail(ENOTSUP, "resizing not supported"); }
+
+// QEMU's message names the node (the storage daemon has no devices) and
+// carries the errno's text (error_setg_errno).
+Result<void> Driver::can_store_bitmap(const std::string&, uint64_t) const {
+    return fail(ENOTSUP, "Can't store persistent bitmaps to " + node_->node_name() + ": Operation not supported");
+}
 
 }  // namespace ioplane::block
