@@ -6,13 +6,17 @@
 // export serves; build the same file at two commits to compare them (the
 // end-to-end rows of bench/block_ab.sh vary by more than such a change).
 //
-//   block_path_bench [ROUNDS]   prints "read NS write NS" (medians, ns per request)
+//   block_path_bench [ROUNDS [BITMAPS]]   prints "read NS write NS" (medians, ns per request)
+//
+// BITMAPS (default 0): enabled dirty bitmaps (64 KiB) on the node, which
+// every write then marks (the write's slower path); 0 keeps the fast path.
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <string>
 #include <vector>
 
 #include "ioplane/block/backend.h"
@@ -57,6 +61,11 @@ int main(int argc, char** argv) {
     auto node = graph.open(OptionTree{{{"driver", "null-co"}, {"node-name", "n"}, {"size", "1G"}}, OptionSyntax::keyval},
                            (*loop)->ctx());
     if (!node) return 1;
+    const int bitmaps = argc > 2 ? std::atoi(argv[2]) : 0;
+    for (int i = 0; i < bitmaps; i++) {
+        block::DrainedSection drained(**node);
+        if (!(*node)->dirty_bitmaps().create("b" + std::to_string(i), 65536)) return 1;
+    }
     block::BlockBackend blk(*node, true);
     blk.disable_request_queuing();
     std::vector<double> reads, writes;

@@ -1,5 +1,6 @@
 #include "daemon/qmp_commands.h"
 
+#include "daemon/bitmap_commands.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane::daemon {
@@ -96,6 +97,7 @@ json block_device_info(const block::BlockNode& node, bool flat) {
             {"image", image_info(node, flat)}};
     if (const block::BlockEdge* b = node.child(block::ChildRole::backing))
         info["backing_file"] = b->child().driver().filename();
+    if (json bitmaps = dirty_bitmaps_info(node); !bitmaps.is_null()) info["dirty-bitmaps"] = std::move(bitmaps);
     return info;
 }
 
@@ -258,6 +260,9 @@ void register_qmp_commands(StorageDaemon& daemon) {
         if (iothread->is_string()) target = iothread->get<std::string>();
         return done(daemon.set_iothread(*name, target, force->value_or(false)));
     });
+
+    // Dirty bitmaps (bitmap_commands.cc).
+    register_bitmap_commands(daemon);
 
     // Objects: IOThreads and throttle groups.
     qmp.add_command("object-add", [&daemon](const json& args) -> QmpResult {

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "ioplane/block/driver.h"
+#include "ioplane/block/node.h"
 
 namespace ioplane::block {
 
@@ -40,6 +41,12 @@ Task<Result<void>> Driver::co_truncate(uint64_t) { co_return fail(ENOTSUP, "resi
 
 Task<Result<void>> Driver::co_change_backing_file(const std::string&, const std::string&) {
     co_return fail(ENOTSUP, std::string("format '") + format_name() + "' has no backing file name to change");
+}
+
+// QEMU's message names the node (the storage daemon has no devices) and
+// carries the errno's text (error_setg_errno).
+Result<void> Driver::can_store_bitmap(const std::string&, uint64_t) const {
+    return fail(ENOTSUP, "Can't store persistent bitmaps to " + node_->node_name() + ": Operation not supported");
 }
 
 }  // namespace ioplane::block

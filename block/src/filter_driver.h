@@ -14,6 +14,7 @@ public:
     std::string filename() const override { return file().driver().filename(); }
     bool direct_io() const override { return file().driver().direct_io(); }
     uint64_t allocated_bytes() const override { return file().driver().allocated_bytes(); }
+    uint64_t cluster_size() const override { return file().driver().cluster_size(); }
 
     Task<Result<void>> co_preadv(uint64_t offset, uint64_t bytes, std::span<const iovec> iov) override {
         return edge().co_preadv(offset, bytes, iov);

@@ -13,10 +13,13 @@
 //  - splitting at the driver's max_transfer;
 //  - copy-on-read, when the caller asks for it;
 //  - FUA emulated by a flush when the driver has no native FUA;
+//  - dirty bitmaps: a write, write-zeroes or discard marks the node's
+//    enabled bitmaps over its range when it finishes, failed or not (QEMU's
+//    bdrv_co_write_req_finish), and a read-only bitmap refuses it;
 //  - a flush also flushes the children the node writes to.
-// The common case (aligned, small, nothing serialising) costs a check, two
-// counter updates and a list insertion, and no coroutine beyond the
-// driver's.
+// The common case (aligned, small, nothing serialising, no bitmaps) costs a
+// check, two counter updates and a list insertion, and no coroutine beyond
+// the driver's.
 #include <algorithm>
 #include <cstring>
 
@@ -40,6 +43,19 @@ enum class Access { read, write };
         return fail(access == Access::write ? ENOSPC : EINVAL, "node '" + node.node_name() + "': request past the end");
     if (node.read_only()) return fail(EPERM, "node '" + node.node_name() + "': read-only");
     return fail(EPERM, "node '" + node.node_name() + "': " + edge.parent_name() + " has no write permission");
+}
+
+// QEMU refuses with EPERM too (bdrv_has_readonly_bitmaps).
+[[gnu::cold, gnu::noinline]] Result<void> readonly_bitmaps_error(const BlockNode& node) {
+    return fail(EPERM, "node '" + node.node_name() + "': a read-only dirty bitmap forbids writes");
+}
+
+// Inside the request (before its NodeRequest ends), so that a drained
+// section that sees the request finished also sees its marks. The caller's
+// range, not the padded one: padding rewrites bytes that stay as they were.
+void mark_dirty(BlockNode& node, uint64_t offset, uint64_t bytes) {
+    DirtyBitmaps& bitmaps = node.dirty_bitmaps();
+    if (bitmaps.tracking()) bitmaps.mark(offset, bytes);
 }
 
 inline bool request_ok(const BlockEdge& edge, uint64_t offset, uint64_t bytes, Access access) {
@@ -179,6 +195,7 @@ Task<Result<void>> preadv_slow(BlockNode& node, uint64_t offset, uint64_t bytes,
 
 Task<Result<void>> pwritev_slow(BlockNode& node, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                 uint32_t flags) {
+    if (node.dirty_bitmaps().refuse_writes()) co_return readonly_bitmaps_error(node);
     NodeRequest req(node, offset, bytes);
     const uint32_t align = node.limits().request_alignment;
     if (align > 1 && (offset % align || bytes % align)) req.make_serialising(align);
@@ -189,6 +206,7 @@ Task<Result<void>> pwritev_slow(BlockNode& node, uint64_t offset, uint64_t bytes
     Result<void> r;  // (see transfer_split on conditional co_awaits)
     if (needs_bounce(node.limits(), offset, bytes, iov)) r = co_await bounced_write(node, offset, bytes, iov, flags);
     else r = co_await transfer(node, Access::write, offset, bytes, iov, flags);
+    mark_dirty(node, offset, bytes);
     if (r && fua) r = co_await flush_node(node);
     co_return r;
 }
@@ -203,7 +221,8 @@ Task<Result<void>> tracked(BlockNode& node, uint64_t offset, uint64_t bytes, Tas
 }
 
 // Whether a read or write can go straight to the driver: some bytes,
-// aligned, within one transfer.
+// aligned, within one transfer. (A write also needs a node without dirty
+// bitmaps to track: see co_pwritev.)
 bool direct(const BlockNode& node, uint64_t offset, uint64_t bytes, std::span<const iovec> iov) {
     const NodeLimits& l = node.limits();
     return bytes > 0 && !needs_bounce(l, offset, bytes, iov) && (l.max_transfer == 0 || bytes <= l.max_transfer);
@@ -228,7 +247,7 @@ Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::s
     BlockNode& node = child();
     if (!request_ok(*this, offset, bytes, Access::write))
         return failed(request_error(*this, offset, bytes, Access::write));
-    if (!emulate_fua(node, flags) && direct(node, offset, bytes, iov))
+    if (!emulate_fua(node, flags) && direct(node, offset, bytes, iov) && !node.dirty_bitmaps().tracking())
         return tracked(node, offset, bytes, node.driver().co_pwritev(offset, bytes, iov, flags));
     return pwritev_slow(node, offset, bytes, iov, flags);
 }
@@ -236,6 +255,7 @@ Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::s
 Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
     BlockNode& node = child();
     if (!request_ok(*this, offset, bytes, Access::write)) co_return request_error(*this, offset, bytes, Access::write);
+    if (node.dirty_bitmaps().refuse_writes()) co_return readonly_bitmaps_error(node);
     if (!node.unmap()) flags &= ~kMayUnmap;  // zeroes, but stay allocated
     NodeRequest req(node, offset, bytes);
     Driver& drv = node.driver();
@@ -256,23 +276,28 @@ Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, 
     if (offset < mid_start) r = co_await bounced_write(node, offset, mid_start - offset, {}, flags & kWriteFua);
     if (r && mid_start < mid_end) r = co_await drv.co_pwrite_zeroes(mid_start, mid_end - mid_start, flags);
     if (r && mid_end < end) r = co_await bounced_write(node, mid_end, end - mid_end, {}, flags & kWriteFua);
+    mark_dirty(node, offset, bytes);
     if (r && fua) r = co_await flush_node(node);
     co_return r;
 }
 
 // Discard is advisory: only the aligned blocks inside the range go, and
-// only on a node opened with discard=unmap.
+// only on a node opened with discard=unmap. Bitmaps record the whole range
+// either way (as QEMU's do): what reads return there may have changed.
 Task<Result<void>> BlockEdge::co_pdiscard(uint64_t offset, uint64_t bytes) {
     BlockNode& node = child();
     if (!request_ok(*this, offset, bytes, Access::write)) co_return request_error(*this, offset, bytes, Access::write);
+    if (node.dirty_bitmaps().refuse_writes()) co_return readonly_bitmaps_error(node);
     if (!node.unmap()) co_return Result<void>{};
     NodeRequest req(node, offset, bytes);
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     Driver& drv = node.driver();
     const uint64_t align = node.limits().request_alignment;
     const uint64_t start = align_up(offset, align), end = align_down(offset + bytes, align);
-    if (start >= end) co_return Result<void>{};
-    co_return co_await drv.co_pdiscard(start, end - start);
+    Result<void> r;
+    if (start < end) r = co_await drv.co_pdiscard(start, end - start);
+    mark_dirty(node, offset, bytes);
+    co_return r;
 }
 
 // A read-only node has nothing to flush (and its file may not allow it).
@@ -310,7 +335,10 @@ Task<Result<void>> BlockEdge::co_truncate(uint64_t size) {
         co_return fail(EPERM, "node '" + node.node_name() + "': " + parent_name() + " has no resize permission");
     NodeRequest req(node, 0, 0);
     auto r = co_await node.driver().co_truncate(size);
-    if (r) node.length_ = node.driver().length();
+    if (r) {
+        node.length_ = node.driver().length();
+        node.dirty_bitmaps().resize(node.length_);  // new bytes are clean, as in QEMU
+    }
     co_return r;
 }
 

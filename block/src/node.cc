@@ -95,7 +95,10 @@ void BlockNode::refresh_limits() {
                .memory_alignment = std::max<uint32_t>(1, driver_->memory_alignment()),
                .max_transfer = driver_->max_transfer(),
                .native_fua = driver_->caps().can_fua};
+    const uint64_t old_length = length_;
     length_ = driver_->length();
+    // Drained, or before the node is used (when it has no bitmaps).
+    if (length_ != old_length && !dirty_bitmaps_.empty()) dirty_bitmaps_.resize(length_);
     for (const BlockEdge* e : parents_)
         if (BlockNode* p = e->parent_node()) p->refresh_limits();
 }

@@ -4,6 +4,7 @@
 //   mapping.cc     L1/L2 lookups, L2 tables made and copied, links
 //   io.cc          reads, writes with copy-on-write, zeroes, discard, flush
 //   compressed.cc  deflate and zstd clusters
+//   bitmaps.cc     persistent dirty bitmaps (what may be stored)
 // The ordering of metadata writes that keeps the image consistent after a
 // crash is described in docs/QCOW2.md; each place that relies on it says so.
 //
@@ -56,6 +57,10 @@ public:
     uint64_t length() const override { return header_.size; }
     void add_image_info(nlohmann::json& image) const override;
     DriverCaps caps() const override;
+    uint64_t cluster_size() const override { return header_.cluster_size(); }
+    // bitmaps.cc: QEMU's checks for a new persistent bitmap (the image's
+    // bitmap directory is not written yet: persistence comes later).
+    Result<void> can_store_bitmap(const std::string& name, uint64_t granularity) const override;
     bool supports_backing() const override { return true; }
     std::optional<BackingFile> backing_file() const override;
 
@@ -87,7 +92,6 @@ public:
 
 private:
     // --- geometry (constant after open) ---
-    uint64_t cluster_size() const { return header_.cluster_size(); }
     uint64_t cluster_offset(uint64_t v) const { return v & ~(cluster_size() - 1); }
     uint64_t offset_in_cluster(uint64_t v) const { return v & (cluster_size() - 1); }
     uint64_t subcluster_size() const { return extended_ ? cluster_size() / 32 : cluster_size(); }

@@ -109,6 +109,16 @@ public:
     // Main thread: whether co_close has work to do (only then is it run,
     // in the node's context, when the node goes).
     virtual bool needs_close() const { return false; }
+    // Any thread, constant after open: the format's cluster size (QEMU's
+    // BlockDriverInfo.cluster_size; new dirty bitmaps default to it), 0
+    // when it has none. A filter's and raw's are their child's.
+    virtual uint64_t cluster_size() const { return 0; }
+    // Main thread: whether the image can store a new persistent dirty
+    // bitmap `name` of `granularity` beside the node's other persistent
+    // ones (QEMU's bdrv_co_can_store_new_dirty_bitmap, with its messages).
+    // The default, for formats that store none: refused (ENOTSUP).
+    virtual Result<void> can_store_bitmap(const std::string& name, uint64_t granularity) const;
+
     // Main thread: whether the node takes a backing child (a "backing"
     // option), and the one its image names (opened when the option is
     // absent).

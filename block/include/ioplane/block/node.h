@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ioplane/block/dirty_bitmap.h"
 #include "ioplane/block/driver.h"
 #include "ioplane/block/edge.h"
 #include "ioplane/core/co_queue.h"
@@ -124,6 +125,10 @@ public:
     // file if it must.
     Result<void> set_read_only(bool read_only);
 
+    // The node's dirty bitmaps (their own thread contract: dirty_bitmap.h).
+    DirtyBitmaps& dirty_bitmaps() { return dirty_bitmaps_; }
+    const DirtyBitmaps& dirty_bitmaps() const { return dirty_bitmaps_; }
+
     // Requests in flight in this node's request path (any thread).
     uint64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
     // Whether a drained section is active (any thread).
@@ -173,6 +178,9 @@ private:
     // The nodes each drained section begun on this node quiesced, innermost
     // last (main thread).
     std::vector<std::vector<std::shared_ptr<BlockNode>>> drained_sets_;
+
+    // Go with the node: QEMU releases a node's bitmaps when it closes it.
+    DirtyBitmaps dirty_bitmaps_{*this};
 };
 
 // Main thread. Stops new requests from every user of the node's component

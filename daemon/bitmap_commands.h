@@ -1,0 +1,23 @@
+// The dirty bitmap commands of the monitor, as QEMU 7.2's
+// (block/monitor/bitmap-qmp-cmds.c): block-dirty-bitmap-add, -remove,
+// -clear, -enable, -disable and -merge, with QEMU's checks and messages;
+// and the "dirty-bitmaps" member of a node's BlockDeviceInfo
+// (query-named-block-nodes). Each change happens in a drained section of
+// the nodes it touches (dirty_bitmap.h's thread contract).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/storage_daemon.h"
+
+namespace ioplane::daemon {
+
+// Thread contract: main thread, under the BQL (at startup, before monitors).
+void register_bitmap_commands(StorageDaemon& daemon);
+
+// Thread contract: main thread. QEMU's BlockDirtyInfo list for the node's
+// bitmaps, anonymous ones (a job's) included without a name, newest first;
+// null when the node has none (the member is then left out).
+nlohmann::json dirty_bitmaps_info(const block::BlockNode& node);
+
+}  // namespace ioplane::daemon
