@@ -24,15 +24,27 @@ std::unexpected<QmpError> error_of(const Result<T>& r) {
     return error(r.error().message);
 }
 
-// The options every block job command takes.
-Result<block::BlockJobOptions> read_job_options(OptionReader& r) {
+Result<block::OnError> read_on_error(OptionReader& r, std::string_view key) {
+    auto name = r.get_string(key);
+    if (!name) return std::unexpected(name.error());
+    if (!*name) return block::OnError::report;
+    auto policy = block::parse_on_error(**name);
+    if (!policy) return fail(EINVAL, "Parameter '" + std::string(key) + "' does not accept value '" + **name + "'");
+    return *policy;
+}
+
+// The options every block job command takes; a mirror names its error
+// policies for each side.
+Result<block::BlockJobOptions> read_job_options(OptionReader& r, bool mirror = false) {
     block::BlockJobOptions o;
     auto job_id = r.get_string("job-id");
     if (!job_id) return std::unexpected(job_id.error());
     auto speed = r.get_int64("speed");
     if (!speed) return std::unexpected(speed.error());
-    auto on_error = r.get_string("on-error");
+    auto on_error = read_on_error(r, mirror ? "on-source-error" : "on-error");
     if (!on_error) return std::unexpected(on_error.error());
+    auto on_target_error = mirror ? read_on_error(r, "on-target-error") : on_error;
+    if (!on_target_error) return std::unexpected(on_target_error.error());
     auto auto_finalize = r.get_bool("auto-finalize");
     if (!auto_finalize) return std::unexpected(auto_finalize.error());
     auto auto_dismiss = r.get_bool("auto-dismiss");
@@ -41,11 +53,8 @@ Result<block::BlockJobOptions> read_job_options(OptionReader& r) {
     // id is empty, which QEMU refuses ("Invalid job ID ''").
     o.id = job_id->value_or("");
     o.speed = speed->value_or(0);
-    if (*on_error) {
-        auto policy = block::parse_on_error(**on_error);
-        if (!policy) return fail(EINVAL, "Parameter 'on-error' does not accept value '" + **on_error + "'");
-        o.on_error = *policy;
-    }
+    o.on_error = *on_error;
+    o.on_target_error = *on_target_error;
     o.auto_finalize = auto_finalize->value_or(true);
     o.auto_dismiss = auto_dismiss->value_or(true);
     return o;
@@ -182,12 +191,77 @@ Result<void> start_commit(StorageDaemon& daemon, OptionReader& r) {
         if (*backing_file)
             return fail(EINVAL, top_bs == bs ? "'backing-file' specified, but 'top' is the active layer"
                                               : "'backing-file' specified, but 'top' has a writer on it");
-        return fail(ENOTSUP, "committing the active layer (a mirror job) is not supported by this daemon yet");
+        // QEMU's commit_active_start: a mirror of top into the base, which
+        // then takes top's place.
+        block::MirrorJobOptions m{.job = *job,
+                                  .commit = true,
+                                  .source = top_bs,
+                                  .target = base_bs,
+                                  .sync = block::MirrorSync::top,
+                                  .base = base_bs};
+        return daemon.jobs().start(block::make_mirror_job(std::move(m)));
     }
     if (auto c = overlay->check_not_blocked(); !c) return c;
     block::CommitJobOptions o{
         .job = *job, .top = top_bs, .base = base_bs, .overlay = overlay, .backing_file = *backing_file};
     return daemon.jobs().start(block::make_commit_job(std::move(o)));
+}
+
+Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
+    auto device = r.require_string("device");
+    if (!device) return std::unexpected(device.error());
+    auto target = r.require_string("target");
+    if (!target) return std::unexpected(target.error());
+    auto sync = r.require_string("sync");
+    if (!sync) return std::unexpected(sync.error());
+    auto job = read_job_options(r, true);
+    if (!job) return std::unexpected(job.error());
+    auto replaces = r.get_string("replaces");
+    if (!replaces) return std::unexpected(replaces.error());
+    auto granularity = r.get_int64("granularity");
+    if (!granularity) return std::unexpected(granularity.error());
+    auto buf_size = r.get_int64("buf-size");
+    if (!buf_size) return std::unexpected(buf_size.error());
+    auto filter_node_name = r.get_string("filter-node-name");
+    if (!filter_node_name) return std::unexpected(filter_node_name.error());
+    auto copy_mode = r.get_string("copy-mode");
+    if (!copy_mode) return std::unexpected(copy_mode.error());
+    if (auto c = r.check_all_used(); !c) return c;
+
+    block::MirrorSync mode;
+    if (*sync == "full") mode = block::MirrorSync::full;
+    else if (*sync == "top") mode = block::MirrorSync::top;
+    else if (*sync == "none") mode = block::MirrorSync::none;
+    else if (*sync == "incremental" || *sync == "bitmap") return fail(EINVAL, "Sync mode '" + *sync + "' not supported");
+    else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
+    if (*copy_mode && **copy_mode != "background" && **copy_mode != "write-blocking")
+        return fail(EINVAL, "Parameter 'copy-mode' does not accept value '" + **copy_mode + "'");
+    auto bs = daemon.graph().find(*device);
+    if (!bs) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
+    if (bs->has_parent_nodes()) return fail(EINVAL, "Need a root block node");
+    auto target_bs = daemon.graph().find(*target);
+    if (!target_bs) return fail(ENOENT, "Cannot find device='" + *target + "' nor node-name='" + *target + "'");
+    const int64_t g = granularity->value_or(0);
+    if (g != 0 && (g < 512 || g > 64 * 1048576))
+        return fail(EINVAL, "Parameter 'granularity' expects a value in range [512B, 64MB]");
+    if (g & (g - 1)) return fail(EINVAL, "Parameter 'granularity' expects a power of 2");
+    if (buf_size->value_or(0) < 0) return fail(EINVAL, "Invalid parameter 'buf-size'");
+    if (auto c = bs->check_not_blocked(); !c) return c;
+    if (auto c = target_bs->check_not_blocked(); !c) return c;
+    if (bs == target_bs) return fail(EINVAL, "Can't mirror node into itself");
+    if (*replaces) return fail(ENOTSUP, "'replaces' is not supported by this daemon");
+    if (*filter_node_name) return fail(ENOTSUP, "'filter-node-name' is not supported by this daemon");
+    if (*copy_mode && **copy_mode == "write-blocking")
+        return fail(ENOTSUP, "copy-mode 'write-blocking' is not supported by this daemon yet");
+    if (mode == block::MirrorSync::top && !block::chain_below(*bs)) mode = block::MirrorSync::full;
+    block::MirrorJobOptions m{.job = *job,
+                              .source = bs,
+                              .target = target_bs,
+                              .sync = mode,
+                              .base = mode == block::MirrorSync::top ? block::chain_below(*bs) : nullptr,
+                              .granularity = uint64_t(g),
+                              .buf_size = uint64_t(buf_size->value_or(0))};
+    return daemon.jobs().start(block::make_mirror_job(std::move(m)));
 }
 
 // QEMU's find_block_job_locked: block jobs only, and its error class.
@@ -215,6 +289,11 @@ void register_job_commands(StorageDaemon& daemon) {
         if (!started && started.error().code == ENODEV)
             return std::unexpected(QmpError{"DeviceNotFound", started.error().message});
         return done(started);
+    });
+    qmp.add_command("blockdev-mirror", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree{args, OptionSyntax::json};
+        OptionReader r(tree);
+        return done(start_mirror(daemon, r));
     });
     qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
         OptionTree tree{args, OptionSyntax::json};

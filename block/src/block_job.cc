@@ -24,6 +24,7 @@ std::optional<OnError> parse_on_error(const std::string& name) {
 BlockJob::BlockJob(std::string type, const BlockJobOptions& options)
     : Job(options.id, std::move(type), options.auto_finalize, options.auto_dismiss),
       on_error_(options.on_error),
+      on_target_error_(options.on_target_error),
       speed_(options.speed > 0 ? uint64_t(options.speed) : 0),
       initial_speed_(options.speed) {}
 
@@ -117,7 +118,7 @@ Task<void> BlockJob::co_ratelimit_sleep() {
 Task<BlockJob::ErrorAction> BlockJob::co_error_action(bool read, int error) {
     if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
     ErrorAction action = ErrorAction::report;
-    switch (on_error_) {
+    switch (read ? on_error_ : on_target_error_) {
         case OnError::enospc:
         case OnError::auto_: action = error == ENOSPC ? ErrorAction::stop : ErrorAction::report; break;
         case OnError::stop: action = ErrorAction::stop; break;

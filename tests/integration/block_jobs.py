@@ -7,6 +7,11 @@ tools and NBD reads:
    in the header and in query-named-block-nodes, `qemu-img check` clean, and
    every byte as the layers and the client's writes make it;
  - block-commit of a middle layer under a writer on the active layer;
+ - blockdev-mirror (sync=full, to an image in another IOThread) and
+   block-commit of the active layer, both under a writer on the export:
+   ready, complete, and the export then serves the target, which holds
+   every byte; a ready mirror's soft cancel (no switch) and a forced cancel;
+   a ready job at quit (qsd-jobs' first case);
  - pause, resume, set-speed and cancel of a rate-limited stream: the job's
    status and BlockJobInfo follow, a cancelled stream leaves the chain as it
    was and the data intact;
@@ -287,6 +292,126 @@ def test_pause_resume_cancel(q, d):
     print("ok: block-job-pause/resume/set-speed/cancel/dismiss of a stream")
 
 
+def wait_event_for(q, name, job, timeout=60):
+    e = q.wait_event(name, timeout=timeout)
+    assert e["data"].get("device", e["data"].get("id")) == job, e
+    return e
+
+
+def test_mirror(q, d, sock):
+    """blockdev-mirror sync=full of an exported chain under a writer, to a
+    fresh image in another IOThread; ready, more writes, complete: the
+    export serves the target, which holds every byte."""
+    paths, model = make_chain(d, "m")
+    target = f"{d}/m-target.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", target, str(SIZE))
+    q.ok("blockdev-add", driver="qcow2", node_name="msrc", file={"driver": "file", "filename": paths[2]})
+    q.ok("blockdev-add", driver="qcow2", node_name="mdst", file={"driver": "file", "filename": target},
+         backing=None)
+    q.ok("x-blockdev-set-iothread", node_name="mdst", iothread="io1")
+    export(q, "em", "msrc")
+    uri = f"nbd+unix:///msrc?socket={sock}"
+    w = Writer(uri)
+    w.start()
+    time.sleep(0.2)
+    e = q.error("blockdev-mirror", job_id="mj", device="msrc", target="mdst", sync="full", granularity=1000)
+    assert e["desc"] == "Parameter 'granularity' expects a power of 2", e
+    q.ok("blockdev-mirror", job_id="mj", device="msrc", target="mdst", sync="full", speed=64 * MiB)
+    ready = wait_event_for(q, "BLOCK_JOB_READY", "mj")
+    assert ready["data"]["type"] == "mirror", ready
+    job = q.ok("query-block-jobs")[0]
+    assert job["ready"] and job["status"] == "ready", job
+    time.sleep(0.3)  # writes while ready are mirrored too
+    q.ok("block-job-complete", device="mj")
+    statuses, final = wait_job_end(q, "mj")
+    w.stop.set()
+    w.join()
+    assert w.error is None, w.error
+    assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    assert statuses == ["created", "running", "ready", "waiting", "pending", "concluded", "null"], statuses
+    for block, value in w.done.items():
+        model[block] = value
+    verify_export(uri, model, "mirror (the export now reads the target)")
+    q.ok("block-export-del", id="em")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="mdst")
+    q.ok("blockdev-del", node_name="msrc")
+    check_clean(target)
+    with open(f"{d}/m-model.raw", "wb") as f:
+        f.write(b"".join(bytes([v]) * BLOCK for v in model))
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "raw", target, f"{d}/m-model.raw")
+    print(f"ok: blockdev-mirror sync=full under {len(w.done)} writes, ready, complete: the target took over")
+
+
+def test_active_commit(q, d, sock):
+    """block-commit of the exported active layer under a writer: a mirror
+    into the base, ready, complete: the base is the active layer."""
+    paths, model = make_chain(d, "a")
+    q.ok("blockdev-add", driver="qcow2", node_name="atop", file={"driver": "file", "filename": paths[2]})
+    export(q, "ea", "atop")
+    uri = f"nbd+unix:///atop?socket={sock}"
+    w = Writer(uri)
+    w.start()
+    time.sleep(0.2)
+    q.ok("block-commit", job_id="ac", device="atop")
+    ready = wait_event_for(q, "BLOCK_JOB_READY", "ac")
+    assert ready["data"]["type"] == "commit", ready
+    time.sleep(0.3)
+    q.ok("block-job-complete", device="ac")
+    statuses, final = wait_job_end(q, "ac")
+    w.stop.set()
+    w.join()
+    assert w.error is None, w.error
+    assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    for block, value in w.done.items():
+        model[block] = value
+    verify_export(uri, model, "active commit (the export now reads the base)")
+    q.ok("block-export-del", id="ea")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="atop")
+    for p in paths:
+        check_clean(p)
+    with open(f"{d}/a-model.raw", "wb") as f:
+        f.write(b"".join(bytes([v]) * BLOCK for v in model))
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "raw", paths[0], f"{d}/a-model.raw")
+    print(f"ok: block-commit of the active layer under {len(w.done)} writes: the base holds everything")
+
+
+def test_mirror_cancel(q, d, sock):
+    """A soft cancel of a ready mirror completes it without the switch (the
+    target is a copy as of then); a forced cancel while copying is a
+    cancel."""
+    paths, model = make_chain(d, "x")
+    target = f"{d}/x-target.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", target, str(SIZE))
+    q.ok("blockdev-add", driver="qcow2", node_name="xsrc", file={"driver": "file", "filename": paths[2]})
+    q.ok("blockdev-add", driver="qcow2", node_name="xdst", file={"driver": "file", "filename": target},
+         backing=None)
+    q.ok("blockdev-mirror", job_id="xj", device="xsrc", target="xdst", sync="full")
+    wait_event_for(q, "BLOCK_JOB_READY", "xj")
+    q.ok("block-job-cancel", device="xj")
+    statuses, final = wait_job_end(q, "xj")
+    assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    assert node(q, "xsrc") and not [n for n in q.ok("query-named-block-nodes", flat=True)
+                                    if n["node-name"] == "xsrc" and n["backing_file_depth"] != 2]
+    q.ok("blockdev-del", node_name="xdst")
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", target, paths[2])
+    # Forced cancel while it copies slowly.
+    q.ok("blockdev-add", driver="qcow2", node_name="xdst2", file={"driver": "file", "filename": target},
+         backing=None)
+    q.ok("blockdev-mirror", job_id="xk", device="xsrc", target="xdst2", sync="full", speed=1 * MiB)
+    time.sleep(0.3)
+    q.ok("block-job-cancel", device="xk", force=True)
+    statuses, final = wait_job_end(q, "xk")
+    assert final["event"] == "BLOCK_JOB_CANCELLED", final
+    assert "ready" not in statuses, statuses
+    q.ok("blockdev-del", node_name="xdst2")
+    q.ok("blockdev-del", node_name="xsrc")
+    check_clean(target)
+    check_clean(paths[2])
+    print("ok: a ready mirror's soft cancel completes without the switch; a forced cancel cancels")
+
+
 def test_errors(q, d, sock):
     paths, _ = make_chain(d, "e", LAYERS[:2])
     # qsd-jobs: a writable export on the layer a stream would drop.
@@ -325,6 +450,31 @@ def test_errors(q, d, sock):
     print("ok: block job errors as QEMU words them")
 
 
+def test_job_at_quit(daemon, d):
+    """qsd-jobs' first case: an active commit of an empty overlay is ready
+    at once; quit cancels it (BLOCK_JOB_CANCELLED, nothing copied) before
+    quit's reply, and the daemon exits cleanly."""
+    paths, _ = make_chain(d, "q", [LAYERS[0], ("top", [])])
+    qmp_sock = f"{d}/quit.sock"
+    args = ["--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m",
+            "--blockdev", f"node-name=file0,driver=file,filename={paths[1]}",
+            "--blockdev", "node-name=fmt0,driver=qcow2,file=file0"]
+    with Daemon(daemon, args, f"{d}/quit.log", workdir=d) as dmn:
+        dmn.wait_for(qmp_sock)
+        q = Qmp(qmp_sock)
+        q.ok("block-commit", device="fmt0", job_id="job0")
+        wait_event_for(q, "BLOCK_JOB_READY", "job0")
+        r = q.cmd("quit")
+        assert r == {"return": {}}, r
+        cancelled = [e for e in q.events if e["event"] == "BLOCK_JOB_CANCELLED"]
+        assert len(cancelled) == 1 and cancelled[0]["data"] == {"device": "job0", "len": 0, "offset": 0, "speed": 0,
+                                                                "type": "commit"}, q.events
+        dmn.stop()
+        check_clean(paths[0])
+        check_clean(paths[1])
+    print("ok: a ready active commit at quit: BLOCK_JOB_CANCELLED before quit's reply, images clean")
+
+
 def main():
     daemon = sys.argv[1]
     d = tempfile.mkdtemp(prefix="block-jobs-")
@@ -340,7 +490,11 @@ def main():
         test_stream_to_base(q, d, nbd_sock)
         test_commit(q, d, nbd_sock)
         test_pause_resume_cancel(q, d)
+        test_mirror(q, d, nbd_sock)
+        test_active_commit(q, d, nbd_sock)
+        test_mirror_cancel(q, d, nbd_sock)
         dmn.stop()
+    test_job_at_quit(daemon, tempfile.mkdtemp(prefix="block-jobs-quit-"))
     print("block_jobs: ok")
 
 

@@ -32,7 +32,8 @@ struct BlockJobOptions {
     bool auto_finalize = true;
     bool auto_dismiss = true;
     int64_t speed = 0;  // bytes per second, 0: unlimited (negative: refused by setup)
-    OnError on_error = OnError::report;
+    OnError on_error = OnError::report;         // a read failed (a mirror's on-source-error)
+    OnError on_target_error = OnError::report;  // a write failed (on-target-error)
 };
 
 class BlockJob : public Job {
@@ -63,6 +64,9 @@ protected:
     Result<BlockEdge*> attach_node(std::shared_ptr<BlockNode> node, const char* child_name, uint32_t perm,
                                    uint32_t shared);
     BlockBackend& blk() const { return *blk_; }
+    // setup(): marks `node` as this job's (its op blocker), refused if it
+    // serves another job; release_nodes() frees it.
+    Result<void> block_node(BlockNode& node);
     // Drops the backend and the edges (permissions and op blockers go with
     // them). clean() does it; a job that changes the graph in prepare()
     // does it first, so that its own permissions are not in the way.
@@ -92,9 +96,8 @@ protected:
 
 private:
     nlohmann::json event_data() const;
-    Result<void> block_node(BlockNode& node);
 
-    const OnError on_error_;
+    const OnError on_error_, on_target_error_;
     std::atomic<uint64_t> speed_;  // written in the main thread, read by the job
     const int64_t initial_speed_;
     std::string io_status_ = "ok";  // ok, failed, nospace

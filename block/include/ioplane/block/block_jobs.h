@@ -1,11 +1,13 @@
-// The block jobs that copy data along a backing chain (spec:
-// live-block-operations.rst):
+// The block jobs that copy data (spec: live-block-operations.rst):
 //  - stream (block-stream): the layers between `top` and `base` are copied
 //    up into `top`, which then names `base` (or nothing) as its backing file;
 //  - commit (block-commit, not of the active layer): the layers from `top`
 //    down to `base` are copied down into `base`, and the overlay of `top`
-//    then names `base` as its backing file.
-// Both keep the layers they drop from changing under them (other users may
+//    then names `base` as its backing file;
+//  - mirror (blockdev-mirror, and block-commit of the active layer): the
+//    source is copied to the target while in use; on job-complete the
+//    target takes the source's place.
+// They keep the layers they drop from changing under them (other users may
 // not write them) and leave every image consistent if they are cancelled or
 // the daemon dies: the backing file name changes only after the copied data
 // is durable.
@@ -38,6 +40,27 @@ struct CommitJobOptions {
     std::optional<std::string> backing_file;  // the name overlay's image gets for base
 };
 std::unique_ptr<BlockJob> make_commit_job(CommitJobOptions options);
+
+// How much a mirror copies before following writes (QEMU's MirrorSyncMode).
+enum class MirrorSync {
+    full,  // everything the source reads as (the target is zeroed first)
+    top,   // what the source's layers above `base` hold
+    none,  // nothing: only what is written from now on
+};
+
+struct MirrorJobOptions {
+    BlockJobOptions job;
+    // block-commit of the active layer: job type "commit", the target is
+    // the base, below the source in its chain, reopened read-write.
+    bool commit = false;
+    std::shared_ptr<BlockNode> source;  // replaced by the target on job-complete
+    std::shared_ptr<BlockNode> target;
+    MirrorSync sync = MirrorSync::full;
+    std::shared_ptr<BlockNode> base;  // sync top: what is at or below it is not copied
+    uint64_t granularity = 0;         // of the dirty bitmap; 0: the target's default
+    uint64_t buf_size = 0;            // bytes in flight at most; 0: 16 MiB
+};
+std::unique_ptr<BlockJob> make_mirror_job(MirrorJobOptions options);
 
 // Main thread: the node below `node` in its chain (backing or filtered
 // child), or null.
