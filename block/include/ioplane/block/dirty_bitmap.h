@@ -15,7 +15,10 @@
 //    job that copies what is dirty resets them there), or in the main
 //    thread inside a drained section of the node (clear, merge). Whoever
 //    reads them (a job, an NBD export) does so in the node's context or
-//    drained; bits() asserts it;
+//    drained; bits() asserts it. A drained section waits only for
+//    requests, so a job or an export touches the bits inside one of its
+//    counted requests (BlockBackend::co_begin_request .. end_request), not
+//    between them: a drain then never runs beside it;
 //  - the main thread reads names and flags at any time, and a bitmap's
 //    dirty_bytes() may be read from any thread (a snapshot).
 #pragma once
