@@ -10,7 +10,7 @@
 // the same.
 //
 // Input: byte 0 granularity (512 << (b % 16)), bytes 1-4 the length (up
-// to 64 MiB, any byte count); then steps of 5 bytes (kind, position 16-bit,
+// to 4 MiB, any byte count); then steps of 5 bytes (kind, position 16-bit,
 // size 16-bit), a "data" step followed by its bytes.
 #include <bit>
 #include <cstddef>
@@ -65,7 +65,8 @@ void check_consistent(const DirtyBits& d) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* in, size_t size) {
     if (size < 5) return 0;
     const uint64_t granularity = uint64_t{512} << (in[0] % 16);
-    const uint64_t length = (uint64_t(in[1]) | uint64_t(in[2]) << 8) * 1024 + uint64_t(in[3]) * 4 + in[4] % 4;
+    // Up to 4 MiB: 8192 chunks at 512 B, every one of them checked after each step.
+    const uint64_t length = (uint64_t(in[1]) | uint64_t(in[2] & 0x0f) << 8) * 1024 + uint64_t(in[3]) * 4 + in[4] % 4;
     DirtyBits d(length, granularity);
     std::span<const uint8_t> rest(in + 5, size - 5);
     while (rest.size() >= 5) {
@@ -82,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* in, size_t size) {
         } else if (kind == 1 || kind == 2) {
             check(bool(d.deserialize_fill(pos, n, kind == 2)) == fits);
         } else {
-            d.resize((pos << 16 | n) * 64 % (length + 1 + 4096 * granularity));
+            d.resize((pos << 16 | n) * 64 % (length + 1 + 1024 * granularity));
         }
         check_consistent(d);
     }
