@@ -41,11 +41,22 @@ Result<std::vector<int>> listen_unix(const ListenAddress& addr) {
         else if (*live) return fail(EADDRINUSE, "unix socket '" + addr.path + "' is in use by a running server");
         ::unlink(addr.path.c_str());
     }
+    if (::lstat(addr.path.c_str(), &st) == 0) return fail(EADDRINUSE, "'" + addr.path + "' exists");
+    // The socket listens under a temporary name and then takes its own: a
+    // client that sees the path can connect (bind() makes the file before
+    // listen() accepts; clients that wait for the file would be refused in
+    // between).
+    std::string temp = addr.path + "." + std::to_string(::getpid()) + ".tmp";
+    if (temp.size() >= sizeof sun.sun_path) temp.clear();  // too long: bind under the name itself
+    if (!temp.empty()) std::strcpy(sun.sun_path, temp.c_str());
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return fail_errno("socket");
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) < 0 || ::listen(fd, 128) < 0) {
+    if (!temp.empty()) ::unlink(temp.c_str());  // left by a process of the same pid
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) < 0 || ::listen(fd, 128) < 0 ||
+        (!temp.empty() && ::rename(temp.c_str(), addr.path.c_str()) < 0)) {
         auto e = fail_errno("listening on '" + addr.path + "'");
         ::close(fd);
+        if (!temp.empty()) ::unlink(temp.c_str());
         return std::unexpected(e.error());
     }
     return std::vector<int>{fd};
