@@ -1,4 +1,5 @@
 #include "daemon/bitmap_commands.h"
+#include "daemon/qmp_results.h"
 
 #include <memory>
 #include <vector>
@@ -12,16 +13,8 @@ namespace {
 
 using block::BlockNode;
 using block::DirtyBitmap;
-using monitor::generic_error;
 using monitor::QmpResult;
 using nlohmann::json;
-
-QmpResult done(Result<void> r) {
-    if (!r) return std::unexpected(generic_error(r.error().message));
-    return json::object();
-}
-
-QmpResult refuse(std::string message) { return std::unexpected(generic_error(std::move(message))); }
 
 // A bitmap found by node-name and name (QEMU's block_dirty_bitmap_lookup).
 struct Found {

@@ -2,27 +2,15 @@
 // query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
 // and its messages (blockdev.c, blockjob.c).
 #include "daemon/qmp_commands.h"
+#include "daemon/qmp_results.h"
 #include "ioplane/block/block_jobs.h"
 
 namespace ioplane::daemon {
 namespace {
 
-using monitor::generic_error;
 using monitor::QmpError;
 using monitor::QmpResult;
 using nlohmann::json;
-
-QmpResult done(Result<void> r) {
-    if (!r) return std::unexpected(generic_error(r.error().message));
-    return json::object();
-}
-
-std::unexpected<QmpError> error(const std::string& message) { return std::unexpected(generic_error(message)); }
-
-template <class T>
-std::unexpected<QmpError> error_of(const Result<T>& r) {
-    return error(r.error().message);
-}
 
 Result<block::OnError> read_on_error(OptionReader& r, std::string_view key) {
     auto name = r.get_string(key);
@@ -278,12 +266,12 @@ std::unexpected<QmpError> not_active(const Error& e) { return std::unexpected(Qm
 void register_job_commands(StorageDaemon& daemon) {
     monitor::QmpDispatcher& qmp = daemon.dispatcher();
     qmp.add_command("block-stream", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         OptionReader r(tree);
         return done(start_stream(daemon, r));
     });
     qmp.add_command("block-commit", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         OptionReader r(tree);
         auto started = start_commit(daemon, r);
         if (!started && started.error().code == ENODEV)
@@ -291,12 +279,12 @@ void register_job_commands(StorageDaemon& daemon) {
         return done(started);
     });
     qmp.add_command("blockdev-mirror", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         OptionReader r(tree);
         return done(start_mirror(daemon, r));
     });
     qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);
         json list = json::array();
         for (const auto& job : daemon.jobs().jobs())
@@ -316,7 +304,7 @@ void register_job_commands(StorageDaemon& daemon) {
                    Verb{"block-job-finalize", "id", block::JobVerb::finalize},
                    Verb{"block-job-dismiss", "id", block::JobVerb::dismiss}}) {
         qmp.add_command(v.command, [&daemon, v](const json& args) -> QmpResult {
-            OptionTree tree{args, OptionSyntax::json};
+            OptionTree tree = arguments(args);
             OptionReader r(tree);
             auto id = r.require_string(v.key);
             if (!id) return error_of(id);
@@ -334,7 +322,7 @@ void register_job_commands(StorageDaemon& daemon) {
         });
     }
     qmp.add_command("block-job-cancel", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         OptionReader r(tree);
         auto id = r.require_string("device");
         if (!id) return error_of(id);
@@ -344,18 +332,18 @@ void register_job_commands(StorageDaemon& daemon) {
         auto job = find_block_job(daemon, *id);
         if (!job) return not_active(job.error());
         if ((*job)->user_paused() && !force->value_or(false))
-            return error("The block job for device '" + *id + "' is currently paused");
+            return refuse("The block job for device '" + *id + "' is currently paused");
         return done(daemon.jobs().cancel(*id, force->value_or(false)));
     });
     qmp.add_command("block-job-set-speed", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree{args, OptionSyntax::json};
+        OptionTree tree = arguments(args);
         OptionReader r(tree);
         auto id = r.require_string("device");
         if (!id) return error_of(id);
         auto speed = r.get_int64("speed");
         if (!speed) return error_of(speed);
         if (auto c = r.check_all_used(); !c) return error_of(c);
-        if (!*speed) return error("Parameter 'speed' is missing");
+        if (!*speed) return refuse("Parameter 'speed' is missing");
         auto job = find_block_job(daemon, *id);
         if (!job) return not_active(job.error());
         if (auto v = daemon.jobs().find_for(*id, block::JobVerb::set_speed); !v) return error_of(v);

@@ -1,6 +1,7 @@
 #include "daemon/qmp_commands.h"
 
 #include "daemon/bitmap_commands.h"
+#include "daemon/qmp_results.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane::daemon {
@@ -9,19 +10,6 @@ namespace {
 using monitor::generic_error;
 using monitor::QmpResult;
 using nlohmann::json;
-
-QmpResult done(Result<void> r) {
-    if (!r) return std::unexpected(generic_error(r.error().message));
-    return json::object();
-}
-
-template <class T>
-std::unexpected<monitor::QmpError> error_of(const Result<T>& r) {
-    return std::unexpected(generic_error(r.error().message));
-}
-
-// Arguments typed as QEMU's JSON input visitor types them.
-OptionTree arguments(const json& args) { return {args, OptionSyntax::json}; }
 
 // A command whose arguments must be empty.
 QmpResult no_arguments(const json& args) {
