@@ -30,7 +30,27 @@ BlockJob::BlockJob(std::string type, const BlockJobOptions& options)
 
 Result<void> BlockJob::setup() {
     if (initial_speed_ < 0) return fail(EINVAL, "Invalid parameter 'speed'");
-    return setup_nodes();
+    auto r = setup_nodes();
+    if (!r) clean();  // the job never runs: what it took goes back now
+    return r;
+}
+
+Result<void> BlockJob::reopen_writable(const std::shared_ptr<BlockNode>& node) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(!reopened_);
+    if (!node->read_only()) return {};
+    DrainedSection drained(*node);
+    if (auto r = node->set_read_only(false); !r) return r;
+    reopened_ = node;
+    return {};
+}
+
+void BlockJob::clean() {
+    release_nodes();
+    if (!reopened_) return;
+    DrainedSection drained(*reopened_);
+    (void)reopened_->set_read_only(true);  // fewer needs: only a new writer could object
+    reopened_.reset();
 }
 
 BlockJob::~BlockJob() { release_nodes(); }
@@ -116,7 +136,7 @@ Task<void> BlockJob::co_ratelimit_sleep() {
 }
 
 Task<BlockJob::ErrorAction> BlockJob::co_error_action(bool read, int error) {
-    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
+    co_await co_to_main();
     ErrorAction action = ErrorAction::report;
     switch (read ? on_error_ : on_target_error_) {
         case OnError::enospc:

@@ -24,11 +24,6 @@ constexpr bool kVerbs[7][11] = {
     /* dismiss   */ {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
 
-// Coroutine: continues in the main context.
-Task<void> to_main() {
-    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
-}
-
 }  // namespace
 
 const char* job_status_name(JobStatus status) {
@@ -48,6 +43,10 @@ Result<void> check_job_id(const std::string& id) {
         if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') ok = false;
     if (!ok) return fail(EINVAL, "Invalid job ID '" + id + "'");
     return {};
+}
+
+Task<void> Job::co_to_main() {
+    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
 }
 
 Job::Job(std::string id, std::string type, bool auto_finalize, bool auto_dismiss)
@@ -83,7 +82,7 @@ void Job::pause_for_error() {
 // status paused (standby when ready) for its length.
 Task<void> Job::pause_point() {
     if (!should_pause()) co_return;
-    co_await to_main();
+    co_await co_to_main();
     while (should_pause() && !cancelled()) {
         const JobStatus was = status_;
         manager_->transition(*this, was == JobStatus::ready ? JobStatus::standby : JobStatus::paused);
@@ -96,7 +95,7 @@ Task<void> Job::pause_point() {
 }
 
 Task<void> Job::sleep_ns(int64_t ns) {
-    co_await to_main();
+    co_await co_to_main();
     if (ns > 0 && !cancelled()) {
         Timer timer(*main_context(), [this] { kick(); });
         busy_ = false;
@@ -109,7 +108,7 @@ Task<void> Job::sleep_ns(int64_t ns) {
 }
 
 Task<void> Job::co_transition_to_ready() {
-    co_await to_main();
+    co_await co_to_main();
     manager_->transition(*this, JobStatus::ready);
     emit_ready(*manager_);
 }
@@ -159,7 +158,7 @@ Task<void> JobManager::co_run(Job& job) {
     co_await job.pause_point();  // a job may be paused before it starts
     Result<void> r;
     if (!job.cancelled()) r = co_await job.run();
-    co_await to_main();
+    co_await Job::co_to_main();
     running_--;
     aio_wait_kick();
     job.completed_ = true;
@@ -223,8 +222,10 @@ void JobManager::remove(Job& job) {
 }
 
 // QEMU's job_cancel_async: the job decides whether the cancel is forced (a
-// ready mirror's soft cancel completes it instead); a user pause ends.
-void JobManager::request_cancel(Job& job, bool force) {
+// ready mirror's soft cancel completes it instead); a user pause ends. A
+// running job is woken to see the cancel; one waiting to be finalized runs
+// no more, so it aborts now.
+void JobManager::cancel_job(Job& job, bool force) {
     force = job.on_cancel(force);
     if (job.user_paused_) {
         job.user_paused_ = false;
@@ -234,30 +235,23 @@ void JobManager::request_cancel(Job& job, bool force) {
         job.cancel_requested_ = true;
         if (force) job.cancelled_.store(true, std::memory_order_release);
     }
+    if (!job.completed_) {
+        job.kick();
+        return;
+    }
+    if (!job.cancel_requested_) return;
+    job.cancelled_.store(true, std::memory_order_release);
+    job.ret_ = -ECANCELED;
+    job.error_ = std::strerror(ECANCELED);
+    transition(job, JobStatus::aborting);
+    abort_job(job);
 }
 
 Result<void> JobManager::cancel(const std::string& id, bool force) {
     auto job = find_for(id, JobVerb::cancel);
     if (!job) return std::unexpected(job.error());
-    Job& j = **job;
-    request_cancel(j, force);
-    // Waiting to be finalized: nothing runs any more, the job ends now.
-    if (j.completed_) {
-        if (j.cancel_requested_) {
-            j.cancelled_.store(true, std::memory_order_release);
-            completed_after_cancel(j);
-        }
-        return {};
-    }
-    j.kick();
+    cancel_job(**job, force);
     return {};
-}
-
-void JobManager::completed_after_cancel(Job& job) {
-    job.ret_ = -ECANCELED;
-    job.error_ = std::strerror(ECANCELED);
-    transition(job, JobStatus::aborting);
-    abort_job(job);
 }
 
 Result<void> JobManager::pause(const std::string& id) {
@@ -321,9 +315,7 @@ void JobManager::cancel_all_and_wait() {
             remove(*j);
             continue;
         }
-        request_cancel(*j, true);
-        if (j->completed_) completed_after_cancel(*j);
-        else j->kick();
+        cancel_job(*j, true);
     }
     aio_wait_while(*main_context(), [this] { return running_ > 0; });
 }

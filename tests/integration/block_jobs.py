@@ -427,6 +427,15 @@ def test_errors(q, d, sock):
     assert [q.wait_event("JOB_STATUS_CHANGE")["data"]["status"] for _ in range(2)] == ["created", "null"]
     assert q.ok("query-jobs") == []
     print("ok: qsd-jobs' permission conflict: " + e["desc"])
+    # A read-only top the job made writable is read-only again when the
+    # job fails to start.
+    q.ok("blockdev-add", driver="qcow2", node_name="ro_overlay", read_only=True,
+         file={"driver": "file", "filename": paths[1]}, backing="fmt_base")
+    e = q.error("block-stream", job_id="job1", device="ro_overlay")
+    assert e["desc"].startswith("Permission conflict on node 'fmt_base'"), e
+    [q.wait_event("JOB_STATUS_CHANGE") for _ in range(2)]
+    assert node(q, "ro_overlay")["ro"], node(q, "ro_overlay")
+    q.ok("blockdev-del", node_name="ro_overlay")
     e = q.error("block-stream", device="fmt_overlay")
     assert e["desc"] == "Invalid job ID ''", e
     e = q.error("block-stream", job_id="j", device="fmt_overlay", base="x", base_node="y")

@@ -31,11 +31,7 @@ private:
     // written only as the job itself writes base through them (a backing
     // edge shares write on its child only if its parents share it).
     Result<void> setup_nodes() override {
-        if (base_->read_only()) {
-            DrainedSection drained(*base_);
-            if (auto r = base_->set_read_only(false); !r) return r;
-            reopened_read_write_ = true;
-        }
+        if (auto r = reopen_writable(base_); !r) return r;
         const uint32_t shared = kPermConsistentRead | kPermWrite | kPermWriteUnchanged;
         if (auto r = attach_main(top_, kPermConsistentRead, shared); !r) return r;
         for (auto n = chain_below(*top_); n && n != base_; n = chain_below(*n))
@@ -112,18 +108,9 @@ private:
         return {};
     }
 
-    void clean() override {
-        release_nodes();
-        if (reopened_read_write_) {
-            DrainedSection drained(*base_);
-            (void)base_->set_read_only(true);
-        }
-    }
-
     const std::shared_ptr<BlockNode> top_, base_, overlay_;
     const std::optional<std::string> name_;
     BlockEdge* base_edge_ = nullptr;
-    bool reopened_read_write_ = false;
 };
 
 }  // namespace

@@ -49,11 +49,8 @@ private:
         const bool target_in_chain = chain_contains(source, target);
         if (&target.ctx() != &source.ctx())
             if (auto r = change_aio_context(target, source.ctx()); !r) return r;
-        if (o_.commit && target.read_only()) {
-            DrainedSection drained(target);
-            if (auto r = target.set_read_only(false); !r) return r;
-            reopened_read_write_ = true;
-        }
+        if (o_.commit)
+            if (auto r = reopen_writable(o_.target); !r) return r;
         const uint32_t any = kPermConsistentRead | kPermWrite | kPermWriteUnchanged | kPermGraphChange;
         if (auto r = attach_main(o_.source, kPermConsistentRead, any); !r) return r;
         for (auto n = chain_below(source); target_in_chain && n && n != o_.target; n = chain_below(*n))
@@ -301,7 +298,7 @@ private:
         target_.reset();
         if (!pivot) return {};
         if (auto r = replace_node(*source, o_.target, nullptr); !r) return r;
-        pivoted_ = true;
+        keep_writable();  // the base is the active layer now
         LOG_INFO("%s job '%s': node '%s' replaced node '%s'", type().c_str(), id().c_str(),
                  o_.target->node_name().c_str(), source->node_name().c_str());
         return {};
@@ -315,11 +312,7 @@ private:
             converged_ = false;
             drained_end(*o_.source);
         }
-        // The base stays writable when it replaced the active layer.
-        if (reopened_read_write_ && !pivoted_) {
-            DrainedSection drained(*o_.target);
-            (void)o_.target->set_read_only(true);
-        }
+        BlockJob::clean();
     }
 
     void release_bitmap() {
@@ -333,11 +326,9 @@ private:
     MirrorJobOptions o_;
     std::unique_ptr<BlockBackend> target_;
     DirtyBitmap* bitmap_ = nullptr;
-    bool reopened_read_write_ = false;
     bool ready_ = false;            // main thread and the job, in turn
     bool should_complete_ = false;  // main thread: job-complete
     bool converged_ = false;        // the job ended holding a drained section of the source
-    bool pivoted_ = false;          // the target took the source's place
     std::atomic<bool> finish_{false};  // job-complete or a soft cancel: converge and end
     uint64_t next_offset_ = 0;      // where the next search for dirty extents starts
     std::atomic<uint64_t> in_flight_ops_{0}, in_flight_bytes_{0};

@@ -27,11 +27,7 @@ private:
     // and lets others do anything but resize it; the layers it drops may be
     // read but not written by others.
     Result<void> setup_nodes() override {
-        if (top_->read_only()) {
-            DrainedSection drained(*top_);
-            if (auto r = top_->set_read_only(false); !r) return r;
-            reopened_read_write_ = true;
-        }
+        if (auto r = reopen_writable(top_); !r) return r;
         const uint32_t basic = kPermConsistentRead | kPermWriteUnchanged;
         if (auto r = attach_main(top_, basic, basic | kPermWrite); !r) return r;
         for (auto n = chain_below(*top_); n && n != base_; n = chain_below(*n))
@@ -108,17 +104,8 @@ private:
         return {};
     }
 
-    void clean() override {
-        release_nodes();
-        if (reopened_read_write_) {
-            DrainedSection drained(*top_);
-            (void)top_->set_read_only(true);
-        }
-    }
-
     const std::shared_ptr<BlockNode> top_, base_;
     const std::optional<std::string> name_;
-    bool reopened_read_write_ = false;
 };
 
 }  // namespace

@@ -67,11 +67,19 @@ protected:
     // setup(): marks `node` as this job's (its op blocker), refused if it
     // serves another job; release_nodes() frees it.
     Result<void> block_node(BlockNode& node);
+    // setup(): `node` is writable for the job's length (QEMU reopens a
+    // read-only stream top or commit base): read-only again when the job
+    // ends or its setup fails, unless keep_writable() says otherwise (an
+    // active commit's base that took the active layer's place).
+    Result<void> reopen_writable(const std::shared_ptr<BlockNode>& node);
+    void keep_writable() { reopened_.reset(); }
     // Drops the backend and the edges (permissions and op blockers go with
     // them). clean() does it; a job that changes the graph in prepare()
     // does it first, so that its own permissions are not in the way.
     void release_nodes();
-    void clean() override { release_nodes(); }
+    // Releases the nodes and makes a node reopened for the job read-only
+    // again.
+    void clean() override;
 
     // Coroutine: QEMU's block_job_ratelimit_sleep — a pause point, and a
     // sleep as long as the work done so far exceeds `speed`.
@@ -104,6 +112,7 @@ private:
     std::unique_ptr<BlockBackend> blk_;
     std::vector<std::unique_ptr<BlockEdge>> edges_;
     std::vector<std::shared_ptr<BlockNode>> blocked_;  // nodes whose op blocker is this job
+    std::shared_ptr<BlockNode> reopened_;              // made writable by reopen_writable()
 
     // QEMU's RateLimit (100 ms slices), in the job's coroutine.
     struct RateLimit {

@@ -124,6 +124,8 @@ protected:
     // Coroutine, any context: waits `ns` (continuing in the main context);
     // a cancel, a resume or a speed change ends the wait early.
     Task<void> sleep_ns(int64_t ns);
+    // Coroutine, any context: continues in the main context.
+    static Task<void> co_to_main();
     // Coroutine, any context: running -> ready (with the job's event);
     // continues in the main context.
     Task<void> co_transition_to_ready();
@@ -207,8 +209,7 @@ private:
     void abort_job(Job& job);
     void conclude(Job& job);
     void remove(Job& job);
-    void request_cancel(Job& job, bool force);
-    void completed_after_cancel(Job& job);
+    void cancel_job(Job& job, bool force);
     Task<void> co_run(Job& job);
 
     EventSink events_;
