@@ -1,9 +1,10 @@
 // The block job commands of the monitor: block-stream, block-commit,
-// query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
+// blockdev-mirror, blockdev-backup, query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
 // and its messages (blockdev.c, blockjob.c).
 #include "daemon/qmp_commands.h"
 #include "daemon/qmp_results.h"
 #include "ioplane/block/block_jobs.h"
+#include "ioplane/block/graph.h"
 
 namespace ioplane::daemon {
 namespace {
@@ -252,6 +253,98 @@ Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
     return daemon.jobs().start(block::make_mirror_job(std::move(m)));
 }
 
+// QEMU's blockdev_backup_prepare and do_backup_common, in their order.
+Result<void> start_backup(StorageDaemon& daemon, OptionReader& r) {
+    auto device = r.require_string("device");
+    if (!device) return std::unexpected(device.error());
+    auto target = r.require_string("target");
+    if (!target) return std::unexpected(target.error());
+    auto sync = r.require_string("sync");
+    if (!sync) return std::unexpected(sync.error());
+    auto job = read_job_options(r, true);
+    if (!job) return std::unexpected(job.error());
+    auto bitmap_name = r.get_string("bitmap");
+    if (!bitmap_name) return std::unexpected(bitmap_name.error());
+    auto bitmap_mode_name = r.get_string("bitmap-mode");
+    if (!bitmap_mode_name) return std::unexpected(bitmap_mode_name.error());
+    auto compress = r.get_bool("compress");
+    if (!compress) return std::unexpected(compress.error());
+    auto filter_node_name = r.get_string("filter-node-name");
+    if (!filter_node_name) return std::unexpected(filter_node_name.error());
+    // x-perf tunes how QEMU's copies run in parallel; its values are checked
+    // as QEMU checks them, and this daemon's copies do not need them.
+    auto perf = r.get_object("x-perf");
+    if (!perf) return std::unexpected(perf.error());
+    std::optional<int64_t> max_workers, max_chunk;
+    if (*perf) {
+        if (auto v = (*perf)->get_bool("use-copy-range"); !v) return std::unexpected(v.error());
+        auto w = (*perf)->get_int64("max-workers");
+        if (!w) return std::unexpected(w.error());
+        auto c = (*perf)->get_int64("max-chunk");
+        if (!c) return std::unexpected(c.error());
+        if (auto u = (*perf)->check_all_used(); !u) return u;
+        max_workers = *w;
+        max_chunk = *c;
+    }
+    if (auto c = r.check_all_used(); !c) return c;
+
+    std::optional<block::BackupSync> mode;
+    const bool incremental = *sync == "incremental";
+    if (*sync == "full") mode = block::BackupSync::full;
+    else if (*sync == "top") mode = block::BackupSync::top;
+    else if (*sync == "none") mode = block::BackupSync::none;
+    else if (*sync == "bitmap" || incremental) mode = block::BackupSync::bitmap;
+    else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
+    std::optional<block::BitmapSyncMode> bitmap_mode;
+    if (*bitmap_mode_name) {
+        if (**bitmap_mode_name == "on-success") bitmap_mode = block::BitmapSyncMode::on_success;
+        else if (**bitmap_mode_name == "never") bitmap_mode = block::BitmapSyncMode::never;
+        else if (**bitmap_mode_name == "always") bitmap_mode = block::BitmapSyncMode::always;
+        else return fail(EINVAL, "Parameter 'bitmap-mode' does not accept value '" + **bitmap_mode_name + "'");
+    }
+    auto bs = daemon.graph().find(*device);
+    if (!bs) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
+    auto target_bs = daemon.graph().find(*target);
+    if (!target_bs) return fail(ENOENT, "Cannot find device='" + *target + "' nor node-name='" + *target + "'");
+
+    if (mode == block::BackupSync::bitmap && !*bitmap_name)
+        return fail(EINVAL, "must provide a valid bitmap name for '" + *sync + "' sync mode");
+    if (incremental) {
+        if (bitmap_mode && *bitmap_mode != block::BitmapSyncMode::on_success)
+            return fail(EINVAL, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+        bitmap_mode = block::BitmapSyncMode::on_success;
+    }
+    block::DirtyBitmap* bitmap = nullptr;
+    if (*bitmap_name) {
+        bitmap = bs->dirty_bitmaps().find(**bitmap_name);
+        if (!bitmap) return fail(ENOENT, "Bitmap '" + **bitmap_name + "' could not be found");
+        if (!bitmap_mode) return fail(EINVAL, "Bitmap sync mode must be given when providing a bitmap");
+        if (auto c = bitmap->check(block::kBitmapAllowReadOnly); !c) return c;
+        if (mode == block::BackupSync::none)
+            return fail(EINVAL, "sync mode 'none' does not produce meaningful bitmap outputs");
+        if (*bitmap_mode == block::BitmapSyncMode::never && mode != block::BackupSync::bitmap)
+            return fail(EINVAL, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '" +
+                                    *sync + "'");
+    }
+    if (!bitmap && bitmap_mode) return fail(EINVAL, "Cannot specify bitmap sync mode without a bitmap");
+    if (compress->value_or(false)) return fail(ENOTSUP, "Compression is not supported for this drive ");
+    if (auto c = bs->check_not_blocked(); !c) return c;
+    if (auto c = target_bs->check_not_blocked(); !c) return c;
+    if (max_workers && (*max_workers < 1 || *max_workers > INT32_MAX))
+        return fail(EINVAL, "max-workers must be between 1 and " + std::to_string(INT32_MAX));
+    if (max_chunk && *max_chunk < 0)
+        return fail(EINVAL, "max-chunk must be zero (which means no limit) or positive");
+    block::BackupJobOptions b{.job = *job,
+                              .graph = &daemon.graph(),
+                              .source = bs,
+                              .target = target_bs,
+                              .sync = *mode,
+                              .bitmap = bitmap,
+                              .bitmap_mode = bitmap_mode.value_or(block::BitmapSyncMode::on_success),
+                              .filter_node_name = filter_node_name->value_or("")};
+    return daemon.jobs().start(block::make_backup_job(std::move(b)));
+}
+
 // QEMU's find_block_job_locked: block jobs only, and its error class.
 Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string& id) {
     auto* job = dynamic_cast<block::BlockJob*>(daemon.jobs().find(id));
@@ -282,6 +375,11 @@ void register_job_commands(StorageDaemon& daemon) {
         OptionTree tree = arguments(args);
         OptionReader r(tree);
         return done(start_mirror(daemon, r));
+    });
+    qmp.add_command("blockdev-backup", [&daemon](const json& args) -> QmpResult {
+        OptionTree tree = arguments(args);
+        OptionReader r(tree);
+        return done(start_backup(daemon, r));
     });
     qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);

@@ -104,6 +104,8 @@ public:
     const std::vector<Export>& exports() const { return exports_; }
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
     const block::BlockGraph& graph() const { return graph_; }
+    // For commands whose jobs add nodes of their own (a backup's filter).
+    block::BlockGraph& graph() { return graph_; }
     monitor::QmpDispatcher& dispatcher() { return dispatcher_; }
 
 private:

@@ -97,6 +97,41 @@ Result<void> DirtyBitmap::merge_from(const DirtyBitmap& source) {
     return {};
 }
 
+Result<void> DirtyBitmap::create_successor() {
+    owner_.check_list_change();
+    if (auto r = check(kBitmapBusy); !r) return r;
+    auto successor = owner_.create("", granularity_);
+    if (!successor) return std::unexpected(successor.error());
+    successor_ = *successor;
+    successor_->enabled_ = enabled_;
+    enabled_ = false;
+    busy_ = true;
+    owner_.update_tracking();
+    return {};
+}
+
+void DirtyBitmap::abdicate() {
+    owner_.check_list_change();
+    IOPLANE_ASSERT(successor_ != nullptr);
+    bits_ = successor_->bits_;
+    end_succession();
+}
+
+void DirtyBitmap::reclaim() {
+    owner_.check_list_change();
+    IOPLANE_ASSERT(successor_ != nullptr);
+    bits_.merge(successor_->bits_);
+    end_succession();
+}
+
+void DirtyBitmap::end_succession() {
+    enabled_ = successor_->enabled_;
+    busy_ = false;
+    DirtyBitmap& successor = *successor_;
+    successor_ = nullptr;
+    owner_.release(successor);
+}
+
 void DirtyBitmaps::check_list_change() const {
     assert_in_main_thread();
     IOPLANE_ASSERT(node_.quiesced());

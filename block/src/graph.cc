@@ -25,6 +25,8 @@ Factory find_driver(const std::string& name) {
     if (name == "throttle") return open_throttle;
     if (name == "copy-on-read") return open_copy_on_read;
     if (name == "qcow2") return open_qcow2;
+    if (name == "copy-before-write") return open_copy_before_write;
+    if (name == "snapshot-access") return open_snapshot_access;
     return nullptr;
 }
 
@@ -232,6 +234,11 @@ Result<std::shared_ptr<BlockNode>> BlockGraph::open_unnamed(const OptionTree& op
     assert_in_main_thread();
     if (!options.root.is_object() || options.root.contains("node-name"))
         return fail(EINVAL, "an unnamed node's options must be an object without 'node-name'");
+    return open_internal(options, ctx);
+}
+
+Result<std::shared_ptr<BlockNode>> BlockGraph::open_internal(const OptionTree& options, AioContext& ctx) {
+    assert_in_main_thread();
     return open_child(*this, options.root, OpenContext{*this, ctx, "", NodeFlags{}, options.syntax});
 }
 

@@ -6,7 +6,10 @@
 //    then names `base` as its backing file;
 //  - mirror (blockdev-mirror, and block-commit of the active layer): the
 //    source is copied to the target while in use; on job-complete the
-//    target takes the source's place.
+//    target takes the source's place;
+//  - backup (blockdev-backup): the source as it was when the job started is
+//    copied to the target, a copy-before-write filter saving what writes
+//    are about to change.
 // They keep the layers they drop from changing under them (other users may
 // not write them) and leave every image consistent if they are cancelled or
 // the daemon dies: the backing file name changes only after the copied data
@@ -23,6 +26,8 @@
 #include "ioplane/block/block_job.h"
 
 namespace ioplane::block {
+
+class BlockGraph;
 
 struct StreamJobOptions {
     BlockJobOptions job;
@@ -61,6 +66,33 @@ struct MirrorJobOptions {
     uint64_t buf_size = 0;            // bytes in flight at most; 0: 16 MiB
 };
 std::unique_ptr<BlockJob> make_mirror_job(MirrorJobOptions options);
+
+// What blockdev-backup copies (QEMU's MirrorSyncMode for backup;
+// "incremental" is bitmap with bitmap-mode on-success).
+enum class BackupSync {
+    full,    // everything
+    top,     // what the source's own layer allocates
+    bitmap,  // what the bitmap marks
+    none,    // only the old data of what writes change (fleecing)
+};
+// What becomes of the bitmap when the backup ends (QEMU's BitmapSyncMode).
+enum class BitmapSyncMode {
+    on_success,  // if the backup succeeded, only writes made meanwhile stay dirty
+    never,       // the bitmap keeps its bits, and gets the writes made meanwhile
+    always,      // as on_success, and on failure what was not copied stays dirty
+};
+
+struct BackupJobOptions {
+    BlockJobOptions job;
+    BlockGraph* graph = nullptr;  // opens the copy-before-write filter
+    std::shared_ptr<BlockNode> source;
+    std::shared_ptr<BlockNode> target;  // as long as the source
+    BackupSync sync = BackupSync::full;
+    DirtyBitmap* bitmap = nullptr;  // a bitmap of the source, or null
+    BitmapSyncMode bitmap_mode = BitmapSyncMode::on_success;
+    std::string filter_node_name;  // of the filter; empty: "#blockN"
+};
+std::unique_ptr<BlockJob> make_backup_job(BackupJobOptions options);
 
 // Main thread: the node below `node` in its chain (backing or filtered
 // child), or null.

@@ -32,6 +32,9 @@ public:
     // without snapshot-node-name): named "#blockN", not the monitor's, alive
     // while something holds it.
     Result<std::shared_ptr<BlockNode>> open_unnamed(const OptionTree& options, AioContext& ctx);
+    // The same, named by the options' node-name if they have one (a job's
+    // filter given a filter-node-name): found by it while it lives.
+    Result<std::shared_ptr<BlockNode>> open_internal(const OptionTree& options, AioContext& ctx);
 
     // blockdev-reopen: each element holds the complete options of an
     // existing node (see reopen.cc for what may change). All are checked
