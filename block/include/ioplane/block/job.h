@@ -183,6 +183,14 @@ public:
     // if its id is malformed or in use; a setup() error ends it at once
     // (status null).
     Result<void> start(std::unique_ptr<Job> job);
+    // start() in two steps, for a transaction (QEMU's job_create, then
+    // job_start once every action is prepared): create() keeps the job in
+    // status created after its setup(); start_created() runs it;
+    // cancel_created() ends one that never ran (aborting: its abort() and
+    // clean(), BLOCK_JOB_CANCELLED, then null).
+    Result<Job*> create(std::unique_ptr<Job> job);
+    void start_created(Job& job);
+    void cancel_created(Job& job);
     // QEMU's job-* commands; a verb the job's status does not accept is
     // refused with QEMU's message.
     Result<void> cancel(const std::string& id, bool force = false);
