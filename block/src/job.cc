@@ -45,9 +45,7 @@ Result<void> check_job_id(const std::string& id) {
     return {};
 }
 
-Task<void> Job::co_to_main() {
-    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
-}
+Task<void> Job::co_to_main() { co_await schedule_on(*main_context()); }
 
 Job::Job(std::string id, std::string type, bool auto_finalize, bool auto_dismiss)
     : id_(std::move(id)), type_(std::move(type)), auto_finalize_(auto_finalize), auto_dismiss_(auto_dismiss) {}

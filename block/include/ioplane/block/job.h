@@ -124,7 +124,12 @@ protected:
     // Coroutine, any context: waits `ns` (continuing in the main context);
     // a cancel, a resume or a speed change ends the wait early.
     Task<void> sleep_ns(int64_t ns);
-    // Coroutine, any context: continues in the main context.
+    // Coroutine, any context: continues in the main context, in an
+    // iteration of its own loop (a BH) even when already there: what the job
+    // does in the main thread may poll (a drained section), which it must
+    // not do inside another callback — resumed by an I/O completion of a
+    // node in the main context, a drain would wait for completions that the
+    // callback it runs in holds back (QEMU runs job_exit from a BH too).
     static Task<void> co_to_main();
     // Coroutine, any context: running -> ready (with the job's event);
     // continues in the main context.
