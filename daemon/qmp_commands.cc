@@ -337,8 +337,11 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("query-block-exports", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
         json list = json::array();
+        // The node an NBD export uses now, as QEMU reports it: a snapshot
+        // or a mirror's completion moves the export onto another node.
         for (const auto& e : daemon.exports())
-            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", e.options.node_name},
+            list.push_back({{"id", e.options.id}, {"type", e.options.type},
+                            {"node-name", e.nbd ? e.nbd->blk().node().node_name() : e.options.node_name},
                             {"shutting-down", false}});
         return list;
     });
