@@ -19,12 +19,17 @@
 //     work in a way abort() can undo (a backup creates its job, not yet
 //     started), commit() makes it final (starts the job), abort() undoes
 //     prepare (cancels and drops the job), clean() frees what is left;
-//  2. a parser, `Result<std::unique_ptr<TransactionAction>>(const json&
-//     data, const std::string& path)`, that reads the arguments and
-//     changes nothing (every action of a transaction is parsed before any
-//     is prepared, as QEMU's input visitor does);
-//  3. its row in the table of action kinds (transaction.cc), and, for a
-//     standalone command, `action_command(daemon, "kind")` as the handler.
+//  2. a parser (an ActionParser, declared in transaction_actions.h) that
+//     reads the arguments and changes nothing: every action of a
+//     transaction is parsed before any is prepared, as QEMU's input
+//     visitor does;
+//  3. its parser in the kind's row of the table of action kinds
+//     (transaction.cc; blockdev-backup's row is there, refused for now),
+//     and, for the standalone command, `action_command(daemon, "kind")`
+//     as its QMP handler.
+// A backup's job should not run before commit, nor outlive an abort; with
+// completion-mode=grouped (completion_mode()) the jobs of one transaction
+// fail together, which the backup action will need a job group for.
 //
 // Thread contract: main thread, under the BQL, for everything here
 // (asserted where a transaction runs).

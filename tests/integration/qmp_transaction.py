@@ -44,9 +44,9 @@ NODES = ["img", "raw0", "ov", "snap"]
 # Steps where ioplane's reply may differ from QEMU's, and why. Compared
 # there: the error class only.
 KNOWN = {
-    "abort-with-data": "an action's own arguments are read by ioplane's shared option reader, whose wording "
-                       "differs from QEMU's input visitor (\"unexpected parameter 'actions[0].data.x'\")",
-    "add-missing-name": "the same (\"missing 'actions[0].data.name'\")",
+    "add-missing-name": "an action's own arguments are read by ioplane's shared option reader, whose wording "
+                        "differs from QEMU's input visitor (\"missing 'actions[0].data.name'\")",
+    "add-unknown-argument": "the same (\"unexpected parameter 'actions[0].data.colour'\")",
     "merge-bad-element": "QEMU names the element 'null' (its input visitor loses the name of a list element "
                          "that is an alternate); ioplane says 'actions[0].data.bitmaps[0]'",
 }
@@ -145,6 +145,8 @@ def argument_errors(s):
         ("action-extra-member", {"actions": [{"type": "abort", "data": {}, "extra": 1}]}),
         ("abort-with-data", {"actions": [{"type": "abort", "data": {"x": 1}}]}),
         ("add-missing-name", {"actions": [act("block-dirty-bitmap-add", node="img")]}),
+        ("add-unknown-argument", {"actions": [act("block-dirty-bitmap-add", node="img", name="x", colour=1)]}),
+        ("add-bad-granularity", {"actions": [act("block-dirty-bitmap-add", node="img", name="x", granularity="7")]}),
         ("merge-bad-element", {"actions": [act("block-dirty-bitmap-merge", node="img", target="b0", bitmaps=[7])]}),
         ("bad-later-action", {"actions": [act("abort"), {"type": "nope", "data": {}}]}),
         ("properties-not-an-object", {"actions": [act("abort")], "properties": 1}),
