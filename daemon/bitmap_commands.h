@@ -2,8 +2,11 @@
 // (block/monitor/bitmap-qmp-cmds.c): block-dirty-bitmap-add, -remove,
 // -clear, -enable, -disable and -merge, with QEMU's checks and messages;
 // and the "dirty-bitmaps" member of a node's BlockDeviceInfo
-// (query-named-block-nodes). Each change happens in a drained section of
-// the nodes it touches (dirty_bitmap.h's thread contract).
+// (query-named-block-nodes). Each command is a transaction action
+// (transaction.h; the parsers are in transaction_actions.h), run alone or
+// in a `transaction`; each change happens in a drained section of the
+// nodes it touches (dirty_bitmap.h's thread contract), and its abort
+// restores what it changed.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,6 +16,7 @@
 namespace ioplane::daemon {
 
 // Thread contract: main thread, under the BQL (at startup, before monitors).
+// The commands; `transaction` itself is registered by transaction.cc.
 void register_bitmap_commands(StorageDaemon& daemon);
 
 // Thread contract: main thread. QEMU's BlockDirtyInfo list for the node's
