@@ -3,6 +3,7 @@
 // and its messages (blockdev.c, blockjob.c).
 #include "daemon/qmp_commands.h"
 #include "daemon/qmp_results.h"
+#include "daemon/transaction_actions.h"
 #include "ioplane/block/block_jobs.h"
 #include "ioplane/block/graph.h"
 
@@ -253,8 +254,21 @@ Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
     return daemon.jobs().start(block::make_mirror_job(std::move(m)));
 }
 
-// QEMU's blockdev_backup_prepare and do_backup_common, in their order.
-Result<void> start_backup(StorageDaemon& daemon, OptionReader& r) {
+// blockdev-backup's arguments, read (and their enums checked) without
+// looking anything up: every action of a transaction is parsed first.
+struct BackupArgs {
+    std::string device, target, sync_name;
+    block::BackupSync sync = block::BackupSync::full;
+    block::BlockJobOptions job;
+    std::optional<std::string> bitmap, filter_node_name;
+    std::optional<block::BitmapSyncMode> bitmap_mode;
+    bool compress = false;
+    std::optional<int64_t> max_workers, max_chunk;
+};
+
+Result<BackupArgs> parse_backup(const json& data, const std::string& path) {
+    OptionReader r(data, OptionSyntax::json, path);
+    BackupArgs a;
     auto device = r.require_string("device");
     if (!device) return std::unexpected(device.error());
     auto target = r.require_string("target");
@@ -263,10 +277,10 @@ Result<void> start_backup(StorageDaemon& daemon, OptionReader& r) {
     if (!sync) return std::unexpected(sync.error());
     auto job = read_job_options(r, true);
     if (!job) return std::unexpected(job.error());
-    auto bitmap_name = r.get_string("bitmap");
-    if (!bitmap_name) return std::unexpected(bitmap_name.error());
-    auto bitmap_mode_name = r.get_string("bitmap-mode");
-    if (!bitmap_mode_name) return std::unexpected(bitmap_mode_name.error());
+    auto bitmap = r.get_string("bitmap");
+    if (!bitmap) return std::unexpected(bitmap.error());
+    auto bitmap_mode = r.get_string("bitmap-mode");
+    if (!bitmap_mode) return std::unexpected(bitmap_mode.error());
     auto compress = r.get_bool("compress");
     if (!compress) return std::unexpected(compress.error());
     auto filter_node_name = r.get_string("filter-node-name");
@@ -275,75 +289,112 @@ Result<void> start_backup(StorageDaemon& daemon, OptionReader& r) {
     // as QEMU checks them, and this daemon's copies do not need them.
     auto perf = r.get_object("x-perf");
     if (!perf) return std::unexpected(perf.error());
-    std::optional<int64_t> max_workers, max_chunk;
     if (*perf) {
         if (auto v = (*perf)->get_bool("use-copy-range"); !v) return std::unexpected(v.error());
         auto w = (*perf)->get_int64("max-workers");
         if (!w) return std::unexpected(w.error());
         auto c = (*perf)->get_int64("max-chunk");
         if (!c) return std::unexpected(c.error());
-        if (auto u = (*perf)->check_all_used(); !u) return u;
-        max_workers = *w;
-        max_chunk = *c;
+        if (auto u = (*perf)->check_all_used(); !u) return std::unexpected(u.error());
+        a.max_workers = *w;
+        a.max_chunk = *c;
     }
-    if (auto c = r.check_all_used(); !c) return c;
-
-    std::optional<block::BackupSync> mode;
-    const bool incremental = *sync == "incremental";
-    if (*sync == "full") mode = block::BackupSync::full;
-    else if (*sync == "top") mode = block::BackupSync::top;
-    else if (*sync == "none") mode = block::BackupSync::none;
-    else if (*sync == "bitmap" || incremental) mode = block::BackupSync::bitmap;
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    a.device = std::move(*device);
+    a.target = std::move(*target);
+    a.sync_name = *sync;
+    if (*sync == "full") a.sync = block::BackupSync::full;
+    else if (*sync == "top") a.sync = block::BackupSync::top;
+    else if (*sync == "none") a.sync = block::BackupSync::none;
+    else if (*sync == "bitmap" || *sync == "incremental") a.sync = block::BackupSync::bitmap;
     else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
-    std::optional<block::BitmapSyncMode> bitmap_mode;
-    if (*bitmap_mode_name) {
-        if (**bitmap_mode_name == "on-success") bitmap_mode = block::BitmapSyncMode::on_success;
-        else if (**bitmap_mode_name == "never") bitmap_mode = block::BitmapSyncMode::never;
-        else if (**bitmap_mode_name == "always") bitmap_mode = block::BitmapSyncMode::always;
-        else return fail(EINVAL, "Parameter 'bitmap-mode' does not accept value '" + **bitmap_mode_name + "'");
+    if (*bitmap_mode) {
+        if (**bitmap_mode == "on-success") a.bitmap_mode = block::BitmapSyncMode::on_success;
+        else if (**bitmap_mode == "never") a.bitmap_mode = block::BitmapSyncMode::never;
+        else if (**bitmap_mode == "always") a.bitmap_mode = block::BitmapSyncMode::always;
+        else return fail(EINVAL, "Parameter 'bitmap-mode' does not accept value '" + **bitmap_mode + "'");
     }
-    auto bs = daemon.graph().find(*device);
-    if (!bs) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
-    auto target_bs = daemon.graph().find(*target);
-    if (!target_bs) return fail(ENOENT, "Cannot find device='" + *target + "' nor node-name='" + *target + "'");
+    a.job = *job;
+    a.bitmap = std::move(*bitmap);
+    a.filter_node_name = std::move(*filter_node_name);
+    a.compress = compress->value_or(false);
+    return a;
+}
 
-    if (mode == block::BackupSync::bitmap && !*bitmap_name)
-        return fail(EINVAL, "must provide a valid bitmap name for '" + *sync + "' sync mode");
-    if (incremental) {
-        if (bitmap_mode && *bitmap_mode != block::BitmapSyncMode::on_success)
+// QEMU's blockdev_backup_prepare and do_backup_common, in their order: the
+// nodes, then the checks of the arguments against them.
+Result<block::BackupJobOptions> resolve_backup(StorageDaemon& daemon, BackupArgs a) {
+    auto bs = daemon.graph().find(a.device);
+    if (!bs) return fail(ENOENT, "Cannot find device='" + a.device + "' nor node-name='" + a.device + "'");
+    auto target_bs = daemon.graph().find(a.target);
+    if (!target_bs) return fail(ENOENT, "Cannot find device='" + a.target + "' nor node-name='" + a.target + "'");
+    if (a.sync == block::BackupSync::bitmap && !a.bitmap)
+        return fail(EINVAL, "must provide a valid bitmap name for '" + a.sync_name + "' sync mode");
+    if (a.sync_name == "incremental") {
+        if (a.bitmap_mode && *a.bitmap_mode != block::BitmapSyncMode::on_success)
             return fail(EINVAL, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
-        bitmap_mode = block::BitmapSyncMode::on_success;
+        a.bitmap_mode = block::BitmapSyncMode::on_success;
     }
     block::DirtyBitmap* bitmap = nullptr;
-    if (*bitmap_name) {
-        bitmap = bs->dirty_bitmaps().find(**bitmap_name);
-        if (!bitmap) return fail(ENOENT, "Bitmap '" + **bitmap_name + "' could not be found");
-        if (!bitmap_mode) return fail(EINVAL, "Bitmap sync mode must be given when providing a bitmap");
-        if (auto c = bitmap->check(block::kBitmapAllowReadOnly); !c) return c;
-        if (mode == block::BackupSync::none)
+    if (a.bitmap) {
+        bitmap = bs->dirty_bitmaps().find(*a.bitmap);
+        if (!bitmap) return fail(ENOENT, "Bitmap '" + *a.bitmap + "' could not be found");
+        if (!a.bitmap_mode) return fail(EINVAL, "Bitmap sync mode must be given when providing a bitmap");
+        if (auto c = bitmap->check(block::kBitmapAllowReadOnly); !c) return std::unexpected(c.error());
+        if (a.sync == block::BackupSync::none)
             return fail(EINVAL, "sync mode 'none' does not produce meaningful bitmap outputs");
-        if (*bitmap_mode == block::BitmapSyncMode::never && mode != block::BackupSync::bitmap)
+        if (*a.bitmap_mode == block::BitmapSyncMode::never && a.sync != block::BackupSync::bitmap)
             return fail(EINVAL, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '" +
-                                    *sync + "'");
+                                    a.sync_name + "'");
     }
-    if (!bitmap && bitmap_mode) return fail(EINVAL, "Cannot specify bitmap sync mode without a bitmap");
-    if (compress->value_or(false)) return fail(ENOTSUP, "Compression is not supported for this drive ");
-    if (auto c = bs->check_not_blocked(); !c) return c;
-    if (auto c = target_bs->check_not_blocked(); !c) return c;
-    if (max_workers && (*max_workers < 1 || *max_workers > INT32_MAX))
+    if (!bitmap && a.bitmap_mode) return fail(EINVAL, "Cannot specify bitmap sync mode without a bitmap");
+    if (a.compress) return fail(ENOTSUP, "Compression is not supported for this drive ");
+    if (auto c = bs->check_not_blocked(); !c) return std::unexpected(c.error());
+    if (auto c = target_bs->check_not_blocked(); !c) return std::unexpected(c.error());
+    if (a.max_workers && (*a.max_workers < 1 || *a.max_workers > INT32_MAX))
         return fail(EINVAL, "max-workers must be between 1 and " + std::to_string(INT32_MAX));
-    if (max_chunk && *max_chunk < 0)
+    if (a.max_chunk && *a.max_chunk < 0)
         return fail(EINVAL, "max-chunk must be zero (which means no limit) or positive");
-    block::BackupJobOptions b{.job = *job,
-                              .graph = &daemon.graph(),
-                              .source = bs,
-                              .target = target_bs,
-                              .sync = *mode,
-                              .bitmap = bitmap,
-                              .bitmap_mode = bitmap_mode.value_or(block::BitmapSyncMode::on_success),
-                              .filter_node_name = filter_node_name->value_or("")};
-    return daemon.jobs().start(block::make_backup_job(std::move(b)));
+    return block::BackupJobOptions{.job = a.job,
+                                   .graph = &daemon.graph(),
+                                   .source = bs,
+                                   .target = target_bs,
+                                   .sync = a.sync,
+                                   .bitmap = bitmap,
+                                   .bitmap_mode = a.bitmap_mode.value_or(block::BitmapSyncMode::on_success),
+                                   .filter_node_name = a.filter_node_name.value_or("")};
 }
+
+// blockdev-backup as a transaction action (QEMU's blockdev_backup_prepare,
+// _commit, _abort): the job is made, set up (its filter inserted) and left
+// in status created at prepare, started at commit, cancelled unrun at
+// abort. The filter joins the drained component, so it is drained too.
+class BackupAction final : public TransactionAction {
+public:
+    explicit BackupAction(BackupArgs args) : args_(std::move(args)) {}
+    Result<void> prepare(Transaction& txn) override {
+        // QEMU groups the jobs of such a transaction (JobTxn); ioplane
+        // has no job groups yet.
+        if (txn.completion_mode() == CompletionMode::grouped)
+            return fail(ENOTSUP, "Transaction property completion-mode = grouped is not supported by ioplane yet");
+        auto options = resolve_backup(txn.daemon(), std::move(args_));
+        if (!options) return std::unexpected(options.error());
+        txn.drain(*options->source);
+        jobs_ = &txn.daemon().jobs();
+        auto job = jobs_->create(block::make_backup_job(std::move(*options)));
+        if (!job) return std::unexpected(job.error());
+        job_ = static_cast<block::BlockJob*>(*job);
+        txn.drain(job_->main_node());
+        return {};
+    }
+    void commit() override { jobs_->start_created(*job_); }
+    void abort() override { jobs_->cancel_created(*job_); }
+
+private:
+    BackupArgs args_;
+    block::JobManager* jobs_ = nullptr;
+    block::BlockJob* job_ = nullptr;
+};
 
 // QEMU's find_block_job_locked: block jobs only, and its error class.
 Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string& id) {
@@ -355,6 +406,12 @@ Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string
 std::unexpected<QmpError> not_active(const Error& e) { return std::unexpected(QmpError{"DeviceNotActive", e.message}); }
 
 }  // namespace
+
+ParsedAction parse_backup_action(const json& data, const std::string& path) {
+    auto args = parse_backup(data, path);
+    if (!args) return std::unexpected(args.error());
+    return std::make_unique<BackupAction>(std::move(*args));
+}
 
 void register_job_commands(StorageDaemon& daemon) {
     monitor::QmpDispatcher& qmp = daemon.dispatcher();
@@ -376,11 +433,7 @@ void register_job_commands(StorageDaemon& daemon) {
         OptionReader r(tree);
         return done(start_mirror(daemon, r));
     });
-    qmp.add_command("blockdev-backup", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree = arguments(args);
-        OptionReader r(tree);
-        return done(start_backup(daemon, r));
-    });
+    qmp.add_command("blockdev-backup", action_command(daemon, "blockdev-backup"));
     qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);

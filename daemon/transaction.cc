@@ -23,7 +23,7 @@ constexpr ActionKind kKinds[] = {
     {"block-dirty-bitmap-enable", parse_bitmap_enable_action},
     {"block-dirty-bitmap-disable", parse_bitmap_disable_action},
     {"block-dirty-bitmap-merge", parse_bitmap_merge_action},
-    {"blockdev-backup", nullptr},
+    {"blockdev-backup", parse_backup_action},
     {"blockdev-snapshot", parse_snapshot_action},
     {"blockdev-snapshot-internal-sync", parse_internal_snapshot_action},
     {"blockdev-snapshot-sync", parse_snapshot_sync_action},

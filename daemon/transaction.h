@@ -13,7 +13,8 @@
 // action, as QEMU's blockdev_do_action did, so each operation has one
 // implementation: its action.
 //
-// Adding an action kind (blockdev-backup, say) takes three things:
+// Adding an action kind takes three things (blockdev-backup's BackupAction
+// in job_commands.cc is one):
 //  1. a class deriving from TransactionAction, next to the command's other
 //     code (job_commands.cc for a backup): prepare() checks and does the
 //     work in a way abort() can undo (a backup creates its job, not yet
@@ -24,12 +25,12 @@
 //     transaction is parsed before any is prepared, as QEMU's input
 //     visitor does;
 //  3. its parser in the kind's row of the table of action kinds
-//     (transaction.cc; blockdev-backup's row is there, refused for now),
+//     (transaction.cc),
 //     and, for the standalone command, `action_command(daemon, "kind")`
 //     as its QMP handler.
-// A backup's job should not run before commit, nor outlive an abort; with
-// completion-mode=grouped (completion_mode()) the jobs of one transaction
-// fail together, which the backup action will need a job group for.
+// A backup's job does not run before commit, nor outlive an abort; with
+// completion-mode=grouped (completion_mode()) QEMU's jobs of one
+// transaction fail together, which needs a job group (not yet: refused).
 //
 // Thread contract: main thread, under the BQL, for everything here
 // (asserted where a transaction runs).

@@ -35,4 +35,7 @@ ParsedAction parse_snapshot_action(const nlohmann::json& data, const std::string
 ParsedAction parse_snapshot_sync_action(const nlohmann::json& data, const std::string& path);
 ParsedAction parse_internal_snapshot_action(const nlohmann::json& data, const std::string& path);
 
+// job_commands.cc: blockdev-backup.
+ParsedAction parse_backup_action(const nlohmann::json& data, const std::string& path);
+
 }  // namespace ioplane::daemon

@@ -12,6 +12,9 @@ client writing to the source through NBD the whole time:
    and the chain equals the source when that backup started;
  - a cancelled bitmap backup gives the bitmap back with the writes made
    meanwhile added (nothing lost);
+ - a full backup and a new bitmap in one transaction, then an increment with
+   that bitmap: the chain equals the source; a transaction whose last
+   action fails leaves no job and no filter;
  - image fleecing, both ways QEMU 7.2 has: a sync=none backup into a qcow2
    image whose backing file is the source, exported over NBD; and a
    sync=none backup into an image of its own with a snapshot-access node on
@@ -234,6 +237,51 @@ def test_fleecing(q, d, sock, snapshot_access):
     print(f"ok: fleecing through {how}: the export read as the fleecing point under {writes} writes")
 
 
+def test_transaction(q, d, sock):
+    """A full backup and a new bitmap in one transaction (the same point in
+    time), then an increment with that bitmap into an overlay of the full
+    backup: the chain equals the source; and a transaction whose last
+    action fails leaves no job and no filter behind."""
+    src = make_source(d, "txn-src")
+    make_image(f"{d}/txn-full.qcow2")
+    add_qcow2(q, "tsrc", src)
+    add_qcow2(q, "tfull", f"{d}/txn-full.qcow2")
+    q.ok("block-export-add", type="nbd", id="et", node_name="tsrc", writable=True)
+    uri = f"nbd+unix:///tsrc?socket={sock}"
+    w = start_writer(sock, "tsrc")
+
+    def act(kind, **data):
+        return {"type": kind, "data": {k.replace("_", "-"): v for k, v in data.items()}}
+    e = q.error("transaction", actions=[act("blockdev-backup", job_id="tx0", device="tsrc", target="tfull",
+                                            sync="full", filter_node_name="txf"),
+                                        act("abort")])
+    assert e["desc"] == "Transaction aborted using Abort action", e
+    statuses = [ev["data"]["status"] for ev in q.events if ev["event"] == "JOB_STATUS_CHANGE"]
+    assert statuses == ["created", "aborting", "concluded", "null"], statuses
+    q.events.clear()
+    assert q.ok("query-block-jobs") == [] and node(q, "txf") is None, "nothing left of the aborted backup"
+    q.ok("transaction", actions=[act("block-dirty-bitmap-add", node="tsrc", name="since-full", granularity=65536),
+                                 act("blockdev-backup", job_id="tx1", device="tsrc", target="tfull", sync="full",
+                                     speed=32 * MiB)])
+    statuses, final = wait_job_end(q, "tx1")
+    assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    writes = stop_writer(w)
+    snapshot_of(q, uri, f"{d}/txn-model.qcow2")
+    make_image(f"{d}/txn-inc.qcow2", backing=f"{d}/txn-full.qcow2")
+    add_qcow2(q, "tinc", f"{d}/txn-inc.qcow2", backing=None)
+    q.ok("blockdev-backup", job_id="tx2", device="tsrc", target="tinc", sync="incremental", bitmap="since-full")
+    statuses, final = wait_job_end(q, "tx2")
+    assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    q.ok("block-export-del", id="et")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("block-dirty-bitmap-remove", node="tsrc", name="since-full")
+    for n in ("tinc", "tfull", "tsrc"):
+        q.ok("blockdev-del", node_name=n)
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", f"{d}/txn-model.qcow2", f"{d}/txn-inc.qcow2")
+    print(f"ok: transaction of a full backup and a bitmap under {writes} writes, then an increment: the chain "
+          "equals the source; an aborted transaction leaves no job")
+
+
 # Refusals, run against both daemons: (arguments, what they are about).
 REFUSALS = [
     (dict(job_id="r", device="rsrc", target="rsrc", sync="full"), "same node"),
@@ -290,6 +338,7 @@ def main():
         test_full_backup(q, d, nbd_sock)
         test_incremental(q, d, nbd_sock)
         test_cancel_gives_bitmap_back(q, d, nbd_sock)
+        test_transaction(q, d, nbd_sock)
         test_fleecing(q, d, nbd_sock, snapshot_access=False)
         test_fleecing(q, d, nbd_sock, snapshot_access=True)
         dmn.stop()
