@@ -16,20 +16,6 @@ using block::DirtyBitmap;
 using monitor::QmpResult;
 using nlohmann::json;
 
-// A bitmap found by node-name and name (QEMU's block_dirty_bitmap_lookup).
-struct Found {
-    std::shared_ptr<BlockNode> node;
-    DirtyBitmap* bitmap;
-};
-
-Result<Found> lookup(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto node = graph.find(node_name);
-    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
-    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
-    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
-    return Found{std::move(node), bitmap};
-}
-
 // BlockDirtyBitmap: {"node": str, "name": str}, nothing else. `path`
 // prefixes the keys in messages (an element of merge's list).
 Result<std::pair<std::string, std::string>> read_node_and_name(const json& args, const std::string& path = {}) {
@@ -111,7 +97,7 @@ Result<void> add_bitmap(const block::BlockGraph& graph, const AddArgs& a) {
 // the image; none is stored yet, and QEMU does not mind one that was not
 // stored either.
 Result<void> remove_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto found = lookup(graph, node_name, name);
+    auto found = lookup_bitmap(graph, node_name, name);
     if (!found) return std::unexpected(found.error());
     if (auto r = found->bitmap->check(block::kBitmapBusy | block::kBitmapReadOnly); !r) return r;
     block::DrainedSection drained(*found->node);
@@ -121,7 +107,7 @@ Result<void> remove_bitmap(const block::BlockGraph& graph, const std::string& no
 }
 
 Result<void> clear_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto found = lookup(graph, node_name, name);
+    auto found = lookup_bitmap(graph, node_name, name);
     if (!found) return std::unexpected(found.error());
     if (auto r = found->bitmap->check(block::kBitmapDefault); !r) return r;
     block::DrainedSection drained(*found->node);
@@ -133,7 +119,7 @@ Result<void> clear_bitmap(const block::BlockGraph& graph, const std::string& nod
 // BDRV_BITMAP_ALLOW_RO).
 Result<void> enable_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name,
                            bool enable) {
-    auto found = lookup(graph, node_name, name);
+    auto found = lookup_bitmap(graph, node_name, name);
     if (!found) return std::unexpected(found.error());
     if (auto r = found->bitmap->check(block::kBitmapAllowReadOnly); !r) return r;
     block::DrainedSection drained(*found->node);
@@ -149,7 +135,7 @@ Result<void> enable_bitmap(const block::BlockGraph& graph, const std::string& no
 // nodes drained.
 Result<void> merge_bitmaps(const block::BlockGraph& graph, const std::string& node_name, const std::string& target,
                            const json& sources) {
-    auto dst = lookup(graph, node_name, target);
+    auto dst = lookup_bitmap(graph, node_name, target);
     if (!dst) return std::unexpected(dst.error());
     std::vector<std::unique_ptr<block::DrainedSection>> drained;
     std::vector<BlockNode*> drained_nodes;
@@ -169,7 +155,7 @@ Result<void> merge_bitmaps(const block::BlockGraph& graph, const std::string& no
         } else {
             auto ref = read_node_and_name(s, "bitmaps[" + std::to_string(i) + "].");
             if (!ref) return std::unexpected(ref.error());
-            auto found = lookup(graph, ref->first, ref->second);
+            auto found = lookup_bitmap(graph, ref->first, ref->second);
             if (!found) return std::unexpected(found.error());
             drain(*found->node);
             src = found->bitmap;
@@ -200,6 +186,15 @@ Result<void> check_sources(const json* sources) {
 }
 
 }  // namespace
+
+Result<FoundBitmap> lookup_bitmap(const block::BlockGraph& graph, const std::string& node_name,
+                                  const std::string& name) {
+    auto node = graph.find(node_name);
+    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
+    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
+    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
+    return FoundBitmap{std::move(node), bitmap};
+}
 
 json dirty_bitmaps_info(const BlockNode& node) {
     assert_in_main_thread();
