@@ -136,7 +136,9 @@ class Session:
         return out
 
     def export_del(self, label, export_id):
-        self.ok(label, "block-export-del", id=export_id)
+        # hard: a client that has just left may not have been seen to leave
+        # yet, and safe mode would refuse ("still in use").
+        self.ok(label, "block-export-del", id=export_id, mode="hard")
         self.q.wait_event("BLOCK_EXPORT_DELETED")
 
     def meta_list(self, label, export, queries):
