@@ -12,9 +12,9 @@ read-only export, busy ones, remove/enable/clear while exported); nbdinfo
 --list and --map for each bitmap, allocation-depth and base:allocation;
 qemu-img map with x-dirty-bitmap; LIST_META_CONTEXT with the prefix
 queries; block status of several contexts at once, with and without
-REQ_ONE; a writable export whose enabled bitmap sees its writes; the busy
-flags while exported and after block-export-del. Every reply and tool
-output is recorded; ioplane's must equal QEMU's, and ioplane's maps must
+REQ_ONE, the export in an IOThread; a writable export whose enabled bitmap
+sees its writes; the busy flags while exported and after block-export-del.
+Every reply and tool output is recorded; ioplane's must equal QEMU's, and ioplane's maps must
 list exactly the written extents rounded to the granularity. The command
 line's --export with `bitmaps` is refused the same way by both daemons
 (bitmaps do not exist at startup: neither loads persistent ones here).
@@ -203,8 +203,10 @@ def scenario(s):
     s.ok("disable-b0", "block-dirty-bitmap-disable", node="top", name="b0")
     s.ok("disable-b1", "block-dirty-bitmap-disable", node="top", name="b1")
     # bb stays enabled: its node (a backing file) is read-only, which QEMU allows.
+    # In an IOThread: the bits are read there while the monitor works in
+    # the main thread (the TSan build runs this test).
     s.ok("export-r", "block-export-add", type="nbd", id="r", node_name="top", name="r", allocation_depth=True,
-         bitmaps=["b0", {"node": "top", "name": "b1"}, "bb"])
+         bitmaps=["b0", {"node": "top", "name": "b1"}, "bb"], iothread="io0")
     s.bitmaps("busy-while-exported")
     s.refused("remove-busy", "block-dirty-bitmap-remove", node="top", name="b0")
     s.refused("enable-busy", "block-dirty-bitmap-enable", node="top", name="b1")
@@ -271,7 +273,8 @@ def connect(path):
 def run_daemon(binary, d, is_qemu):
     qmp_sock, nbd_sock = f"{d}/qmp.sock", f"{d}/nbd.sock"
     args = ["--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "chardev=m",
-            "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}", "--blockdev", blockdev(d)]
+            "--nbd-server", f"addr.type=unix,addr.path={nbd_sock}", "--blockdev", blockdev(d),
+            "--object", "iothread,id=io0"]
     with Daemon(binary, args, f"{d}/daemon.log") as dmn:
         dmn.wait_for(qmp_sock, nbd_sock)
         s = Session(connect(qmp_sock), d)
