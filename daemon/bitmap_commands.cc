@@ -18,20 +18,6 @@ using block::DirtyBitmap;
 using monitor::QmpResult;
 using nlohmann::json;
 
-// A bitmap found by node-name and name (QEMU's block_dirty_bitmap_lookup).
-struct Found {
-    std::shared_ptr<BlockNode> node;
-    DirtyBitmap* bitmap;
-};
-
-Result<Found> lookup(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto node = graph.find(node_name);
-    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
-    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
-    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
-    return Found{std::move(node), bitmap};
-}
-
 // BlockDirtyBitmap: {"node": str, "name": str}, nothing else. `path`
 // prefixes the keys in messages (an element of merge's list).
 Result<std::pair<std::string, std::string>> read_node_and_name(const json& args, const std::string& path = {}) {
@@ -137,7 +123,7 @@ public:
 protected:
     Result<void> find(Transaction& txn, unsigned checks) {
         if (auto r = txn.require_individual(); !r) return r;
-        auto found = lookup(txn.daemon().graph(), node_name_, name_);
+        auto found = lookup_bitmap(txn.daemon().graph(), node_name_, name_);
         if (!found) return std::unexpected(found.error());
         if (auto r = found->bitmap->check(checks); !r) return r;
         node_ = std::move(found->node);
@@ -223,7 +209,7 @@ public:
     Result<void> prepare(Transaction& txn) override {
         if (auto r = txn.require_individual(); !r) return r;
         const block::BlockGraph& graph = txn.daemon().graph();
-        auto dst = lookup(graph, node_name_, target_);
+        auto dst = lookup_bitmap(graph, node_name_, target_);
         if (!dst) return std::unexpected(dst.error());
         txn.drain(*dst->node);
         std::vector<const DirtyBitmap*> checked;
@@ -237,7 +223,7 @@ public:
             } else {
                 auto ref = read_node_and_name(s, source_path(i));
                 if (!ref) return std::unexpected(ref.error());
-                auto found = lookup(graph, ref->first, ref->second);
+                auto found = lookup_bitmap(graph, ref->first, ref->second);
                 if (!found) return std::unexpected(found.error());
                 txn.drain(*found->node);
                 src = found->bitmap;
@@ -288,6 +274,15 @@ Result<void> check_sources(const json* sources, const std::string& path) {
 }
 
 }  // namespace
+
+Result<FoundBitmap> lookup_bitmap(const block::BlockGraph& graph, const std::string& node_name,
+                                  const std::string& name) {
+    auto node = graph.find(node_name);
+    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
+    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
+    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
+    return FoundBitmap{std::move(node), bitmap};
+}
 
 json dirty_bitmaps_info(const BlockNode& node) {
     assert_in_main_thread();

@@ -19,6 +19,17 @@ namespace ioplane::daemon {
 // The commands; `transaction` itself is registered by transaction.cc.
 void register_bitmap_commands(StorageDaemon& daemon);
 
+// A bitmap found by node-name and name.
+struct FoundBitmap {
+    std::shared_ptr<block::BlockNode> node;
+    block::DirtyBitmap* bitmap;
+};
+
+// Thread contract: main thread. QEMU's block_dirty_bitmap_lookup, with its
+// messages ("Node 'x' not found", "Dirty bitmap 'b' not found").
+Result<FoundBitmap> lookup_bitmap(const block::BlockGraph& graph, const std::string& node_name,
+                                  const std::string& name);
+
 // Thread contract: main thread. QEMU's BlockDirtyInfo list for the node's
 // bitmaps, anonymous ones (a job's) included without a name, newest first;
 // null when the node has none (the member is then left out).
