@@ -10,6 +10,10 @@ replaces, with a client writing to the source through NBD:
    still running. The filter shows under its filter-node-name with driver
    mirror_top while the job runs and is gone after; complete pivots (the
    export serves the target);
+ - a target write of a write-blocking mirror that fails (blkdebug): the
+   guest's write succeeds, BLOCK_JOB_ERROR tells, and with on-target-error
+   ignore the range is copied again (the target gets it); with report the
+   job fails and the filter goes;
  - replaces: a mirror of a blkdebug filter that replaces the node below it:
    after complete the filter sits on the target and the old node is free;
  - QMP's refusals word for word as qemu-storage-daemon 7.2's (run beside).
@@ -20,6 +24,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 
 import nbd
 
@@ -118,6 +123,46 @@ def test_write_blocking(q, d, sock):
     q.ok("blockdev-del", node_name="wsrc")
     print(f"ok: write-blocking mirror under {len(w.done)} writes: every acknowledged write was in the target at "
           "once after ready; the filter mirror_top came and went; complete pivoted")
+
+
+def test_target_error(q, d, sock):
+    src, dst = f"{d}/e-src.raw", f"{d}/e-dst.raw"
+    make_raw(src)
+    make_raw(dst)
+    q.ok("blockdev-add", driver="file", node_name="esrc", filename=src)
+    q.ok("block-export-add", type="nbd", id="ee", node_name="esrc", writable=True)
+    h = nbd.NBD()
+    h.connect_uri(f"nbd+unix:///esrc?socket={sock}")
+    for policy, once in (("ignore", True), ("report", False)):
+        q.ok("blockdev-add", driver="blkdebug", node_name="edbg", image={"driver": "file", "filename": dst},
+             inject_error=[{"event": "write_aio", "sector": 2048, "once": once}])
+        q.ok("blockdev-mirror", job_id="ej", device="esrc", target="edbg", sync="none", copy_mode="write-blocking",
+             on_target_error=policy, filter_node_name="efilter")
+        wait_event_for(q, "BLOCK_JOB_READY", "ej")
+        data = bytes([0x31 + once]) * 65536
+        h.pwrite(data, 1 * MiB)  # the guest's write succeeds
+        e = wait_event_for(q, "BLOCK_JOB_ERROR", "ej")
+        assert e["data"]["operation"] == "write" and e["data"]["action"] == policy, e
+        if policy == "ignore":
+            deadline = time.time() + 10
+            while read_file(dst, 1 * MiB, len(data)) != data:
+                assert time.time() < deadline, "the failed range was not copied again"
+                time.sleep(0.05)
+            q.ok("block-job-cancel", device="ej")
+            _, final = wait_job_end(q, "ej")
+            assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        else:
+            _, final = wait_job_end(q, "ej")
+            assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" in final["data"], final
+        assert node(q, "efilter") is None, "the filter is gone"
+        assert h.pread(len(data), 1 * MiB) == data
+        q.ok("blockdev-del", node_name="edbg")
+    h.shutdown()
+    q.ok("block-export-del", id="ee")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="esrc")
+    print("ok: a failed target write: on-target-error ignore copies the range again, report fails the job; the "
+          "guest's writes succeed")
 
 
 def test_replaces(q, d, sock):
@@ -225,6 +270,7 @@ def main():
         dmn.wait_for(qmp_sock, nbd_sock)
         q = Qmp(qmp_sock)
         test_write_blocking(q, d, nbd_sock)
+        test_target_error(q, d, nbd_sock)
         test_replaces(q, d, nbd_sock)
         dmn.stop()
     shutil.rmtree(d, ignore_errors=True)
