@@ -180,6 +180,10 @@ private:
             const uint64_t dirty = bitmap_->bits().dirty_bytes();
             progress_set_remaining(dirty + in_flight_bytes_.load() + active_bytes_.load());
             const bool started = start_copies();
+            // Dirty chunks no copy could start on are held by active
+            // writes: not ready until they are copied (QEMU's cnt == 0).
+            const bool held = !started && bitmap_->bits().dirty_bytes() > 0;
+            const uint64_t freed = ranges_freed_.load();
             blk().end_request();
             if (started) {
                 co_await co_wait_for_ops(kMaxOps - 1);  // room for the next
@@ -187,6 +191,11 @@ private:
             }
             if (in_flight_ops_.load() > 0) {
                 co_await co_wait_for_ops(0);
+                continue;
+            }
+            if (held) {
+                while (ranges_freed_.load() == freed)
+                    co_await range_freed_.wait_while([&] { return ranges_freed_.load() == freed; });
                 continue;
             }
             // Nothing dirty, nothing in flight: the target has it all.
@@ -287,6 +296,7 @@ private:
         {
             std::lock_guard lock(ranges_mu_);
             std::erase_if(in_flight_ranges_, [ticket](const Range& r) { return r.ticket == ticket; });
+            ranges_freed_++;
         }
         range_freed_.restart_all();
     }
@@ -538,7 +548,8 @@ private:
     std::mutex ranges_mu_;  // copies may end in another thread than the job's next step (a context move)
     std::vector<Range> in_flight_ranges_;  // ranges_mu_
     uint64_t next_ticket_ = 0;             // ranges_mu_
-    CoQueue range_freed_;                  // active writes waiting for older ranges over theirs
+    std::atomic<uint64_t> ranges_freed_{0};  // ranges removed so far (changes under ranges_mu_)
+    CoQueue range_freed_;  // active writes waiting for older ranges over theirs; the job for held chunks
     std::atomic<int> copy_error_{0};  // errno of a failed copy, for the job's loop
     std::atomic<bool> copy_error_read_{false};
 };
