@@ -2,12 +2,12 @@
 """blockdev-mirror's mirror_top filter, copy-mode write-blocking and
 replaces, with a client writing to the source through NBD:
  - write-blocking (QEMU's active mirror) of a qcow2 source into a raw file
-   while the writer writes: once the job is ready, every write the export
-   acknowledged is in the target file already — a pattern written through
-   the export (qemu-io, and NBD writes and write-zeroes at unaligned
-   offsets) is read back from the target file at once, without a sleep; the
-   writer stopped, the whole source equals the target at once, the job
-   still running. The filter shows under its filter-node-name with driver
+   while the writer writes until the job is ready; then every write the
+   export acknowledges is in the target file already — a pattern written
+   through the export (qemu-io, and NBD writes and write-zeroes at
+   unaligned offsets) is read back from the target file at once, without
+   a sleep, and the whole source equals the target at once, the job still
+   running. The filter shows under its filter-node-name with driver
    mirror_top while the job runs and is gone after; complete pivots (the
    export serves the target);
  - a target write of a write-blocking mirror that fails (blkdebug): the
@@ -81,6 +81,10 @@ def test_write_blocking(q, d, sock):
     filt = node(q, "wfilter")
     assert filt and filt["drv"] == "mirror_top", filt
     wait_event_for(q, "BLOCK_JOB_READY", "wj")
+    # The writer stops (it would overwrite the patterns below at times).
+    w.stop.set()
+    w.join()
+    assert w.error is None, w.error
     h = nbd.NBD()
     h.connect_uri(uri)
     rnd = random.Random(7)
@@ -99,9 +103,6 @@ def test_write_blocking(q, d, sock):
             h.pwrite(want, offset)
         got = read_file(dst, offset, length)
         assert got == want, f"write {i} at {offset}+{length} is not in the target"
-    w.stop.set()
-    w.join()
-    assert w.error is None, w.error
     # Everything acknowledged: source and target equal now, the job running.
     source, target = read_export(h), read_file(dst, 0, SIZE)
     diff = first_difference(source, target)
