@@ -184,6 +184,7 @@ Result<void> start_commit(StorageDaemon& daemon, OptionReader& r) {
         // QEMU's commit_active_start: a mirror of top into the base, which
         // then takes top's place.
         block::MirrorJobOptions m{.job = *job,
+                                  .graph = &daemon.graph(),
                                   .commit = true,
                                   .source = top_bs,
                                   .target = base_bs,
@@ -218,34 +219,52 @@ Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
     if (!copy_mode) return std::unexpected(copy_mode.error());
     if (auto c = r.check_all_used(); !c) return c;
 
-    block::MirrorSync mode;
+    block::MirrorSync mode = block::MirrorSync::full;
     if (*sync == "full") mode = block::MirrorSync::full;
     else if (*sync == "top") mode = block::MirrorSync::top;
     else if (*sync == "none") mode = block::MirrorSync::none;
-    else if (*sync == "incremental" || *sync == "bitmap") return fail(EINVAL, "Sync mode '" + *sync + "' not supported");
-    else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
+    else if (*sync != "incremental" && *sync != "bitmap")
+        return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
     if (*copy_mode && **copy_mode != "background" && **copy_mode != "write-blocking")
         return fail(EINVAL, "Parameter 'copy-mode' does not accept value '" + **copy_mode + "'");
+    // qmp_blockdev_mirror
     auto bs = daemon.graph().find(*device);
     if (!bs) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
     if (bs->has_parent_nodes()) return fail(EINVAL, "Need a root block node");
     auto target_bs = daemon.graph().find(*target);
     if (!target_bs) return fail(ENOENT, "Cannot find device='" + *target + "' nor node-name='" + *target + "'");
+    // blockdev_mirror_common
     const int64_t g = granularity->value_or(0);
     if (g != 0 && (g < 512 || g > 64 * 1048576))
         return fail(EINVAL, "Parameter 'granularity' expects a value in range [512B, 64MB]");
     if (g & (g - 1)) return fail(EINVAL, "Parameter 'granularity' expects a power of 2");
-    if (buf_size->value_or(0) < 0) return fail(EINVAL, "Invalid parameter 'buf-size'");
     if (auto c = bs->check_not_blocked(); !c) return c;
     if (auto c = target_bs->check_not_blocked(); !c) return c;
-    if (bs == target_bs) return fail(EINVAL, "Can't mirror node into itself");
-    if (*replaces) return fail(ENOTSUP, "'replaces' is not supported by this daemon");
-    if (*filter_node_name) return fail(ENOTSUP, "'filter-node-name' is not supported by this daemon");
-    if (*copy_mode && **copy_mode == "write-blocking")
-        return fail(ENOTSUP, "copy-mode 'write-blocking' is not supported by this daemon yet");
     if (mode == block::MirrorSync::top && !block::chain_below(*bs)) mode = block::MirrorSync::full;
+    if (*replaces) {
+        // check_to_replace_node, then the sizes
+        auto to_replace = daemon.graph().find(**replaces);
+        if (!to_replace) return fail(ENOENT, "Failed to find node with node-name='" + **replaces + "'");
+        if (auto c = to_replace->check_not_blocked(); !c) return c;
+        if (!block::can_replace(*bs, *to_replace))
+            return fail(EINVAL, "Cannot replace '" + **replaces + "' by a node mirrored from '" + *device +
+                                    "', because it cannot be guaranteed that doing so would not lead to an abrupt "
+                                    "change of visible data");
+        if (bs->length() != to_replace->length())
+            return fail(EINVAL, "cannot replace image with a mirror image of different size");
+    }
+    // mirror_start, mirror_start_job
+    if (*sync == "incremental" || *sync == "bitmap") return fail(EINVAL, "Sync mode '" + *sync + "' not supported");
+    if (buf_size->value_or(0) < 0) return fail(EINVAL, "Invalid parameter 'buf-size'");
+    if (block::skip_filters(bs) == block::skip_filters(target_bs)) return fail(EINVAL, "Can't mirror node into itself");
+    if (*filter_node_name)
+        if (auto c = daemon.graph().check_new_node_name(**filter_node_name); !c) return c;
     block::MirrorJobOptions m{.job = *job,
+                              .graph = &daemon.graph(),
                               .source = bs,
+                              .replaces = replaces->value_or(""),
+                              .filter_node_name = filter_node_name->value_or(""),
+                              .write_blocking = *copy_mode && **copy_mode == "write-blocking",
                               .target = target_bs,
                               .sync = mode,
                               .base = mode == block::MirrorSync::top ? block::chain_below(*bs) : nullptr,

@@ -297,6 +297,8 @@ REFUSALS = [
     (dict(job_id="r", device="nosuch", target="rdst", sync="full"), "no device"),
     (dict(job_id="r", device="rsrc", target="rdst", sync="sideways"), "bad sync"),
     (dict(job_id="r", device="rsrc", target="rdst", sync="full", x_perf={"max-workers": 0}), "max-workers"),
+    (dict(job_id="r", device="rsrc", target="rdst", sync="full", filter_node_name="1bad"), "filter name"),
+    (dict(job_id="r", device="rsrc", target="rdst", sync="full", filter_node_name="rdst"), "filter name taken"),
 ]
 
 

@@ -55,6 +55,10 @@ private:
     // QEMU's bdrv_cbw_append: the filter takes the source's place under
     // its parents and users.
     Result<void> insert_filter() {
+        // QEMU's bdrv_insert_node words it so.
+        if (!o_.filter_node_name.empty())
+            if (auto r = o_.graph->check_new_node_name(o_.filter_node_name); !r)
+                return fail(r.error().code, "Could not create node: " + r.error().message);
         OptionTree options;
         options.syntax = OptionSyntax::json;
         options.root = {{"driver", "copy-before-write"},

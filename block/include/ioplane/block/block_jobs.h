@@ -55,10 +55,19 @@ enum class MirrorSync {
 
 struct MirrorJobOptions {
     BlockJobOptions job;
+    BlockGraph* graph = nullptr;  // registers the mirror_top filter by its name
     // block-commit of the active layer: job type "commit", the target is
     // the base, below the source in its chain, reopened read-write.
     bool commit = false;
     std::shared_ptr<BlockNode> source;  // replaced by the target on job-complete
+    // `replaces`: the node the target replaces instead of the source (one
+    // the source's data passes through unchanged: the source, or below
+    // filters), looked up by name at job-complete; empty: the source.
+    std::string replaces;
+    std::string filter_node_name;  // of the mirror_top filter; empty: "#blockN"
+    // copy-mode write-blocking (QEMU's active mirror): a write through the
+    // filter reaches the target too before it completes.
+    bool write_blocking = false;
     std::shared_ptr<BlockNode> target;
     MirrorSync sync = MirrorSync::full;
     std::shared_ptr<BlockNode> base;  // sync top: what is at or below it is not copied
@@ -99,5 +108,12 @@ std::unique_ptr<BlockJob> make_backup_job(BackupJobOptions options);
 std::shared_ptr<BlockNode> chain_below(const BlockNode& node);
 // Main thread: whether `base` is below `top` in top's chain (not top itself).
 bool chain_contains(const BlockNode& top, const BlockNode& base);
+// Main thread: the first node at or below `node` that is not a filter
+// (QEMU's bdrv_skip_filters).
+std::shared_ptr<BlockNode> skip_filters(const std::shared_ptr<BlockNode>& node);
+// Main thread: whether a node with `from`'s data may take `to_replace`'s
+// place: `from` is `to_replace`, or a filter over a node that may (QEMU's
+// bdrv_recurse_can_replace).
+bool can_replace(const BlockNode& from, const BlockNode& to_replace);
 
 }  // namespace ioplane::block

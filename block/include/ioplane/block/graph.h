@@ -42,6 +42,11 @@ public:
     Result<void> reopen(const std::vector<OptionTree>& options_list);
 
     std::shared_ptr<BlockNode> find(const std::string& node_name) const;
+    // Whether a node the daemon makes itself (a job's filter-node-name) may
+    // be called `name`, refused with QEMU's messages
+    // (bdrv_assign_node_name): "Invalid node-name: 'x'", "Duplicate nodes
+    // with node-name='x'", "Node name too long".
+    Result<void> check_new_node_name(const std::string& name) const;
     // blockdev-del: refused (EBUSY) while the node has users (exports) or
     // parents, and for a node the monitor did not create.
     Result<void> check_removable(const std::string& node_name) const;
