@@ -22,6 +22,10 @@ client writing to the source through NBD the whole time:
    exports read as the source did at the fleecing point (qemu-img convert
    of the export, compared), and `nbdinfo --map` answers on the
    snapshot-access export;
+ - the pull backup flow as management tools run it (test_pull_backup):
+   `nbdinfo --map=qemu:dirty-bitmap:` on the fleecing export lists exactly
+   the changed extents, and the client that copies only those has the
+   source as it was at the fleecing point while a writer kept writing;
  - QMP's refusals word for word as qemu-storage-daemon 7.2's (run beside).
 Usage: block_backup.py DAEMON. Needs Debian's python3-libnbd, qemu-utils,
 qemu-system-common (qemu-storage-daemon) and nbdinfo."""
@@ -282,6 +286,102 @@ def test_transaction(q, d, sock):
           "equals the source; an aborted transaction leaves no job")
 
 
+def nbd_map(uri, context):
+    """nbdinfo --map's extents of `context` whose type is not 0, as
+    (offset, length) with neighbours merged."""
+    out = run("nbdinfo", "--json", f"--map={context}", uri).stdout
+    extents = []
+    for e in json.loads(out):
+        if e["type"] != 0:
+            if extents and extents[-1][0] + extents[-1][1] == e["offset"]:
+                extents[-1] = (extents[-1][0], extents[-1][1] + e["length"])
+            else:
+                extents.append((e["offset"], e["length"]))
+    return extents
+
+
+def test_pull_backup(q, d, sock):
+    """The pull backup flow of oVirt and KubeVirt: a full backup and a bitmap
+    in one transaction; known writes; at the fleecing point, in one
+    transaction, a bitmap for the next round, the first one disabled and a
+    sync=none backup into an overlay of the source; the overlay exported
+    read-only with the bitmap; while a writer keeps writing to the source,
+    the client reads the bitmap's extents with nbdinfo --map, copies only
+    those into its copy of the full backup, and has the source as it was at
+    the fleecing point."""
+    import nbd
+    src = make_source(d, "pull-src")
+    make_image(f"{d}/pull-full.qcow2")
+    add_qcow2(q, "psrc", src)
+    add_qcow2(q, "pfull", f"{d}/pull-full.qcow2")
+    q.ok("block-export-add", type="nbd", id="ep", node_name="psrc", writable=True)
+    uri = f"nbd+unix:///psrc?socket={sock}"
+
+    def act(kind, **data):
+        return {"type": kind, "data": {k.replace("_", "-"): v for k, v in data.items()}}
+    q.ok("transaction", actions=[act("block-dirty-bitmap-add", node="psrc", name="b0", granularity=65536),
+                                 act("blockdev-backup", job_id="pf", device="psrc", target="pfull", sync="full")])
+    statuses, final = wait_job_end(q, "pf")
+    assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    # The changes since the full backup: known extents (the bitmap rounds
+    # them out to 64 KiB).
+    changes = [(1 * MiB, 4096), (9 * MiB + 65536 * 3 + 100, 70000), (40 * MiB, 2 * MiB), (SIZE - 512, 512)]
+    for off, length in changes:
+        run("qemu-io", "-f", "raw", "-c", f"write -P 0xc7 {off} {length}", uri)
+    expected = []
+    for off, length in changes:
+        start, end = off // 65536 * 65536, min(SIZE, (off + length + 65535) // 65536 * 65536)
+        if expected and expected[-1][0] + expected[-1][1] == start:
+            expected[-1] = (expected[-1][0], end - expected[-1][0])
+        else:
+            expected.append((start, end - start))
+    snapshot_of(q, uri, f"{d}/pull-model.qcow2")
+    run("qemu-img", "convert", "-O", "raw", f"{d}/pull-model.qcow2", f"{d}/pull-model.raw")
+    make_image(f"{d}/pull-tmp.qcow2", backing=src)
+    add_qcow2(q, "ptmp", f"{d}/pull-tmp.qcow2", backing="psrc")
+    q.ok("transaction", actions=[act("block-dirty-bitmap-add", node="psrc", name="b1", granularity=65536),
+                                 act("block-dirty-bitmap-disable", node="psrc", name="b0"),
+                                 act("blockdev-backup", job_id="pl", device="psrc", target="ptmp", sync="none")])
+    q.ok("block-export-add", type="nbd", id="epl", node_name="ptmp", writable=False, bitmaps=["b0"])
+    w = start_writer(sock, "psrc")
+    fleece = f"nbd+unix:///ptmp?socket={sock}"
+    dirty = nbd_map(fleece, "qemu:dirty-bitmap:b0")
+    assert dirty == expected, f"the bitmap lists {dirty}, the writes were {expected}"
+    run("qemu-img", "convert", "-O", "raw", f"{d}/pull-full.qcow2", f"{d}/pull-restored.raw")
+    h = nbd.NBD()
+    h.add_meta_context("qemu:dirty-bitmap:b0")
+    h.connect_uri(fleece)
+    copied = 0
+    with open(f"{d}/pull-restored.raw", "r+b") as f:
+        for off, length in dirty:
+            f.seek(off)
+            f.write(h.pread(length, off))
+            copied += length
+    h.shutdown()
+    writes = stop_writer(w)
+    with open(f"{d}/pull-restored.raw", "rb") as a, open(f"{d}/pull-model.raw", "rb") as b:
+        ra, rb = a.read(), b.read()
+        bad = [i for i in range(0, SIZE, 4096) if ra[i:i + 4096] != rb[i:i + 4096]]
+        assert not bad, (f"the full backup plus the increment differs from the source at the fleecing point in "
+                         f"{len(bad)} blocks, first at {bad[:5]}: {ra[bad[0]]:#x} != {rb[bad[0]]:#x}")
+    b1 = bitmap_count(q, "psrc", "b1")
+    assert b1["recording"] and b1["count"] > 0, b1  # the next round's bitmap saw the writer
+    q.ok("block-export-del", id="epl")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("block-job-cancel", device="pl")
+    statuses, final = wait_job_end(q, "pl")
+    assert final["event"] == "BLOCK_JOB_CANCELLED", final
+    q.ok("block-export-del", id="ep")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    for b in ("b0", "b1"):
+        q.ok("block-dirty-bitmap-remove", node="psrc", name=b)
+    for n in ("ptmp", "pfull", "psrc"):
+        q.ok("blockdev-del", node_name=n)
+    check_clean(src)
+    print(f"ok: pull backup: nbdinfo --map listed exactly the {len(dirty)} changed extents, the client copied "
+          f"{copied} bytes and has the fleecing point, under {writes} writes meanwhile")
+
+
 # Refusals, run against both daemons: (arguments, what they are about).
 REFUSALS = [
     (dict(job_id="r", device="rsrc", target="rsrc", sync="full"), "same node"),
@@ -341,6 +441,7 @@ def main():
         test_incremental(q, d, nbd_sock)
         test_cancel_gives_bitmap_back(q, d, nbd_sock)
         test_transaction(q, d, nbd_sock)
+        test_pull_backup(q, d, nbd_sock)
         test_fleecing(q, d, nbd_sock, snapshot_access=False)
         test_fleecing(q, d, nbd_sock, snapshot_access=True)
         dmn.stop()

@@ -115,6 +115,13 @@ private:
             ratelimit_processed(n);
             offset += n;
         }
+        if (cancelled()) co_return Result<void>{};
+        // QEMU leaves the copies to the target's next flush or close; a
+        // completed backup here is durable when its event is sent.
+        co_await blk().co_begin_request();
+        auto flushed = co_await filter_node_->child(ChildRole::target)->co_flush();
+        blk().end_request();
+        if (!flushed) co_return std::unexpected(flushed.error());
         co_return Result<void>{};
     }
 
