@@ -14,7 +14,11 @@ void Timer::arm_at(int64_t deadline_ns) {
         ctx_.timers().insert(*this);
 }
 
-void Timer::arm_in(int64_t delay_ns) { arm_at(now_ns() + delay_ns); }
+// A delay past the clock's range means "never": the deadline saturates.
+void Timer::arm_in(int64_t delay_ns) {
+    const int64_t now = now_ns();
+    arm_at(delay_ns > INT64_MAX - now ? INT64_MAX : now + delay_ns);
+}
 
 void Timer::cancel() {
     if (!armed()) return;

@@ -23,6 +23,7 @@ namespace ioplane::block {
 namespace {
 
 constexpr uint64_t kStep = 1024 * 1024;  // bytes the job copies between pause points
+constexpr int64_t kIdleSleepNs = 3'600'000'000'000;  // a sync=none job's wait; a cancel ends it early
 
 class BackupJob final : public BlockJob {
 public:
@@ -96,7 +97,7 @@ private:
         if (o_.sync == BackupSync::none) {
             // The filter copies what writes change until the job is
             // cancelled (fleecing ends with block-job-cancel).
-            while (!cancelled()) co_await sleep_ns(INT64_MAX);
+            while (!cancelled()) co_await sleep_ns(kIdleSleepNs);
             co_return Result<void>{};
         }
         const uint64_t len = blk().length();
