@@ -146,8 +146,8 @@ Result<void> PermissionUpdate::commit() {
 
 void PermissionUpdate::apply() {
     for (auto& [edge, p] : proposed_) {
-        edge->perm_ = p.perm;
-        edge->shared_ = p.shared;
+        edge->perm_.store(p.perm, std::memory_order_relaxed);
+        edge->shared_.store(p.shared, std::memory_order_relaxed);
     }
 }
 

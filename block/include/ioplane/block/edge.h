@@ -13,6 +13,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -77,8 +78,8 @@ public:
     BlockNode* parent_node() const { return parent_; }
     // "node 'q'", "export 'e0'": who uses the child, for messages.
     const std::string& parent_name() const { return parent_name_; }
-    uint32_t perm() const { return perm_; }
-    uint32_t shared() const { return shared_; }
+    uint32_t perm() const { return perm_.load(std::memory_order_relaxed); }
+    uint32_t shared() const { return shared_.load(std::memory_order_relaxed); }
 
     // Requests into the child's request path (io.cc). In the child's
     // context, inside a request of the parent (or of the user). `flags` are
@@ -101,8 +102,11 @@ private:
     const ChildRole role_;
     const char* const child_name_;
     std::shared_ptr<BlockNode> child_;  // main thread, drained
-    uint32_t perm_ = 0;                 // main thread (PermissionUpdate)
-    uint32_t shared_ = kPermAll;
+    // Written in the main thread (PermissionUpdate), also while requests of
+    // the node run in an IOThread (a job taking its nodes), which read them:
+    // atomics, relaxed, as a request may see the old or the new value.
+    std::atomic<uint32_t> perm_{0};
+    std::atomic<uint32_t> shared_{kPermAll};
 };
 
 }  // namespace ioplane::block
