@@ -4,6 +4,7 @@
 // coroutine hops to a worker with run_in_worker and back). Discard and
 // write-zeroes use fallocate, block status SEEK_DATA/SEEK_HOLE (both on the
 // thread pool), FUA is RWF_DSYNC, flush fdatasync.
+#include <atomic>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -184,11 +185,11 @@ public:
     Task<Result<void>> co_truncate(uint64_t size) override {
         if (block_device_) co_return fail(ENOTSUP, "file '" + filename_ + "': cannot resize a block device");
         int ret = co_await run_in_worker([&] { return ::ftruncate(fd_, off_t(size)) < 0 ? -errno : 0; });
-        if (ret == 0) size_ = size;
+        if (ret == 0) size_.store(size, std::memory_order_relaxed);
         co_return from_ret(ret, "file '" + filename_ + "': truncate");
     }
 
-    uint64_t length() const override { return size_; }
+    uint64_t length() const override { return size_.load(std::memory_order_relaxed); }
     uint32_t request_alignment() const override { return align_; }
     uint32_t memory_alignment() const override { return direct_ ? align_ : 1; }
     // One system call moves at most 2 GiB - 4 KiB on Linux.
@@ -232,7 +233,9 @@ private:
 
     const std::string filename_;
     int fd_;  // changes only in reopen (main thread, drained)
-    uint64_t size_;  // home context (changed by truncate)
+    // Changed by truncate in the home context; the main thread reads it
+    // (queries) meanwhile: a relaxed atomic.
+    std::atomic<uint64_t> size_;
     const uint32_t align_;
     const bool block_device_;
     const bool direct_;  // O_DIRECT
