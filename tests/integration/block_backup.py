@@ -39,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from block_jobs import Writer, check_clean, node, run, wait_job_end  # noqa: E402
-from daemon_run import Daemon  # noqa: E402
+from daemon_run import Daemon, assert_same_as_qsd  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 MiB = 1 << 20
@@ -419,13 +419,6 @@ def refusals(binary, d):
     return out
 
 
-def test_refusals(daemon, d):
-    ours = refusals(daemon, f"{d}/ours")
-    theirs = refusals(shutil.which("qemu-storage-daemon"), f"{d}/qsd")
-    for (a, what), o, t in zip(REFUSALS, ours, theirs):
-        assert o == t, f"{what}: ioplane said {o!r}, qemu-storage-daemon {t!r}"
-    print(f"ok: {len(REFUSALS)} refusals word for word as qemu-storage-daemon's")
-
 
 def main():
     daemon = sys.argv[1]
@@ -446,9 +439,7 @@ def main():
         test_fleecing(q, d, nbd_sock, snapshot_access=True)
         dmn.stop()
     d2 = tempfile.mkdtemp(prefix="block-backup-refusals-")
-    os.makedirs(f"{d2}/ours")
-    os.makedirs(f"{d2}/qsd")
-    test_refusals(daemon, d2)
+    assert_same_as_qsd(refusals, daemon, d2, REFUSALS)
     shutil.rmtree(d2, ignore_errors=True)
     print("block_backup: ok")
 

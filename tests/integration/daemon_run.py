@@ -71,3 +71,16 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def assert_same_as_qsd(collect, daemon, d, cases):
+    """Runs collect(binary, workdir) -> one answer per case against `daemon`
+    and against qemu-storage-daemon 7.2 (in d/ours and d/qsd), and asserts
+    the answers equal, case by case; `cases` are (arguments, what) pairs."""
+    os.makedirs(f"{d}/ours", exist_ok=True)
+    os.makedirs(f"{d}/qsd", exist_ok=True)
+    ours = collect(daemon, f"{d}/ours")
+    theirs = collect(shutil.which("qemu-storage-daemon"), f"{d}/qsd")
+    for (_, what), o, t in zip(cases, ours, theirs):
+        assert o == t, f"{what}: ioplane said {o!r}, qemu-storage-daemon {t!r}"
+    print(f"ok: {len(cases)} refusals word for word as qemu-storage-daemon's")
