@@ -101,21 +101,17 @@ Result<void> add_bitmap(const block::BlockGraph& graph, const AddArgs& a) {
     (*bitmap)->set_persistent(a.persistent);
     LOG_INFO("node '%s': dirty bitmap '%s' added (granularity %llu%s%s)", a.node.c_str(), a.name.c_str(),
              (unsigned long long)granularity, a.disabled ? ", disabled" : "", a.persistent ? ", persistent" : "");
-    if (a.persistent)
-        LOG_WARN("node '%s': dirty bitmap '%s' is persistent, but ioplane does not store bitmaps in images yet: "
-                 "it is lost when the node closes", a.node.c_str(), a.name.c_str());
     return {};
 }
 
-// QEMU's block_dirty_bitmap_remove. A persistent bitmap would also leave
-// the image; none is stored yet, and QEMU does not mind one that was not
-// stored either.
+// QEMU's block_dirty_bitmap_remove: a persistent bitmap leaves the image
+// too (an inconsistent one may be removed: that is all it is good for).
 Result<void> remove_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
     auto found = lookup(graph, node_name, name);
     if (!found) return std::unexpected(found.error());
     if (auto r = found->bitmap->check(block::kBitmapBusy | block::kBitmapReadOnly); !r) return r;
     block::DrainedSection drained(*found->node);
-    found->node->dirty_bitmaps().release(*found->bitmap);
+    if (auto r = found->node->dirty_bitmaps().remove(*found->bitmap); !r) return r;
     LOG_INFO("node '%s': dirty bitmap '%s' removed", node_name.c_str(), name.c_str());
     return {};
 }

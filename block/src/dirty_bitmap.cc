@@ -170,4 +170,13 @@ void DirtyBitmaps::release(DirtyBitmap& bitmap) {
     update_tracking();
 }
 
+Result<void> DirtyBitmaps::remove(DirtyBitmap& bitmap) {
+    check_list_change();
+    if (bitmap.persistent_)
+        if (auto r = run_to_completion(node_.ctx(), node_.driver().co_remove_persistent_bitmap(bitmap.name_)); !r)
+            return r;
+    release(bitmap);
+    return {};
+}
+
 }  // namespace ioplane::block

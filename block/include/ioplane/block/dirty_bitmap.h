@@ -152,6 +152,10 @@ public:
     // Main thread, drained section of the node. The bitmap must not be
     // busy (its user releases it, or clears busy first).
     void release(DirtyBitmap& bitmap);
+    // Main thread, drained section of the node: the monitor's removal
+    // (QEMU's block_dirty_bitmap_remove after its checks): a persistent
+    // bitmap leaves the image first, and stays if that fails.
+    Result<void> remove(DirtyBitmap& bitmap);
 
 private:
     friend class DirtyBitmap;
