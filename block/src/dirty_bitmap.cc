@@ -29,7 +29,7 @@ DirtyBitmap::DirtyBitmap(DirtyBitmaps& owner, std::string name, uint64_t length,
 BlockNode& DirtyBitmap::node() const { return owner_.node_; }
 
 Result<void> DirtyBitmap::check(unsigned what) const {
-    assert_in_main_thread();
+    IOPLANE_ASSERT(in_main_thread() || node().ctx().in_home_thread());
     if ((what & kBitmapBusy) && busy_)
         return fail(EBUSY, "Bitmap '" + name_ + "' is currently in use by another operation and cannot be used");
     if ((what & kBitmapReadOnly) && readonly_)

@@ -16,10 +16,10 @@ be equal. The scenarios:
    granularities) and a transient one, writes through NBD (qemu-io), exit:
    the image holds the persistent ones (flags auto or none), checks clean,
    and their bits are exactly the written extents; opened again, more
-   writes, exit: the bits are the union;
+   writes and a resize, exit: the bits are the union;
  - SIGKILL with loaded bitmaps: qemu-img info shows them in use, check is
-   clean; the next open shows them inconsistent: clear/enable/merge are
-   refused, removal works and takes them out of the image;
+   clean; the next open shows them inconsistent: clear/enable/merge and a
+   resize are refused, removal works and takes them out of the image;
  - a read-only open: the bitmaps are read-only, changes refused, the image
    not written;
  - block-dirty-bitmap-remove of a persistent bitmap: gone from the image at
@@ -252,6 +252,10 @@ def made_by_daemon(binary, d, qsd, record):
     s.ok("enable q", "block-dirty-bitmap-enable", node="disk", name="q")
     s.write([(48 * MiB + 1000, 3000)])
     s.query("daemon: written again")
+    r = s.cmd("block-export-del", id="e")  # (QEMU's export does not share resize)
+    assert "return" in r, r
+    s.q.wait_event("BLOCK_EXPORT_DELETED")
+    s.ok("resize with loaded bitmaps", "block_resize", node_name="disk", size=SIZE + MiB)
     s.stop()
     state = image_state("daemon: stored again", record, img, qsd, d, ["p", "q", "f"])
     if "bits" in state:
@@ -273,6 +277,7 @@ def killed(binary, d, qsd, record, img):
     s.refused("kill: enable inconsistent", "block-dirty-bitmap-enable", node="disk", name="p")
     s.ok("kill: add target", "block-dirty-bitmap-add", node="disk", name="target")
     s.refused("kill: merge inconsistent", "block-dirty-bitmap-merge", node="disk", target="target", bitmaps=["p"])
+    s.refused("kill: resize with an inconsistent bitmap", "block_resize", node_name="disk", size=2 * SIZE)
     s.ok("kill: remove inconsistent", "block-dirty-bitmap-remove", node="disk", name="p")
     s.query("kill: after removal")
     record.append(("kill: image after removal", info_bitmaps(img)))

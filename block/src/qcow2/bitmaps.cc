@@ -35,8 +35,6 @@ namespace {
 // hostile directory could otherwise ask for 65535 bitmaps of 512 MiB.
 constexpr uint64_t kMaxLoadedBitmapMemory = uint64_t{1} << 30;
 
-std::string errno_text(const Error& e) { return e.message; }
-
 }  // namespace
 
 Result<void> Qcow2Driver::check_bitmap_constraints(const std::string& name, uint64_t granularity) const {
@@ -148,7 +146,7 @@ Task<Result<void>> Qcow2Driver::co_load_bitmap(const BitmapEntry& e, size_t inde
         co_return bad_table("the table lies past the end of the image file");
     std::vector<uint8_t> raw(table_bytes);
     if (auto r = co_await co_read_file(e.table_offset, raw.data(), raw.size()); !r)
-        co_return bad_table(errno_text(r.error()));
+        co_return bad_table(r.error().message);
     std::vector<uint64_t> table(e.table_size);
     for (size_t i = 0; i < table.size(); i++) {
         table[i] = load_be64(&raw[8 * i]);
@@ -187,7 +185,7 @@ Task<Result<void>> Qcow2Driver::co_load_bitmap(const BitmapEntry& e, size_t inde
         }
         if (auto r = co_await check_refcount(*this, e, off); !r) co_return r;
         note_overlap(add_region(off, cs, Region::bitmap_data));
-        if (auto r = co_await co_read_file(off, buf.data(), cs); !r) co_return bad_data(errno_text(r.error()));
+        if (auto r = co_await co_read_file(off, buf.data(), cs); !r) co_return bad_data(r.error().message);
         (void)bits->deserialize(pos, std::span(buf.data(), n));  // within serialized_size(): cannot fail
     }
     loaded_bits_[index] = std::move(bits);
@@ -488,6 +486,21 @@ Task<Result<void>> Qcow2Driver::co_remove_persistent_bitmap(const std::string& n
         co_return fail(r.error().code, "Failed to update bitmap extension: " + r.error().message);
     co_await co_free_bitmap_clusters(removed);
     co_return Result<void>{};
+}
+
+// --- resize ---
+
+// The node's list is read in its context: it changes only while the node
+// is drained, and a resize is a request.
+Result<void> Qcow2Driver::check_bitmaps_resizable() const {
+    for (const BitmapEntry& e : bitmap_dir_) {
+        const auto& list = node().dirty_bitmaps().list();
+        auto it = std::find_if(list.begin(), list.end(), [&](const auto& b) { return b->name() == e.name; });
+        if (it == list.end())
+            return fail(ENOTSUP, "Cannot resize qcow2 with persistent bitmaps that were not loaded into memory");
+        if (auto r = (*it)->check(kBitmapDefault); !r) return fail(ENOTSUP, r.error().message);
+    }
+    return {};
 }
 
 // --- reopen ---

@@ -220,6 +220,9 @@ private:
     // A bitmap's table and data clusters lose its reference.
     Task<void> co_free_bitmap_clusters(const BitmapEntry& e);
     Task<void> co_release_cluster(uint64_t offset);
+    // QEMU's qcow2_truncate_bitmaps_check: every bitmap of the image is
+    // the node's and may change (the node's context, inside the request).
+    Result<void> check_bitmaps_resizable() const;
     // Store at close / reopen read-only, and the flags of a reopen.
     Task<Result<void>> co_store_and_flush();
     void bitmaps_read_only();

@@ -68,8 +68,10 @@ public:
     bool persistent() const { return persistent_; }
     bool readonly() const { return readonly_; }
     bool inconsistent() const { return inconsistent_; }
-    // Main thread: QEMU's bdrv_dirty_bitmap_check with its messages, for
-    // the `what` (BitmapCheck bits) that apply.
+    // Main thread, or the node's context inside a request (the flags
+    // change only while the node is drained): QEMU's
+    // bdrv_dirty_bitmap_check with its messages, for the `what`
+    // (BitmapCheck bits) that apply.
     Result<void> check(unsigned what) const;
 
     // Main thread, drained section of node(). A disabled bitmap ignores
