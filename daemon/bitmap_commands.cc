@@ -1,7 +1,9 @@
 #include "daemon/bitmap_commands.h"
 #include "daemon/qmp_results.h"
+#include "daemon/transaction_actions.h"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "ioplane/block/dirty_bitmap.h"
@@ -15,20 +17,6 @@ using block::BlockNode;
 using block::DirtyBitmap;
 using monitor::QmpResult;
 using nlohmann::json;
-
-// A bitmap found by node-name and name (QEMU's block_dirty_bitmap_lookup).
-struct Found {
-    std::shared_ptr<BlockNode> node;
-    DirtyBitmap* bitmap;
-};
-
-Result<Found> lookup(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto node = graph.find(node_name);
-    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
-    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
-    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
-    return Found{std::move(node), bitmap};
-}
 
 // BlockDirtyBitmap: {"node": str, "name": str}, nothing else. `path`
 // prefixes the keys in messages (an element of merge's list).
@@ -48,10 +36,10 @@ Result<std::pair<std::string, std::string>> read_node_and_name(const json& args,
 Result<std::optional<uint64_t>> read_uint32(OptionReader& r, const std::string& key) {
     const json* v = r.get_raw(key);
     if (v == nullptr) return std::nullopt;
-    if (!v->is_number_integer()) return fail(EINVAL, "Parameter '" + key + "' expects uint64");
+    if (!v->is_number_integer()) return fail(EINVAL, "Parameter '" + r.full_name(key) + "' expects uint64");
     const bool in_range = v->is_number_unsigned() ? v->get<uint64_t>() <= UINT32_MAX
                                                   : v->get<int64_t>() >= 0 && v->get<int64_t>() <= UINT32_MAX;
-    if (!in_range) return fail(EINVAL, "Parameter '" + key + "' expects uint32_t");
+    if (!in_range) return fail(EINVAL, "Parameter '" + r.full_name(key) + "' expects uint32_t");
     return v->get<uint64_t>();
 }
 
@@ -61,8 +49,8 @@ struct AddArgs {
     bool persistent = false, disabled = false;
 };
 
-Result<AddArgs> read_add_args(const json& args) {
-    OptionReader r(args, OptionSyntax::json, "");
+Result<AddArgs> read_add_args(const json& args, const std::string& path) {
+    OptionReader r(args, OptionSyntax::json, path);
     AddArgs a;
     auto node = r.require_string("node");
     if (!node) return std::unexpected(node.error());
@@ -79,123 +67,221 @@ Result<AddArgs> read_add_args(const json& args) {
                    disabled->value_or(false)};
 }
 
-// QEMU's qmp_block_dirty_bitmap_add: the checks in its order, then the
-// bitmap made (disabled and persistent as asked) in one drained section.
-Result<void> add_bitmap(const block::BlockGraph& graph, const AddArgs& a) {
-    if (a.name.empty()) return fail(EINVAL, "Bitmap name cannot be empty");
-    auto node = graph.find(a.node);
-    if (!node) return fail(ENOENT, "Cannot find device='" + a.node + "' nor node-name='" + a.node + "'");
-    block::DirtyBitmaps& bitmaps = node->dirty_bitmaps();
-    uint64_t granularity = bitmaps.default_granularity();
-    if (a.granularity) {
-        if (!block::valid_bitmap_granularity(*a.granularity))
-            return fail(EINVAL, "Granularity must be power of 2 and at least 512");
-        granularity = *a.granularity;
-    }
-    if (a.persistent)
-        if (auto r = bitmaps.can_store(a.name, granularity); !r) return r;
-    block::DrainedSection drained(*node);
-    auto bitmap = bitmaps.create(a.name, granularity);
-    if (!bitmap) return std::unexpected(bitmap.error());
-    if (a.disabled) (*bitmap)->set_enabled(false);
-    (*bitmap)->set_persistent(a.persistent);
-    LOG_INFO("node '%s': dirty bitmap '%s' added (granularity %llu%s%s)", a.node.c_str(), a.name.c_str(),
-             (unsigned long long)granularity, a.disabled ? ", disabled" : "", a.persistent ? ", persistent" : "");
-    return {};
-}
+// block-dirty-bitmap-add (QEMU's qmp_block_dirty_bitmap_add, as its
+// transaction action runs it): the checks in QEMU's order, then the bitmap
+// made (disabled and persistent as asked) with its node drained. Abort
+// releases it.
+class AddAction final : public TransactionAction {
+public:
+    explicit AddAction(AddArgs a) : a_(std::move(a)) {}
 
-// QEMU's block_dirty_bitmap_remove: a persistent bitmap leaves the image
-// too (an inconsistent one may be removed: that is all it is good for).
-Result<void> remove_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto found = lookup(graph, node_name, name);
-    if (!found) return std::unexpected(found.error());
-    if (auto r = found->bitmap->check(block::kBitmapBusy | block::kBitmapReadOnly); !r) return r;
-    block::DrainedSection drained(*found->node);
-    if (auto r = found->node->dirty_bitmaps().remove(*found->bitmap); !r) return r;
-    LOG_INFO("node '%s': dirty bitmap '%s' removed", node_name.c_str(), name.c_str());
-    return {};
-}
-
-Result<void> clear_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name) {
-    auto found = lookup(graph, node_name, name);
-    if (!found) return std::unexpected(found.error());
-    if (auto r = found->bitmap->check(block::kBitmapDefault); !r) return r;
-    block::DrainedSection drained(*found->node);
-    found->bitmap->bits().clear();
-    return {};
-}
-
-// Enabling and disabling are allowed on a read-only bitmap (QEMU's
-// BDRV_BITMAP_ALLOW_RO).
-Result<void> enable_bitmap(const block::BlockGraph& graph, const std::string& node_name, const std::string& name,
-                           bool enable) {
-    auto found = lookup(graph, node_name, name);
-    if (!found) return std::unexpected(found.error());
-    if (auto r = found->bitmap->check(block::kBitmapAllowReadOnly); !r) return r;
-    block::DrainedSection drained(*found->node);
-    found->bitmap->set_enabled(enable);
-    return {};
-}
-
-// QEMU's block_dirty_bitmap_merge: the target first, then each source in
-// turn (a name on the target's node, or {node, name} anywhere), each
-// checked as QEMU checks it just before merging it; QEMU undoes the merges
-// done when a later source fails, so here every source is checked before
-// any is merged. Sources are read and the target written with all their
-// nodes drained.
-Result<void> merge_bitmaps(const block::BlockGraph& graph, const std::string& node_name, const std::string& target,
-                           const json& sources) {
-    auto dst = lookup(graph, node_name, target);
-    if (!dst) return std::unexpected(dst.error());
-    std::vector<std::unique_ptr<block::DrainedSection>> drained;
-    std::vector<BlockNode*> drained_nodes;
-    auto drain = [&](BlockNode& n) {
-        if (std::find(drained_nodes.begin(), drained_nodes.end(), &n) != drained_nodes.end()) return;
-        drained.push_back(std::make_unique<block::DrainedSection>(n));
-        drained_nodes.push_back(&n);
-    };
-    drain(*dst->node);
-    std::vector<const DirtyBitmap*> checked;
-    for (size_t i = 0; i < sources.size(); i++) {
-        const json& s = sources[i];
-        const DirtyBitmap* src = nullptr;
-        if (s.is_string()) {
-            src = dst->node->dirty_bitmaps().find(s.get<std::string>());
-            if (src == nullptr) return fail(ENOENT, "Dirty bitmap '" + s.get<std::string>() + "' not found");
-        } else {
-            auto ref = read_node_and_name(s, "bitmaps[" + std::to_string(i) + "].");
-            if (!ref) return std::unexpected(ref.error());
-            auto found = lookup(graph, ref->first, ref->second);
-            if (!found) return std::unexpected(found.error());
-            drain(*found->node);
-            src = found->bitmap;
+    Result<void> prepare(Transaction& txn) override {
+        if (auto r = txn.require_individual(); !r) return r;
+        if (a_.name.empty()) return fail(EINVAL, "Bitmap name cannot be empty");
+        node_ = txn.daemon().graph().find(a_.node);
+        if (!node_) return fail(ENOENT, "Cannot find device='" + a_.node + "' nor node-name='" + a_.node + "'");
+        block::DirtyBitmaps& bitmaps = node_->dirty_bitmaps();
+        uint64_t granularity = bitmaps.default_granularity();
+        if (a_.granularity) {
+            if (!block::valid_bitmap_granularity(*a_.granularity))
+                return fail(EINVAL, "Granularity must be power of 2 and at least 512");
+            granularity = *a_.granularity;
         }
-        if (auto r = dst->bitmap->check(block::kBitmapDefault); !r) return r;
-        if (auto r = src->check(block::kBitmapAllowReadOnly); !r) return r;
-        if (src->bits().length() != dst->bitmap->bits().length())
-            return fail(EINVAL, "Bitmaps are of different sizes (destination size is " +
-                                    std::to_string(dst->bitmap->bits().length()) + ", source size is " +
-                                    std::to_string(src->bits().length()) + ") and can't be merged");
-        checked.push_back(src);
+        if (a_.persistent)
+            if (auto r = bitmaps.can_store(a_.name, granularity); !r) return r;
+        txn.drain(*node_);
+        auto bitmap = bitmaps.create(a_.name, granularity);
+        if (!bitmap) return std::unexpected(bitmap.error());
+        bitmap_ = *bitmap;
+        if (a_.disabled) bitmap_->set_enabled(false);
+        bitmap_->set_persistent(a_.persistent);
+        return {};
     }
-    for (const DirtyBitmap* src : checked)
-        if (auto r = dst->bitmap->merge_from(*src); !r) return r;  // checked above: cannot fail
-    return {};
-}
+    void commit() override {
+        LOG_INFO("node '%s': dirty bitmap '%s' added (granularity %llu%s%s)", a_.node.c_str(), a_.name.c_str(),
+                 (unsigned long long)bitmap_->granularity(), a_.disabled ? ", disabled" : "",
+                 a_.persistent ? ", persistent" : "");
+    }
+    // A later action that made it busy (a remove) was aborted first.
+    void abort() override { node_->dirty_bitmaps().release(*bitmap_); }
+
+private:
+    const AddArgs a_;
+    std::shared_ptr<BlockNode> node_;
+    DirtyBitmap* bitmap_ = nullptr;
+};
+
+// The actions on one named bitmap: find it (QEMU's
+// block_dirty_bitmap_lookup), check it, drain its node.
+class OneBitmapAction : public TransactionAction {
+public:
+    OneBitmapAction(std::string node, std::string name) : node_name_(std::move(node)), name_(std::move(name)) {}
+
+protected:
+    Result<void> find(Transaction& txn, unsigned checks) {
+        if (auto r = txn.require_individual(); !r) return r;
+        auto found = lookup_bitmap(txn.daemon().graph(), node_name_, name_);
+        if (!found) return std::unexpected(found.error());
+        if (auto r = found->bitmap->check(checks); !r) return r;
+        node_ = std::move(found->node);
+        bitmap_ = found->bitmap;
+        txn.drain(*node_);
+        return {};
+    }
+
+    const std::string node_name_, name_;
+    std::shared_ptr<BlockNode> node_;
+    DirtyBitmap* bitmap_ = nullptr;
+};
+
+// block-dirty-bitmap-remove (QEMU's block_dirty_bitmap_remove_*): the
+// bitmap stays, busy, until commit releases it; so a later action of the
+// same transaction cannot use it, and abort has it back as it was. A
+// persistent bitmap leaves the image at prepare, as in QEMU (an aborted
+// removal keeps it in memory, and the next store writes it again).
+class RemoveAction final : public OneBitmapAction {
+public:
+    using OneBitmapAction::OneBitmapAction;
+    Result<void> prepare(Transaction& txn) override {
+        if (auto r = find(txn, block::kBitmapBusy | block::kBitmapReadOnly); !r) return r;
+        if (auto r = node_->dirty_bitmaps().remove_from_image(*bitmap_); !r) return r;
+        bitmap_->set_busy(true);
+        return {};
+    }
+    void commit() override {
+        bitmap_->set_busy(false);
+        node_->dirty_bitmaps().release(*bitmap_);
+        LOG_INFO("node '%s': dirty bitmap '%s' removed", node_name_.c_str(), name_.c_str());
+    }
+    void abort() override { bitmap_->set_busy(false); }
+};
+
+// block-dirty-bitmap-clear: the bits kept until commit, for abort.
+class ClearAction final : public OneBitmapAction {
+public:
+    using OneBitmapAction::OneBitmapAction;
+    Result<void> prepare(Transaction& txn) override {
+        if (auto r = find(txn, block::kBitmapDefault); !r) return r;
+        backup_.emplace(bitmap_->bits());
+        bitmap_->bits().clear();
+        return {};
+    }
+    void abort() override { bitmap_->bits() = *backup_; }
+    void clean() override { backup_.reset(); }
+
+private:
+    std::optional<block::DirtyBits> backup_;
+};
+
+// block-dirty-bitmap-enable and -disable; allowed on a read-only bitmap
+// (QEMU's BDRV_BITMAP_ALLOW_RO).
+class EnableAction final : public OneBitmapAction {
+public:
+    EnableAction(std::string node, std::string name, bool enable)
+        : OneBitmapAction(std::move(node), std::move(name)), enable_(enable) {}
+    Result<void> prepare(Transaction& txn) override {
+        if (auto r = find(txn, block::kBitmapAllowReadOnly); !r) return r;
+        was_enabled_ = bitmap_->enabled();
+        bitmap_->set_enabled(enable_);
+        return {};
+    }
+    void abort() override { bitmap_->set_enabled(was_enabled_); }
+
+private:
+    const bool enable_;
+    bool was_enabled_ = false;
+};
+
+// block-dirty-bitmap-merge (QEMU's block_dirty_bitmap_merge): the target
+// first, then each source in turn (a name on the target's node, or {node,
+// name} anywhere), each checked as QEMU checks it just before merging it;
+// QEMU undoes the merges done when a later source fails, so here every
+// source is checked before any is merged. Every node involved is drained.
+// The target's old bits are kept until commit, for abort.
+class MergeAction final : public TransactionAction {
+public:
+    // `path`: the action's, for the members of a source in messages.
+    MergeAction(std::string node, std::string target, json sources, std::string path)
+        : node_name_(std::move(node)), target_(std::move(target)), sources_(std::move(sources)),
+          path_(std::move(path)) {}
+
+    Result<void> prepare(Transaction& txn) override {
+        if (auto r = txn.require_individual(); !r) return r;
+        const block::BlockGraph& graph = txn.daemon().graph();
+        auto dst = lookup_bitmap(graph, node_name_, target_);
+        if (!dst) return std::unexpected(dst.error());
+        txn.drain(*dst->node);
+        std::vector<const DirtyBitmap*> checked;
+        std::vector<std::shared_ptr<BlockNode>> source_nodes;  // alive while merged
+        for (size_t i = 0; i < sources_.size(); i++) {
+            const json& s = sources_[i];
+            const DirtyBitmap* src = nullptr;
+            if (s.is_string()) {
+                src = dst->node->dirty_bitmaps().find(s.get<std::string>());
+                if (src == nullptr) return fail(ENOENT, "Dirty bitmap '" + s.get<std::string>() + "' not found");
+            } else {
+                auto ref = read_node_and_name(s, source_path(i));
+                if (!ref) return std::unexpected(ref.error());
+                auto found = lookup_bitmap(graph, ref->first, ref->second);
+                if (!found) return std::unexpected(found.error());
+                txn.drain(*found->node);
+                src = found->bitmap;
+                source_nodes.push_back(std::move(found->node));
+            }
+            if (auto r = dst->bitmap->check(block::kBitmapDefault); !r) return r;
+            if (auto r = src->check(block::kBitmapAllowReadOnly); !r) return r;
+            if (src->bits().length() != dst->bitmap->bits().length())
+                return fail(EINVAL, "Bitmaps are of different sizes (destination size is " +
+                                        std::to_string(dst->bitmap->bits().length()) + ", source size is " +
+                                        std::to_string(src->bits().length()) + ") and can't be merged");
+            checked.push_back(src);
+        }
+        node_ = std::move(dst->node);
+        bitmap_ = dst->bitmap;
+        if (checked.empty()) return {};  // QEMU 7.2's daemon dies of this; a no-op here
+        backup_.emplace(bitmap_->bits());
+        for (const DirtyBitmap* src : checked)
+            if (auto r = bitmap_->merge_from(*src); !r) return r;  // checked above: cannot fail
+        return {};
+    }
+    void abort() override {
+        if (backup_) bitmap_->bits() = *backup_;
+    }
+    void clean() override { backup_.reset(); }
+
+private:
+    std::string source_path(size_t i) const { return path_ + "bitmaps[" + std::to_string(i) + "]."; }
+
+    const std::string node_name_, target_;
+    const json sources_;
+    const std::string path_;
+    std::shared_ptr<BlockNode> node_;
+    DirtyBitmap* bitmap_ = nullptr;
+    std::optional<block::DirtyBits> backup_;
+};
 
 // The "bitmaps" list: each element a name or an object (QAPI's alternate
 // BlockDirtyBitmapOrStr).
-Result<void> check_sources(const json* sources) {
-    if (sources == nullptr) return fail(EINVAL, "Parameter 'bitmaps' is missing");
-    if (!sources->is_array()) return fail(EINVAL, "Invalid parameter type for 'bitmaps', expected: array");
+Result<void> check_sources(const json* sources, const std::string& path) {
+    if (sources == nullptr) return fail(EINVAL, "Parameter '" + path + "bitmaps' is missing");
+    if (!sources->is_array()) return fail(EINVAL, "Invalid parameter type for '" + path + "bitmaps', expected: array");
     for (size_t i = 0; i < sources->size(); i++)
         if (!(*sources)[i].is_string() && !(*sources)[i].is_object())
-            return fail(EINVAL, "Invalid parameter type for 'bitmaps[" + std::to_string(i) +
+            return fail(EINVAL, "Invalid parameter type for '" + path + "bitmaps[" + std::to_string(i) +
                                     "]', expected: BlockDirtyBitmapOrStr");
     return {};
 }
 
 }  // namespace
+
+Result<FoundBitmap> lookup_bitmap(const block::BlockGraph& graph, const std::string& node_name,
+                                  const std::string& name) {
+    auto node = graph.find(node_name);
+    if (!node) return fail(ENOENT, "Node '" + node_name + "' not found");
+    DirtyBitmap* bitmap = node->dirty_bitmaps().find(name);
+    if (bitmap == nullptr) return fail(ENOENT, "Dirty bitmap '" + name + "' not found");
+    return FoundBitmap{std::move(node), bitmap};
+}
 
 json dirty_bitmaps_info(const BlockNode& node) {
     assert_in_main_thread();
@@ -217,43 +303,50 @@ json dirty_bitmaps_info(const BlockNode& node) {
     return out;
 }
 
+ParsedAction parse_bitmap_add_action(const json& data, const std::string& path) {
+    auto a = read_add_args(data, path);
+    if (!a) return std::unexpected(a.error());
+    return std::make_unique<AddAction>(std::move(*a));
+}
+
+// The actions whose data is a BlockDirtyBitmap: {node, name}.
+template <class Action, class... Extra>
+ParsedAction parse_one_bitmap_action(const json& data, const std::string& path, Extra... extra) {
+    auto a = read_node_and_name(data, path);
+    if (!a) return std::unexpected(a.error());
+    return std::make_unique<Action>(std::move(a->first), std::move(a->second), extra...);
+}
+
+ParsedAction parse_bitmap_remove_action(const json& data, const std::string& path) {
+    return parse_one_bitmap_action<RemoveAction>(data, path);
+}
+ParsedAction parse_bitmap_clear_action(const json& data, const std::string& path) {
+    return parse_one_bitmap_action<ClearAction>(data, path);
+}
+ParsedAction parse_bitmap_enable_action(const json& data, const std::string& path) {
+    return parse_one_bitmap_action<EnableAction>(data, path, true);
+}
+ParsedAction parse_bitmap_disable_action(const json& data, const std::string& path) {
+    return parse_one_bitmap_action<EnableAction>(data, path, false);
+}
+
+ParsedAction parse_bitmap_merge_action(const json& data, const std::string& path) {
+    OptionReader r(data, OptionSyntax::json, path);
+    auto node = r.require_string("node");
+    if (!node) return std::unexpected(node.error());
+    auto target = r.require_string("target");
+    if (!target) return std::unexpected(target.error());
+    const json* sources = r.get_raw("bitmaps");
+    if (auto c = check_sources(sources, path); !c) return std::unexpected(c.error());
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    return std::make_unique<MergeAction>(std::move(*node), std::move(*target), *sources, path);
+}
+
 void register_bitmap_commands(StorageDaemon& daemon) {
     assert_in_main_thread();
-    monitor::QmpDispatcher& qmp = daemon.dispatcher();
-    qmp.add_command("block-dirty-bitmap-add", [&daemon](const json& args) -> QmpResult {
-        auto a = read_add_args(args);
-        if (!a) return refuse(a.error().message);
-        return done(add_bitmap(daemon.graph(), *a));
-    });
-    qmp.add_command("block-dirty-bitmap-remove", [&daemon](const json& args) -> QmpResult {
-        auto a = read_node_and_name(args);
-        if (!a) return refuse(a.error().message);
-        return done(remove_bitmap(daemon.graph(), a->first, a->second));
-    });
-    qmp.add_command("block-dirty-bitmap-clear", [&daemon](const json& args) -> QmpResult {
-        auto a = read_node_and_name(args);
-        if (!a) return refuse(a.error().message);
-        return done(clear_bitmap(daemon.graph(), a->first, a->second));
-    });
-    for (auto [command, enable] : {std::pair{"block-dirty-bitmap-enable", true},
-                                   std::pair{"block-dirty-bitmap-disable", false}}) {
-        qmp.add_command(command, [&daemon, enable](const json& args) -> QmpResult {
-            auto a = read_node_and_name(args);
-            if (!a) return refuse(a.error().message);
-            return done(enable_bitmap(daemon.graph(), a->first, a->second, enable));
-        });
-    }
-    qmp.add_command("block-dirty-bitmap-merge", [&daemon](const json& args) -> QmpResult {
-        OptionReader r(args, OptionSyntax::json, "");
-        auto node = r.require_string("node");
-        if (!node) return refuse(node.error().message);
-        auto target = r.require_string("target");
-        if (!target) return refuse(target.error().message);
-        const json* sources = r.get_raw("bitmaps");
-        if (auto c = check_sources(sources); !c) return refuse(c.error().message);
-        if (auto c = r.check_all_used(); !c) return refuse(c.error().message);
-        return done(merge_bitmaps(daemon.graph(), *node, *target, *sources));
-    });
+    for (const char* command : {"block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
+                                "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge"})
+        daemon.dispatcher().add_command(command, action_command(daemon, command));
 }
 
 }  // namespace ioplane::daemon

@@ -1,9 +1,11 @@
 // The block job commands of the monitor: block-stream, block-commit,
-// query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
+// blockdev-mirror, blockdev-backup, query-block-jobs and block-job-*, with QEMU 7.2's checks in QEMU's order
 // and its messages (blockdev.c, blockjob.c).
 #include "daemon/qmp_commands.h"
 #include "daemon/qmp_results.h"
+#include "daemon/transaction_actions.h"
 #include "ioplane/block/block_jobs.h"
+#include "ioplane/block/graph.h"
 
 namespace ioplane::daemon {
 namespace {
@@ -182,6 +184,7 @@ Result<void> start_commit(StorageDaemon& daemon, OptionReader& r) {
         // QEMU's commit_active_start: a mirror of top into the base, which
         // then takes top's place.
         block::MirrorJobOptions m{.job = *job,
+                                  .graph = &daemon.graph(),
                                   .commit = true,
                                   .source = top_bs,
                                   .target = base_bs,
@@ -216,34 +219,52 @@ Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
     if (!copy_mode) return std::unexpected(copy_mode.error());
     if (auto c = r.check_all_used(); !c) return c;
 
-    block::MirrorSync mode;
+    block::MirrorSync mode = block::MirrorSync::full;
     if (*sync == "full") mode = block::MirrorSync::full;
     else if (*sync == "top") mode = block::MirrorSync::top;
     else if (*sync == "none") mode = block::MirrorSync::none;
-    else if (*sync == "incremental" || *sync == "bitmap") return fail(EINVAL, "Sync mode '" + *sync + "' not supported");
-    else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
+    else if (*sync != "incremental" && *sync != "bitmap")
+        return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
     if (*copy_mode && **copy_mode != "background" && **copy_mode != "write-blocking")
         return fail(EINVAL, "Parameter 'copy-mode' does not accept value '" + **copy_mode + "'");
+    // qmp_blockdev_mirror
     auto bs = daemon.graph().find(*device);
     if (!bs) return fail(ENOENT, "Cannot find device='" + *device + "' nor node-name='" + *device + "'");
     if (bs->has_parent_nodes()) return fail(EINVAL, "Need a root block node");
     auto target_bs = daemon.graph().find(*target);
     if (!target_bs) return fail(ENOENT, "Cannot find device='" + *target + "' nor node-name='" + *target + "'");
+    // blockdev_mirror_common
     const int64_t g = granularity->value_or(0);
     if (g != 0 && (g < 512 || g > 64 * 1048576))
         return fail(EINVAL, "Parameter 'granularity' expects a value in range [512B, 64MB]");
     if (g & (g - 1)) return fail(EINVAL, "Parameter 'granularity' expects a power of 2");
-    if (buf_size->value_or(0) < 0) return fail(EINVAL, "Invalid parameter 'buf-size'");
     if (auto c = bs->check_not_blocked(); !c) return c;
     if (auto c = target_bs->check_not_blocked(); !c) return c;
-    if (bs == target_bs) return fail(EINVAL, "Can't mirror node into itself");
-    if (*replaces) return fail(ENOTSUP, "'replaces' is not supported by this daemon");
-    if (*filter_node_name) return fail(ENOTSUP, "'filter-node-name' is not supported by this daemon");
-    if (*copy_mode && **copy_mode == "write-blocking")
-        return fail(ENOTSUP, "copy-mode 'write-blocking' is not supported by this daemon yet");
     if (mode == block::MirrorSync::top && !block::chain_below(*bs)) mode = block::MirrorSync::full;
+    if (*replaces) {
+        // check_to_replace_node, then the sizes
+        auto to_replace = daemon.graph().find(**replaces);
+        if (!to_replace) return fail(ENOENT, "Failed to find node with node-name='" + **replaces + "'");
+        if (auto c = to_replace->check_not_blocked(); !c) return c;
+        if (!block::can_replace(*bs, *to_replace))
+            return fail(EINVAL, "Cannot replace '" + **replaces + "' by a node mirrored from '" + *device +
+                                    "', because it cannot be guaranteed that doing so would not lead to an abrupt "
+                                    "change of visible data");
+        if (bs->length() != to_replace->length())
+            return fail(EINVAL, "cannot replace image with a mirror image of different size");
+    }
+    // mirror_start, mirror_start_job
+    if (*sync == "incremental" || *sync == "bitmap") return fail(EINVAL, "Sync mode '" + *sync + "' not supported");
+    if (buf_size->value_or(0) < 0) return fail(EINVAL, "Invalid parameter 'buf-size'");
+    if (block::skip_filters(bs) == block::skip_filters(target_bs)) return fail(EINVAL, "Can't mirror node into itself");
+    if (*filter_node_name)
+        if (auto c = daemon.graph().check_new_node_name(**filter_node_name); !c) return c;
     block::MirrorJobOptions m{.job = *job,
+                              .graph = &daemon.graph(),
                               .source = bs,
+                              .replaces = replaces->value_or(""),
+                              .filter_node_name = filter_node_name->value_or(""),
+                              .write_blocking = *copy_mode && **copy_mode == "write-blocking",
                               .target = target_bs,
                               .sync = mode,
                               .base = mode == block::MirrorSync::top ? block::chain_below(*bs) : nullptr,
@@ -251,6 +272,148 @@ Result<void> start_mirror(StorageDaemon& daemon, OptionReader& r) {
                               .buf_size = uint64_t(buf_size->value_or(0))};
     return daemon.jobs().start(block::make_mirror_job(std::move(m)));
 }
+
+// blockdev-backup's arguments, read (and their enums checked) without
+// looking anything up: every action of a transaction is parsed first.
+struct BackupArgs {
+    std::string device, target, sync_name;
+    block::BackupSync sync = block::BackupSync::full;
+    block::BlockJobOptions job;
+    std::optional<std::string> bitmap, filter_node_name;
+    std::optional<block::BitmapSyncMode> bitmap_mode;
+    bool compress = false;
+    std::optional<int64_t> max_workers, max_chunk;
+};
+
+Result<BackupArgs> parse_backup(const json& data, const std::string& path) {
+    OptionReader r(data, OptionSyntax::json, path);
+    BackupArgs a;
+    auto device = r.require_string("device");
+    if (!device) return std::unexpected(device.error());
+    auto target = r.require_string("target");
+    if (!target) return std::unexpected(target.error());
+    auto sync = r.require_string("sync");
+    if (!sync) return std::unexpected(sync.error());
+    auto job = read_job_options(r, true);
+    if (!job) return std::unexpected(job.error());
+    auto bitmap = r.get_string("bitmap");
+    if (!bitmap) return std::unexpected(bitmap.error());
+    auto bitmap_mode = r.get_string("bitmap-mode");
+    if (!bitmap_mode) return std::unexpected(bitmap_mode.error());
+    auto compress = r.get_bool("compress");
+    if (!compress) return std::unexpected(compress.error());
+    auto filter_node_name = r.get_string("filter-node-name");
+    if (!filter_node_name) return std::unexpected(filter_node_name.error());
+    // x-perf tunes how QEMU's copies run in parallel; its values are checked
+    // as QEMU checks them, and this daemon's copies do not need them.
+    auto perf = r.get_object("x-perf");
+    if (!perf) return std::unexpected(perf.error());
+    if (*perf) {
+        if (auto v = (*perf)->get_bool("use-copy-range"); !v) return std::unexpected(v.error());
+        auto w = (*perf)->get_int64("max-workers");
+        if (!w) return std::unexpected(w.error());
+        auto c = (*perf)->get_int64("max-chunk");
+        if (!c) return std::unexpected(c.error());
+        if (auto u = (*perf)->check_all_used(); !u) return std::unexpected(u.error());
+        a.max_workers = *w;
+        a.max_chunk = *c;
+    }
+    if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
+    a.device = std::move(*device);
+    a.target = std::move(*target);
+    a.sync_name = *sync;
+    if (*sync == "full") a.sync = block::BackupSync::full;
+    else if (*sync == "top") a.sync = block::BackupSync::top;
+    else if (*sync == "none") a.sync = block::BackupSync::none;
+    else if (*sync == "bitmap" || *sync == "incremental") a.sync = block::BackupSync::bitmap;
+    else return fail(EINVAL, "Parameter 'sync' does not accept value '" + *sync + "'");
+    if (*bitmap_mode) {
+        if (**bitmap_mode == "on-success") a.bitmap_mode = block::BitmapSyncMode::on_success;
+        else if (**bitmap_mode == "never") a.bitmap_mode = block::BitmapSyncMode::never;
+        else if (**bitmap_mode == "always") a.bitmap_mode = block::BitmapSyncMode::always;
+        else return fail(EINVAL, "Parameter 'bitmap-mode' does not accept value '" + **bitmap_mode + "'");
+    }
+    a.job = *job;
+    a.bitmap = std::move(*bitmap);
+    a.filter_node_name = std::move(*filter_node_name);
+    a.compress = compress->value_or(false);
+    return a;
+}
+
+// QEMU's blockdev_backup_prepare and do_backup_common, in their order: the
+// nodes, then the checks of the arguments against them.
+Result<block::BackupJobOptions> resolve_backup(StorageDaemon& daemon, BackupArgs a) {
+    auto bs = daemon.graph().find(a.device);
+    if (!bs) return fail(ENOENT, "Cannot find device='" + a.device + "' nor node-name='" + a.device + "'");
+    auto target_bs = daemon.graph().find(a.target);
+    if (!target_bs) return fail(ENOENT, "Cannot find device='" + a.target + "' nor node-name='" + a.target + "'");
+    if (a.sync == block::BackupSync::bitmap && !a.bitmap)
+        return fail(EINVAL, "must provide a valid bitmap name for '" + a.sync_name + "' sync mode");
+    if (a.sync_name == "incremental") {
+        if (a.bitmap_mode && *a.bitmap_mode != block::BitmapSyncMode::on_success)
+            return fail(EINVAL, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+        a.bitmap_mode = block::BitmapSyncMode::on_success;
+    }
+    block::DirtyBitmap* bitmap = nullptr;
+    if (a.bitmap) {
+        bitmap = bs->dirty_bitmaps().find(*a.bitmap);
+        if (!bitmap) return fail(ENOENT, "Bitmap '" + *a.bitmap + "' could not be found");
+        if (!a.bitmap_mode) return fail(EINVAL, "Bitmap sync mode must be given when providing a bitmap");
+        if (auto c = bitmap->check(block::kBitmapAllowReadOnly); !c) return std::unexpected(c.error());
+        if (a.sync == block::BackupSync::none)
+            return fail(EINVAL, "sync mode 'none' does not produce meaningful bitmap outputs");
+        if (*a.bitmap_mode == block::BitmapSyncMode::never && a.sync != block::BackupSync::bitmap)
+            return fail(EINVAL, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '" +
+                                    a.sync_name + "'");
+    }
+    if (!bitmap && a.bitmap_mode) return fail(EINVAL, "Cannot specify bitmap sync mode without a bitmap");
+    if (a.compress) return fail(ENOTSUP, "Compression is not supported for this drive ");
+    if (auto c = bs->check_not_blocked(); !c) return std::unexpected(c.error());
+    if (auto c = target_bs->check_not_blocked(); !c) return std::unexpected(c.error());
+    if (a.max_workers && (*a.max_workers < 1 || *a.max_workers > INT32_MAX))
+        return fail(EINVAL, "max-workers must be between 1 and " + std::to_string(INT32_MAX));
+    if (a.max_chunk && *a.max_chunk < 0)
+        return fail(EINVAL, "max-chunk must be zero (which means no limit) or positive");
+    return block::BackupJobOptions{.job = a.job,
+                                   .graph = &daemon.graph(),
+                                   .source = bs,
+                                   .target = target_bs,
+                                   .sync = a.sync,
+                                   .bitmap = bitmap,
+                                   .bitmap_mode = a.bitmap_mode.value_or(block::BitmapSyncMode::on_success),
+                                   .filter_node_name = a.filter_node_name.value_or("")};
+}
+
+// blockdev-backup as a transaction action (QEMU's blockdev_backup_prepare,
+// _commit, _abort): the job is made, set up (its filter inserted) and left
+// in status created at prepare, started at commit, cancelled unrun at
+// abort. The filter joins the drained component, so it is drained too.
+class BackupAction final : public TransactionAction {
+public:
+    explicit BackupAction(BackupArgs args) : args_(std::move(args)) {}
+    Result<void> prepare(Transaction& txn) override {
+        // QEMU groups the jobs of such a transaction (JobTxn); ioplane
+        // has no job groups yet.
+        if (txn.completion_mode() == CompletionMode::grouped)
+            return fail(ENOTSUP, "Transaction property completion-mode = grouped is not supported by ioplane yet");
+        auto options = resolve_backup(txn.daemon(), std::move(args_));
+        if (!options) return std::unexpected(options.error());
+        txn.drain(*options->source);
+        jobs_ = &txn.daemon().jobs();
+        auto job = jobs_->create(block::make_backup_job(std::move(*options)));
+        if (!job) return std::unexpected(job.error());
+        job_ = static_cast<block::BlockJob*>(*job);
+        txn.drain(job_->main_node());
+        return {};
+    }
+    void commit() override { jobs_->start_created(*job_); }
+    void abort() override { jobs_->cancel_created(*job_); }
+
+private:
+    BackupArgs args_;
+    block::JobManager* jobs_ = nullptr;
+    block::BlockJob* job_ = nullptr;
+};
 
 // QEMU's find_block_job_locked: block jobs only, and its error class.
 Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string& id) {
@@ -262,6 +425,12 @@ Result<block::BlockJob*> find_block_job(StorageDaemon& daemon, const std::string
 std::unexpected<QmpError> not_active(const Error& e) { return std::unexpected(QmpError{"DeviceNotActive", e.message}); }
 
 }  // namespace
+
+ParsedAction parse_backup_action(const json& data, const std::string& path) {
+    auto args = parse_backup(data, path);
+    if (!args) return std::unexpected(args.error());
+    return std::make_unique<BackupAction>(std::move(*args));
+}
 
 void register_job_commands(StorageDaemon& daemon) {
     monitor::QmpDispatcher& qmp = daemon.dispatcher();
@@ -283,6 +452,7 @@ void register_job_commands(StorageDaemon& daemon) {
         OptionReader r(tree);
         return done(start_mirror(daemon, r));
     });
+    qmp.add_command("blockdev-backup", action_command(daemon, "blockdev-backup"));
     qmp.add_command("query-block-jobs", [&daemon](const json& args) -> QmpResult {
         OptionTree tree = arguments(args);
         if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);

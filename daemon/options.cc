@@ -182,6 +182,7 @@ constexpr const char* kUsage =
     "\n"
     "  --export [type=]nbd,id=<id>,node-name=<node-name>[,name=<export-name>]\n"
     "           [,description=<text>][,writable=on|off][,allocation-depth=on|off]\n"
+    "           [,bitmaps.0=<bitmap>|bitmaps.0.node=<node>,bitmaps.0.name=<bitmap>...]\n"
     "           [,iothread=<id>][,fixed-iothread=on|off]\n"
     "                         export the specified block node over NBD\n"
     "                         (requires --nbd-server)\n"
@@ -747,6 +748,34 @@ Result<void> read_export_iothread(OptionReader& r, ExportOptions& out, std::vect
     return {};
 }
 
+// type=nbd's `bitmaps`: a list whose elements are bitmap names or
+// {node, name} objects (bitmaps.0=b0, or bitmaps.0.node=n,bitmaps.0.name=b0).
+Result<std::vector<NbdBitmapRef>> read_nbd_bitmaps(OptionReader& r) {
+    std::vector<NbdBitmapRef> out;
+    const nlohmann::json* raw = r.get_raw("bitmaps");
+    if (raw == nullptr) return out;
+    if (!raw->is_array()) return invalid("parameter " + in_quotes(r.full_name("bitmaps")) + ": expected a list");
+    const bool json = r.syntax() == OptionSyntax::json;
+    for (size_t i = 0; i < raw->size(); i++) {
+        const nlohmann::json& v = (*raw)[i];
+        const std::string key = r.full_name("bitmaps") + (json ? "[" + std::to_string(i) + "]" : "." + std::to_string(i));
+        if (v.is_string()) {
+            out.push_back({std::nullopt, v.get<std::string>()});
+            continue;
+        }
+        if (!v.is_object())
+            return invalid("parameter " + in_quotes(key) + ": expected a bitmap name or an object with 'node' and 'name'");
+        OptionReader e(v, r.syntax(), key + ".");
+        auto node = e.require_string("node");
+        if (!node) return std::unexpected(node.error());
+        auto name = e.require_string("name");
+        if (!name) return std::unexpected(name.error());
+        if (auto c = e.check_all_used(); !c) return std::unexpected(c.error());
+        out.push_back({std::move(*node), std::move(*name)});
+    }
+    return out;
+}
+
 // type=vhost-user-blk: addr (unix), num-queues, logical-block-size.
 Result<ExportOptions> parse_vhost_user_blk_export(OptionReader& r, ExportOptions out, std::vector<std::string> list) {
     VhostUserBlkOptions v;
@@ -810,7 +839,6 @@ Result<ExportOptions> parse_export(const OptionTree& tree) {
         out.type_options = OptionTree{r.unused(), tree.syntax};
         return out;
     }
-    if (auto u = reject_unsupported(r, {"bitmaps", "bitmap"}); !u) return std::unexpected(u.error());
     NbdExportOptions nbd;
     auto name = r.get_string("name");
     if (!name) return std::unexpected(name.error());
@@ -825,6 +853,9 @@ Result<ExportOptions> parse_export(const OptionTree& tree) {
     }
     nbd.description = std::move(*description);
     if (auto b = read_bool(r, "allocation-depth", nbd.allocation_depth); !b) return std::unexpected(b.error());
+    auto bitmaps = read_nbd_bitmaps(r);
+    if (!bitmaps) return std::unexpected(bitmaps.error());
+    nbd.bitmaps = std::move(*bitmaps);
     if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
     out.nbd = std::move(nbd);
     return out;

@@ -79,11 +79,20 @@ struct NbdServerOptions {
     uint32_t max_connections = 0;  // 0 = unlimited
 };
 
+// One element of an NBD export's `bitmaps` (QEMU's BlockDirtyBitmapOrStr):
+// a bitmap name, looked up from the exported node down its chain, or a
+// node-name and a bitmap name.
+struct NbdBitmapRef {
+    std::optional<std::string> node;  // absent: the name alone
+    std::string name;
+};
+
 // The NBD-specific part of an export.
 struct NbdExportOptions {
     std::string name;  // defaults to the node name
     std::optional<std::string> description;
     bool allocation_depth = false;  // offer the qemu:allocation-depth meta context
+    std::vector<NbdBitmapRef> bitmaps;  // offered as qemu:dirty-bitmap:NAME contexts
 };
 
 // The 9P-specific part of an export (type=9p: not in qemu-storage-daemon,

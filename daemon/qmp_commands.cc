@@ -2,6 +2,7 @@
 
 #include "daemon/bitmap_commands.h"
 #include "daemon/qmp_results.h"
+#include "daemon/transaction.h"
 #include "ioplane/core/log.h"
 
 namespace ioplane::daemon {
@@ -161,44 +162,9 @@ void register_qmp_commands(StorageDaemon& daemon) {
         const std::string name = node_name->value_or(device->value_or(""));
         return done(daemon.resize_node(name, uint64_t(**size)));
     });
-    qmp.add_command("blockdev-snapshot", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree = arguments(args);
-        OptionReader r(tree);
-        auto node = r.require_string("node");
-        if (!node) return error_of(node);
-        auto overlay = r.require_string("overlay");
-        if (!overlay) return error_of(overlay);
-        if (auto c = r.check_all_used(); !c) return error_of(c);
-        return done(daemon.snapshot(*node, *overlay));
-    });
-    qmp.add_command("blockdev-snapshot-sync", [&daemon](const json& args) -> QmpResult {
-        OptionTree tree = arguments(args);
-        OptionReader r(tree);
-        StorageDaemon::SnapshotSyncOptions o;
-        auto device = r.get_string("device");
-        if (!device) return error_of(device);
-        auto node_name = r.get_string("node-name");
-        if (!node_name) return error_of(node_name);
-        auto file = r.require_string("snapshot-file");
-        if (!file) return error_of(file);
-        auto snapshot_name = r.get_string("snapshot-node-name");
-        if (!snapshot_name) return error_of(snapshot_name);
-        auto format = r.get_string("format");
-        if (!format) return error_of(format);
-        auto mode = r.get_string("mode");
-        if (!mode) return error_of(mode);
-        if (auto c = r.check_all_used(); !c) return error_of(c);
-        if (!*device && !*node_name)
-            return error_of(Result<void>(fail(EINVAL, "Cannot find device= nor node-name=")));
-        if (*mode && **mode != "existing" && **mode != "absolute-paths")
-            return error_of(Result<void>(fail(EINVAL, "Parameter 'mode' does not accept value '" + **mode + "'")));
-        o.node_name = node_name->value_or(device->value_or(""));
-        o.file = *file;
-        o.snapshot_node_name = snapshot_name->value_or("");
-        o.format = format->value_or("qcow2");
-        o.existing = *mode && **mode == "existing";
-        return done(daemon.snapshot_sync(o));
-    });
+    // Snapshots: actions of `transaction` (transaction.h, image_commands.cc).
+    qmp.add_command("blockdev-snapshot", action_command(daemon, "blockdev-snapshot"));
+    qmp.add_command("blockdev-snapshot-sync", action_command(daemon, "blockdev-snapshot-sync"));
     qmp.add_command("query-jobs", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
         return daemon.jobs().query();
@@ -249,8 +215,10 @@ void register_qmp_commands(StorageDaemon& daemon) {
         return done(daemon.set_iothread(*name, target, force->value_or(false)));
     });
 
-    // Dirty bitmaps (bitmap_commands.cc).
+    // Dirty bitmaps (bitmap_commands.cc), and transactions of them and
+    // snapshots (transaction.cc).
     register_bitmap_commands(daemon);
+    register_transaction_command(daemon);
 
     // Objects: IOThreads and throttle groups.
     qmp.add_command("object-add", [&daemon](const json& args) -> QmpResult {
@@ -337,8 +305,11 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("query-block-exports", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
         json list = json::array();
+        // The node an NBD export uses now, as QEMU reports it: a snapshot
+        // or a mirror's completion moves the export onto another node.
         for (const auto& e : daemon.exports())
-            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", e.options.node_name},
+            list.push_back({{"id", e.options.id}, {"type", e.options.type},
+                            {"node-name", e.nbd ? e.nbd->blk().node().node_name() : e.options.node_name},
                             {"shutting-down", false}});
         return list;
     });

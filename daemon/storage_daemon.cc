@@ -1,4 +1,5 @@
 #include "daemon/storage_daemon.h"
+#include "daemon/export_bitmaps.h"
 
 #include <sys/resource.h>
 
@@ -236,11 +237,15 @@ Result<void> StorageDaemon::add_export(const ExportOptions& e) {
     const std::string name = e.nbd && !e.nbd->name.empty() ? e.nbd->name : e.node_name;
     if (nbd_server_->find_export(name)) return fail(EEXIST, "export '" + e.id + "': an NBD export named '" + name + "' exists already");
     if (auto r = block::BlockBackend::can_attach(*node, e.writable, block::kAnonymousUser); !r) return r;
+    // Before the move: a refused bitmap leaves the node where it was.
+    auto bitmaps = find_export_bitmaps(graph_, node, e.writable, e.nbd ? e.nbd->bitmaps : std::vector<NbdBitmapRef>{});
+    if (!bitmaps) return std::unexpected(bitmaps.error());
     if (auto r = move_to_export_iothread(e, *node); !r) return r;
     nbd::NbdExportOptions o;
     o.id = e.id;
     o.writable = e.writable;
     o.allocation_depth = e.nbd && e.nbd->allocation_depth;
+    o.bitmaps = std::move(*bitmaps);
     o.name = name;
     if (e.nbd) o.description = e.nbd->description.value_or("");
     auto exp = std::make_shared<nbd::NbdExport>(std::move(o), node);

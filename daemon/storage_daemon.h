@@ -78,17 +78,33 @@ public:
     Result<void> create_image(const std::string& job_id, OptionTree options);
     // block_resize: the node grows (or shrinks) to `size` bytes.
     Result<void> resize_node(const std::string& node_name, uint64_t size);
-    // blockdev-snapshot: `overlay` (no backing child, no users) goes on top
-    // of `node` and takes its place.
-    Result<void> snapshot(const std::string& node_name, const std::string& overlay_name);
+    // The steps of blockdev-snapshot and blockdev-snapshot-sync, which
+    // run as transaction actions (image_commands.cc):
     struct SnapshotSyncOptions {
         std::string node_name;           // device or node-name
         std::string file;                // snapshot-file
         std::string snapshot_node_name;  // empty: an automatic one
         std::string format = "qcow2";
         bool existing = false;  // mode=existing: the file is already an image
+        bool named_by_node_name = false;  // node-name given (not device)
     };
-    Result<void> snapshot_sync(const SnapshotSyncOptions& options);
+    // blockdev-snapshot-sync's overlay for `node`: the image made (unless
+    // `existing`) with the node's image as its backing file, then opened
+    // without a backing child (with a snapshot_node_name, as the monitor's
+    // node).
+    Result<std::shared_ptr<block::BlockNode>> open_overlay(const SnapshotSyncOptions& options,
+                                                           const block::BlockNode& node);
+    // Undoes open_overlay (the image file stays, as in QEMU).
+    void close_overlay(const SnapshotSyncOptions& options);
+    // Drained section of `node` and `overlay`: `overlay` (no backing child,
+    // no users, moved to the node's context if needed) takes `node` as
+    // backing child and its place under every parent and user.
+    Result<void> install_overlay(const std::shared_ptr<block::BlockNode>& node,
+                                 const std::shared_ptr<block::BlockNode>& overlay);
+    // In the same drained sections: undoes install_overlay; the overlay
+    // goes back to `overlay_ctx`.
+    void uninstall_overlay(const std::shared_ptr<block::BlockNode>& node,
+                           const std::shared_ptr<block::BlockNode>& overlay, AioContext& overlay_ctx);
     block::JobManager& jobs() { return jobs_; }
 
     // One of nbd, fs9p and vhost_user_blk is set, by options.type.
@@ -104,6 +120,8 @@ public:
     const std::vector<Export>& exports() const { return exports_; }
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }
     const block::BlockGraph& graph() const { return graph_; }
+    // For commands whose jobs add nodes of their own (a backup's filter).
+    block::BlockGraph& graph() { return graph_; }
     monitor::QmpDispatcher& dispatcher() { return dispatcher_; }
 
 private:
@@ -119,8 +137,6 @@ private:
     // qemu-storage-daemon does.
     void remove_export_at(size_t index);
     bool flush_all_nodes();
-    Result<void> install_overlay(const std::shared_ptr<block::BlockNode>& node,
-                                 const std::shared_ptr<block::BlockNode>& overlay);
 
     MainLoop& main_loop_;
     // Before the exports and the NBD server, whose connections charge them.

@@ -97,6 +97,41 @@ Result<void> DirtyBitmap::merge_from(const DirtyBitmap& source) {
     return {};
 }
 
+Result<void> DirtyBitmap::create_successor() {
+    owner_.check_list_change();
+    if (auto r = check(kBitmapBusy); !r) return r;
+    auto successor = owner_.create("", granularity_);
+    if (!successor) return std::unexpected(successor.error());
+    successor_ = *successor;
+    successor_->enabled_ = enabled_;
+    enabled_ = false;
+    busy_ = true;
+    owner_.update_tracking();
+    return {};
+}
+
+void DirtyBitmap::abdicate() {
+    owner_.check_list_change();
+    IOPLANE_ASSERT(successor_ != nullptr);
+    bits_ = successor_->bits_;
+    end_succession();
+}
+
+void DirtyBitmap::reclaim() {
+    owner_.check_list_change();
+    IOPLANE_ASSERT(successor_ != nullptr);
+    bits_.merge(successor_->bits_);
+    end_succession();
+}
+
+void DirtyBitmap::end_succession() {
+    enabled_ = successor_->enabled_;
+    busy_ = false;
+    DirtyBitmap& successor = *successor_;
+    successor_ = nullptr;
+    owner_.release(successor);
+}
+
 void DirtyBitmaps::check_list_change() const {
     assert_in_main_thread();
     IOPLANE_ASSERT(node_.quiesced());
@@ -170,13 +205,10 @@ void DirtyBitmaps::release(DirtyBitmap& bitmap) {
     update_tracking();
 }
 
-Result<void> DirtyBitmaps::remove(DirtyBitmap& bitmap) {
+Result<void> DirtyBitmaps::remove_from_image(const DirtyBitmap& bitmap) {
     check_list_change();
-    if (bitmap.persistent_)
-        if (auto r = run_to_completion(node_.ctx(), node_.driver().co_remove_persistent_bitmap(bitmap.name_)); !r)
-            return r;
-    release(bitmap);
-    return {};
+    if (!bitmap.persistent_) return {};
+    return run_to_completion(node_.ctx(), node_.driver().co_remove_persistent_bitmap(bitmap.name_));
 }
 
 }  // namespace ioplane::block

@@ -61,5 +61,7 @@ Result<Opened> open_blkdebug(OptionReader& opts, const OpenContext& oc);
 Result<Opened> open_throttle(OptionReader& opts, const OpenContext& oc);
 Result<Opened> open_copy_on_read(OptionReader& opts, const OpenContext& oc);
 Result<Opened> open_qcow2(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_copy_before_write(OptionReader& opts, const OpenContext& oc);
+Result<Opened> open_snapshot_access(OptionReader& opts, const OpenContext& oc);
 
 }  // namespace ioplane::block

@@ -25,6 +25,8 @@ Factory find_driver(const std::string& name) {
     if (name == "throttle") return open_throttle;
     if (name == "copy-on-read") return open_copy_on_read;
     if (name == "qcow2") return open_qcow2;
+    if (name == "copy-before-write") return open_copy_before_write;
+    if (name == "snapshot-access") return open_snapshot_access;
     return nullptr;
 }
 
@@ -131,13 +133,16 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
     return node;
 }
 
-bool valid_node_name(const std::string& name) {
-    // QEMU: a letter first, then letters, digits, '-', '.', '_'; at most 31.
-    if (name.empty() || name.size() > 31 || !std::isalpha(static_cast<unsigned char>(name[0]))) return false;
+// QEMU's id_wellformed: a letter first, then letters, digits, '-', '.', '_'.
+bool well_formed_id(const std::string& name) {
+    if (name.empty() || !std::isalpha(static_cast<unsigned char>(name[0]))) return false;
     for (char c : name)
         if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
     return true;
 }
+
+// QEMU's node names also fit in 31 characters.
+bool valid_node_name(const std::string& name) { return name.size() <= 31 && well_formed_id(name); }
 
 // Errors from opening a node say which node.
 Error about_node(const std::string& name, const Error& e) { return Error{e.code, "node '" + name + "': " + e.message}; }
@@ -233,6 +238,11 @@ Result<std::shared_ptr<BlockNode>> BlockGraph::open_unnamed(const OptionTree& op
     assert_in_main_thread();
     if (!options.root.is_object() || options.root.contains("node-name"))
         return fail(EINVAL, "an unnamed node's options must be an object without 'node-name'");
+    return open_internal(options, ctx);
+}
+
+Result<std::shared_ptr<BlockNode>> BlockGraph::open_internal(const OptionTree& options, AioContext& ctx) {
+    assert_in_main_thread();
     return open_child(*this, options.root, OpenContext{*this, ctx, "", NodeFlags{}, options.syntax});
 }
 
@@ -240,6 +250,15 @@ std::shared_ptr<BlockNode> BlockGraph::find(const std::string& node_name) const 
     assert_in_main_thread();
     auto it = nodes_.find(node_name);
     return it == nodes_.end() ? nullptr : it->second.node.lock();
+}
+
+Result<void> BlockGraph::check_new_node_name(const std::string& name) const {
+    assert_in_main_thread();
+    // QEMU's order: well-formed, unused, then short enough.
+    if (!well_formed_id(name)) return fail(EINVAL, "Invalid node-name: '" + name + "'");
+    if (name_in_use(name)) return fail(EEXIST, "Duplicate nodes with node-name='" + name + "'");
+    if (!valid_node_name(name)) return fail(EINVAL, "Node name too long");
+    return {};
 }
 
 void BlockGraph::add_child_node(const std::shared_ptr<BlockNode>& node) {

@@ -11,7 +11,7 @@
 //    blocks first (read-modify-write), serialised against overlapping
 //    requests so that racing writes end as some sequential order would;
 //  - splitting at the driver's max_transfer;
-//  - copy-on-read, when the caller asks for it;
+//  - copy-on-read, and serialising writes, when the caller asks for them;
 //  - FUA emulated by a flush when the driver has no native FUA;
 //  - dirty bitmaps: a write, write-zeroes or discard marks the node's
 //    enabled bitmaps over its range when it finishes, failed or not (QEMU's
@@ -198,7 +198,8 @@ Task<Result<void>> pwritev_slow(BlockNode& node, uint64_t offset, uint64_t bytes
     if (node.dirty_bitmaps().refuse_writes()) co_return readonly_bitmaps_error(node);
     NodeRequest req(node, offset, bytes);
     const uint32_t align = node.limits().request_alignment;
-    if (align > 1 && (offset % align || bytes % align)) req.make_serialising(align);
+    if ((flags & kSerialising) || (align > 1 && (offset % align || bytes % align))) req.make_serialising(align);
+    flags &= ~kSerialising;
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     if (bytes == 0) co_return Result<void>{};
     const bool fua = emulate_fua(node, flags);
@@ -247,7 +248,8 @@ Task<Result<void>> BlockEdge::co_pwritev(uint64_t offset, uint64_t bytes, std::s
     BlockNode& node = child();
     if (!request_ok(*this, offset, bytes, Access::write))
         return failed(request_error(*this, offset, bytes, Access::write));
-    if (!emulate_fua(node, flags) && direct(node, offset, bytes, iov) && !node.dirty_bitmaps().tracking())
+    if (!(flags & kSerialising) && !emulate_fua(node, flags) && direct(node, offset, bytes, iov) &&
+        !node.dirty_bitmaps().tracking())
         return tracked(node, offset, bytes, node.driver().co_pwritev(offset, bytes, iov, flags));
     return pwritev_slow(node, offset, bytes, iov, flags);
 }
@@ -269,6 +271,8 @@ Task<Result<void>> BlockEdge::co_pwrite_zeroes(uint64_t offset, uint64_t bytes, 
         if (flags & kNoFallback) co_return fail(ENOTSUP, "node '" + node.node_name() + "': unaligned fast zero");
         req.make_serialising(align);
     }
+    if (flags & kSerialising) req.make_serialising(align);
+    flags &= ~kSerialising;
     if (req.may_conflict()) co_await req.wait_for_conflicts();
     const bool fua = emulate_fua(node, flags);
     if (fua) flags &= ~kWriteFua;

@@ -45,9 +45,7 @@ Result<void> check_job_id(const std::string& id) {
     return {};
 }
 
-Task<void> Job::co_to_main() {
-    if (AioContext::current() != main_context()) co_await schedule_on(*main_context());
-}
+Task<void> Job::co_to_main() { co_await schedule_on(*main_context()); }
 
 Job::Job(std::string id, std::string type, bool auto_finalize, bool auto_dismiss)
     : id_(std::move(id)), type_(std::move(type)), auto_finalize_(auto_finalize), auto_dismiss_(auto_dismiss) {}
@@ -136,8 +134,15 @@ Result<Job*> JobManager::find_for(const std::string& id, JobVerb verb) const {
 }
 
 Result<void> JobManager::start(std::unique_ptr<Job> job) {
+    auto created = create(std::move(job));
+    if (!created) return std::unexpected(created.error());
+    start_created(**created);
+    return {};
+}
+
+Result<Job*> JobManager::create(std::unique_ptr<Job> job) {
     assert_in_main_thread();
-    if (auto r = check_job_id(job->id_); !r) return r;
+    if (auto r = check_job_id(job->id_); !r) return std::unexpected(r.error());
     if (find(job->id_)) return fail(EEXIST, "Job ID '" + job->id_ + "' already in use");
     Job& j = *job;
     j.manager_ = this;
@@ -145,13 +150,29 @@ Result<void> JobManager::start(std::unique_ptr<Job> job) {
     transition(j, JobStatus::created);
     if (auto r = j.setup(); !r) {
         remove(j);  // QEMU's job_early_fail: straight to null
-        return r;
+        return std::unexpected(r.error());
     }
-    j.started_ = true;
-    transition(j, JobStatus::running);
+    return &j;
+}
+
+void JobManager::start_created(Job& job) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(job.status_ == JobStatus::created && !job.started_);
+    job.started_ = true;
+    transition(job, JobStatus::running);
     running_++;
-    spawn(*main_context(), co_run(j));
-    return {};
+    spawn(*main_context(), co_run(job));
+}
+
+void JobManager::cancel_created(Job& job) {
+    assert_in_main_thread();
+    IOPLANE_ASSERT(job.status_ == JobStatus::created && !job.started_);
+    job.cancel_requested_ = true;
+    job.cancelled_.store(true, std::memory_order_release);
+    job.ret_ = -ECANCELED;
+    job.error_ = std::strerror(ECANCELED);
+    transition(job, JobStatus::aborting);
+    abort_job(job);
 }
 
 Task<void> JobManager::co_run(Job& job) {

@@ -140,13 +140,15 @@ Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to,
     IOPLANE_ASSERT(from.quiesced());
     if (&to->ctx() != &from.ctx())
         return fail(EINVAL, "node '" + to->node_name() + "' is in another context than node '" + from.node_name() + "'");
+    // A parent below `to` keeps `from`: pointing it at `to` would make a
+    // loop (QEMU's should_update_child). So does a filter inserted above
+    // `from` (its own edge is `keep`) for a fleecing image whose backing
+    // file is `from` and which is the filter's target.
+    const std::vector<BlockNode*> below_to = to->subtree();
     std::vector<BlockEdge*> moving;
     for (BlockEdge* e : from.parents_)
-        if (e != keep && e->role() != ChildRole::job) moving.push_back(e);
-    for (BlockEdge* e : moving)
-        if (e->parent_node() && std::ranges::count(to->subtree(), e->parent_node()))
-            return fail(EINVAL, "node '" + to->node_name() + "' cannot replace node '" + from.node_name() +
-                                    "' under " + e->parent_name() + ", which is below it");
+        if (e != keep && e->role() != ChildRole::job && !std::ranges::count(below_to, e->parent_node()))
+            moving.push_back(e);
     // A user's edge takes its BlockBackend along.
     auto move_all = [&moving](BlockNode& a, BlockNode& b) {
         for (BlockEdge* e : moving) {
@@ -163,15 +165,16 @@ Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to,
     };
     std::shared_ptr<BlockNode> hold = from.shared_from_this();  // an edge may have held the last reference
     move_all(from, *to);
+    // What `from` takes of its children follows from the parents it kept,
+    // in the same update and first: a filter dropped from above its child
+    // gives up its hold on the child as the filter's parents move there.
     PermissionUpdate update;
+    update.refresh(from);
     for (BlockEdge* e : moving) update.propose(*e, e->perm(), e->shared());
     if (auto r = update.commit(); !r) {
         move_all(*to, from);
         return r;
     }
-    PermissionUpdate relax;
-    relax.refresh(from);
-    (void)relax.commit();  // fewer needs never conflict
     for (BlockEdge* e : moving)
         if (e->parent_node()) e->parent_node()->refresh_limits();
     return {};

@@ -22,6 +22,7 @@ const char* role_name(ChildRole role) {
         case ChildRole::filtered: return "file";
         case ChildRole::root: return "root";
         case ChildRole::job: return "job";
+        case ChildRole::target: return "target";
     }
     return "?";
 }
@@ -33,6 +34,11 @@ Driver::Perms Driver::child_perms(ChildRole role, uint32_t perm, uint32_t shared
         case ChildRole::root:
         case ChildRole::job:
             return {perm, shared};
+        case ChildRole::target:
+            // Written with copies; others may do anything but resize it,
+            // whose size the copying checked once (QEMU's cbw_child_perm:
+            // the target may be an image whose backing file is the source).
+            return {kPermWrite, kPermAll & ~kPermResize};
         case ChildRole::backing:
             // Only read from; others may write it only if our parents can
             // live with changing data.

@@ -143,6 +143,30 @@ TEST_F(JobTest, SetupFailureEndsTheJobBeforeItRuns) {
     EXPECT_TRUE(jobs_.jobs().empty());
 }
 
+// A transaction's jobs: made and set up first, then started, or cancelled
+// without ever running when another action fails.
+TEST_F(JobTest, CreatedJobStartsLaterOrIsCancelledUnrun) {
+    auto job = std::make_unique<TestJob>("t1");
+    TestJob* j = job.get();
+    auto created = jobs_.create(std::move(job));
+    ASSERT_TRUE(created);
+    EXPECT_EQ(j->status(), JobStatus::created);
+    jobs_.start_created(**created);
+    j->finish = true;
+    ASSERT_TRUE(run_until([&] { return jobs_.jobs().empty(); }));
+    EXPECT_EQ(statuses("t1"),
+              (std::vector<std::string>{"created", "running", "waiting", "pending", "concluded", "null"}));
+
+    auto unrun = std::make_unique<TestJob>("t2");
+    TestJob* u = unrun.get();
+    auto made = jobs_.create(std::move(unrun));
+    ASSERT_TRUE(made);
+    EXPECT_TRUE(u->calls.empty());
+    jobs_.cancel_created(**made);  // the job is gone with it
+    EXPECT_EQ(statuses("t2"), (std::vector<std::string>{"created", "aborting", "concluded", "null"}));
+    EXPECT_TRUE(jobs_.jobs().empty());
+}
+
 TEST_F(JobTest, PrepareFailureAborts) {
     auto job = std::make_unique<TestJob>("j6", true, false);
     TestJob* j = job.get();

@@ -408,11 +408,34 @@ TEST(Export, JsonForm) {
               "expected a boolean, got a string");
 }
 
+TEST(Export, NbdBitmaps) {
+    auto c = ok({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmaps.0=b0,bitmaps.1.node=n1,bitmaps.1.name=b1"});
+    const auto& b = c.exports[0].nbd->bitmaps;
+    ASSERT_EQ(b.size(), 2u);
+    EXPECT_FALSE(b[0].node.has_value());
+    EXPECT_EQ(b[0].name, "b0");
+    EXPECT_EQ(b[1].node, "n1");
+    EXPECT_EQ(b[1].name, "b1");
+    auto j = ok({NBD_SETUP, "--export",
+                 R"({"type":"nbd","id":"e0","node-name":"disk","bitmaps":["b0",{"node":"n1","name":"b1"}]})"});
+    EXPECT_EQ(j.exports[0].nbd->bitmaps.size(), 2u);
+    EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmaps=b0"}),
+              "--export 'nbd,id=e0,node-name=disk,bitmaps=b0': parameter 'bitmaps': expected a list");
+    EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmaps.0.node=n"}),
+              "--export 'nbd,id=e0,node-name=disk,bitmaps.0.node=n': missing 'bitmaps.0.name'");
+    EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmaps.0.node=n,bitmaps.0.name=b,bitmaps.0.x=1"}),
+              "--export 'nbd,id=e0,node-name=disk,bitmaps.0.node=n,bitmaps.0.name=b,bitmaps.0.x=1': "
+              "unexpected parameter 'bitmaps.0.x'");
+    EXPECT_EQ(error({NBD_SETUP, "--export", R"({"type":"nbd","id":"e0","node-name":"disk","bitmaps":[5]})"}),
+              R"(--export '{"type":"nbd","id":"e0","node-name":"disk","bitmaps":[5]}': parameter 'bitmaps[0]': )"
+              "expected a bitmap name or an object with 'node' and 'name'");
+}
+
 TEST(Export, NbdRejectsUnknownAndUnsupportedKeys) {
     EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,mountpoint=x"}),
               "--export 'nbd,id=e0,node-name=disk,mountpoint=x': unexpected parameter 'mountpoint'");
-    EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmaps.0=b"}, ENOTSUP),
-              "--export 'nbd,id=e0,node-name=disk,bitmaps.0=b': parameter 'bitmaps' is not supported");
+    EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,bitmap=b"}),
+              "--export 'nbd,id=e0,node-name=disk,bitmap=b': unexpected parameter 'bitmap'");
     EXPECT_EQ(error({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,writethrough=on"}, ENOTSUP),
               "--export 'nbd,id=e0,node-name=disk,writethrough=on': parameter 'writethrough' is not supported");
     EXPECT_TRUE(parse({NBD_SETUP, "--export", "nbd,id=e0,node-name=disk,writethrough=off"}).has_value());

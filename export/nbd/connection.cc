@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "ioplane/block/chain.h"
+#include "ioplane/block/node.h"
 #include "ioplane/core/buffered_reader.h"
 #include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
@@ -36,8 +37,8 @@ constexpr unsigned kMaxRequestsInFlight = 256;
 constexpr uint64_t kMaxBytesInFlight = 256ull << 20;
 // Room for a full batch of small writes (QD 64 x 4 KiB), taken in one read().
 constexpr size_t kRecvBufferSize = 256 * 1024;
-constexpr uint32_t kMetaContextAllocation = 1;  // our id for base:allocation
-constexpr uint32_t kMetaContextDepth = 2;       // ... and for qemu:allocation-depth
+// Extents per block status chunk: QEMU sends up to 128 Ki (1 MiB); a
+// client asks again for the rest, and our replies stay small.
 constexpr size_t kMaxExtentsPerReply = 1024;
 
 }  // namespace
@@ -207,8 +208,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             if (exp == nullptr) co_return fail(ENOENT, "no export named '" + *name + "'");
             put_export_name_reply(reply, exp->blk().length(), exp->transmission_flags(structured_), no_zeroes_);
             if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
-            limits_ = exp->limits(structured_,
-                                  structured_ && (meta_allocation_ || meta_depth_) && meta_export_ == exp->name());
+            limits_ = exp->limits(structured_, meta_contexts_selected_for(exp));
             chosen = exp;
             co_return true;
         }
@@ -245,8 +245,7 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
             put_option_reply(reply, option, NBD_REP_ACK);
             if (auto r = co_await send_option_reply(reply); !r) co_return std::unexpected(r.error());
             if (option == NBD_OPT_INFO) co_return false;
-            limits_ = exp->limits(structured_,
-                                  structured_ && (meta_allocation_ || meta_depth_) && meta_export_ == exp->name());
+            limits_ = exp->limits(structured_, meta_contexts_selected_for(exp));
             chosen = exp;
             co_return true;
         }
@@ -254,28 +253,28 @@ Task<Result<bool>> Connection::handle_option(uint32_t option, std::vector<uint8_
         case NBD_OPT_SET_META_CONTEXT: {
             const bool set = option == NBD_OPT_SET_META_CONTEXT;
             if (!structured_) co_return co_await error(NBD_REP_ERR_INVALID, "structured replies not negotiated");
+            if (set) forget_meta_contexts();  // a SET replaces what an earlier one chose, even if it fails
             auto req = parse_meta_context_request(payload);
             if (!req) co_return co_await error(NBD_REP_ERR_INVALID, req.error().message);
             std::shared_ptr<NbdExport> exp = server_.find_export(req->export_name);
             if (exp == nullptr)
                 co_return co_await error(NBD_REP_ERR_UNKNOWN, "no export named '" + req->export_name + "'");
-            bool allocation = false, depth = false;
-            if (req->queries.empty()) {
-                allocation = depth = !set;  // LIST with no query: everything; SET with none: nothing
-            } else {
-                for (const std::string& q : req->queries) {
-                    if (q == kBaseAllocation || (!set && q == "base:")) allocation = true;
-                    if (q == kQemuAllocationDepth || (!set && q == "qemu:")) depth = true;
-                }
-            }
-            depth = depth && exp->allocation_depth();
-            if (allocation) put_rep_meta_context(reply, option, kMetaContextAllocation, kBaseAllocation);
-            if (depth) put_rep_meta_context(reply, option, kMetaContextDepth, kQemuAllocationDepth);
+            const MetaContextOffer& offer = exp->meta_contexts();
+            MetaContextSelection sel = select_meta_contexts(offer, req->queries, !set);
+            // LIST's replies carry id 0, as QEMU's do (nothing is selected);
+            // SET's the ids that block status chunks will carry.
+            auto id = [set](uint32_t context_id) { return set ? context_id : 0u; };
+            if (sel.base_allocation) put_rep_meta_context(reply, option, id(kMetaIdBaseAllocation), kBaseAllocation);
+            if (sel.allocation_depth)
+                put_rep_meta_context(reply, option, id(kMetaIdAllocationDepth), kQemuAllocationDepth);
+            for (size_t i = 0; i < sel.bitmaps.size(); i++)
+                if (sel.bitmaps[i])
+                    put_rep_meta_context(reply, option, id(kMetaIdFirstBitmap + uint32_t(i)),
+                                         dirty_bitmap_context(offer.bitmaps[i]));
             put_option_reply(reply, option, NBD_REP_ACK);
             if (set) {
-                meta_allocation_ = allocation;
-                meta_depth_ = depth;
-                meta_export_ = exp->name();
+                meta_ = std::move(sel);
+                meta_export_ = exp;
             }
             break;
         }
@@ -528,57 +527,69 @@ Task<Result<void>> Connection::handle_read(NbdExport& exp, const Request& req) {
     co_return r;
 }
 
+bool Connection::meta_contexts_selected_for(const std::shared_ptr<NbdExport>& exp) const {
+    return structured_ && meta_.count() > 0 && meta_export_.lock() == exp;
+}
+
+void Connection::forget_meta_contexts() {
+    meta_ = {};
+    meta_export_.reset();
+}
+
 // Extents of base:allocation (hole, zero) or qemu:allocation-depth (the
-// allocating layer's depth), merged while their flags agree.
-Task<Result<std::vector<Extent>>> Connection::block_status_extents(NbdExport& exp, const Request& req, bool depth) {
+// allocating layer's depth), merged while their flags agree. Both answer
+// for the whole backing chain, as QEMU's do: what the image reads as, not
+// what its top layer holds.
+Task<Result<void>> Connection::allocation_extents(NbdExport& exp, const Request& req, bool depth, ExtentList& out) {
     block::BlockBackend& blk = exp.blk();
     const uint64_t end = std::min<uint64_t>(blk.length(), req.offset + req.length);
-    // Extent lengths are 32-bit: keep each one below 4 GiB, aligned.
-    const uint64_t max_extent = (uint64_t(UINT32_MAX) + 1 - limits_.min_block);
-    std::vector<Extent> extents;
-    for (uint64_t off = req.offset; off < end;) {
+    for (uint64_t off = req.offset; off < end && !out.full();) {
         unsigned layer = 0;
-        auto st = depth ? co_await block::co_block_status_above(blk.root_edge(), nullptr, off,
-                                                                std::min(end - off, max_extent), &layer)
-                        : co_await blk.co_block_status(off, std::min(end - off, max_extent));
+        auto st = co_await block::co_block_status_above(blk.root_edge(), nullptr, off, end - off, &layer);
         if (!st) co_return std::unexpected(st.error());
         const uint32_t flags = depth ? layer : (st->data ? 0 : NBD_STATE_HOLE) | (st->zero ? NBD_STATE_ZERO : 0);
         const uint64_t len = std::max<uint64_t>(1, std::min(st->bytes, end - off));
-        if (!extents.empty() && extents.back().flags == flags && extents.back().length + len <= max_extent)
-            extents.back().length += uint32_t(len);
-        else
-            extents.push_back({uint32_t(len), flags});
+        out.add(len, flags);
         off += len;
-        if ((req.flags & NBD_CMD_FLAG_REQ_ONE) || extents.size() >= kMaxExtentsPerReply) break;
     }
-    co_return extents;
+    co_return Result<void>{};
 }
 
-// One chunk per selected meta context, the last one flagged DONE.
+// One chunk per selected meta context, in the order of their ids, the last
+// one flagged DONE (QEMU's order too). Each context answers as far as its
+// extents reach: the spec lets them cover different lengths.
 Task<Result<void>> Connection::handle_block_status(NbdExport& exp, const Request& req) {
-    struct Context {
-        bool selected;
-        uint32_t id;
-        bool depth;
-    };
-    const Context contexts[] = {{meta_allocation_, kMetaContextAllocation, false},
-                                {meta_depth_, kMetaContextDepth, true}};
-    const Context* last = nullptr;
-    for (const Context& c : contexts)
-        if (c.selected) last = &c;
+    const size_t max_extents = (req.flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : kMaxExtentsPerReply;
+    size_t remaining = meta_.count();
     std::vector<uint8_t> bytes;
-    for (const Context& c : contexts) {
-        if (!c.selected) continue;
-        auto extents = co_await block_status_extents(exp, req, c.depth);
-        if (!extents) {
-            co_await send_error(req, errno_to_nbd(extents.error().code), extents.error().message);
-            co_return std::unexpected(extents.error());
-        }
-        put_chunk_block_status(bytes, &c == last ? NBD_REPLY_FLAG_DONE : 0, req.cookie, c.id, *extents);
+    auto chunk = [&](uint32_t id, const ExtentList& extents) {
+        put_chunk_block_status(bytes, --remaining == 0 ? NBD_REPLY_FLAG_DONE : 0, req.cookie, id, extents.extents());
+    };
+    Result<void> r;
+    if (meta_.base_allocation) {
+        ExtentList extents(max_extents);
+        r = co_await allocation_extents(exp, req, false, extents);
+        if (r) chunk(kMetaIdBaseAllocation, extents);
+    }
+    if (r && meta_.allocation_depth) {
+        ExtentList extents(max_extents);
+        r = co_await allocation_extents(exp, req, true, extents);
+        if (r) chunk(kMetaIdAllocationDepth, extents);
+    }
+    for (size_t i = 0; r && i < meta_.bitmaps.size(); i++) {
+        if (!meta_.bitmaps[i]) continue;
+        ExtentList extents(max_extents);
+        r = exp.bitmap_extents(i, req.offset, req.length, extents);
+        if (r) chunk(kMetaIdFirstBitmap + uint32_t(i), extents);
+    }
+    if (!r) {
+        // Nothing sent yet: the error alone is the whole reply.
+        co_await send_error(req, errno_to_nbd(r.error().code), r.error().message);
+        co_return r;
     }
     iovec iov{bytes.data(), bytes.size()};
     (void)co_await send(std::span(&iov, 1));
-    co_return Result<void>{};
+    co_return r;
 }
 
 Task<void> Connection::send_error(const Request& req, uint32_t nbd_error, const std::string& message) {

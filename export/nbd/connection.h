@@ -21,6 +21,8 @@
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/io_buffer.h"
 #include "ioplane/core/timer.h"
+#include "nbd/extent_list.h"
+#include "nbd/meta_context.h"
 #include "nbd/protocol.h"
 
 namespace ioplane::block {
@@ -62,8 +64,13 @@ private:
     Task<void> transmission(NbdExport& exp);
     Task<void> handle_request(NbdExport& exp, Request req, IoBuffer payload, uint64_t charged);
     Task<Result<void>> handle_read(NbdExport& exp, const Request& req);
-    // The extents of one meta context for the request's range.
-    Task<Result<std::vector<Extent>>> block_status_extents(NbdExport& exp, const Request& req, bool depth);
+    // Whether SET_META_CONTEXT selected contexts of `exp` (so that
+    // NBD_CMD_BLOCK_STATUS is valid on it); and forgetting them.
+    bool meta_contexts_selected_for(const std::shared_ptr<NbdExport>& exp) const;
+    void forget_meta_contexts();
+    // The extents of base:allocation or qemu:allocation-depth (`depth`)
+    // for the request's range, into `out`.
+    Task<Result<void>> allocation_extents(NbdExport& exp, const Request& req, bool depth, ExtentList& out);
     Task<Result<void>> handle_block_status(NbdExport& exp, const Request& req);
     Task<void> send_error(const Request& req, uint32_t nbd_error, const std::string& message);
     Task<Result<void>> send(std::span<iovec> iov);
@@ -84,9 +91,11 @@ private:
     // Negotiated options.
     bool no_zeroes_ = false;
     bool structured_ = false;
-    std::string meta_export_;   // export that SET_META_CONTEXT applied to
-    bool meta_allocation_ = false;
-    bool meta_depth_ = false;   // qemu:allocation-depth
+    // What SET_META_CONTEXT selected, and on which export: the selection
+    // is by index into that export's offer, so it holds for that export
+    // only, not for another one added under the same name meanwhile.
+    std::weak_ptr<NbdExport> meta_export_;
+    MetaContextSelection meta_;
     ExportLimits limits_{};
 
     // Transmission phase, in the connection's context.

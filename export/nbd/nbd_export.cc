@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ioplane/block/node.h"
 #include "ioplane/core/aio_wait.h"
 #include "ioplane/core/clock.h"
 #include "ioplane/core/main_loop.h"
@@ -14,13 +15,58 @@ NbdExport::NbdExport(NbdExportOptions options, std::shared_ptr<block::BlockNode>
       blk_(std::make_unique<block::BlockBackend>(std::move(node), options_.writable, block::kAnonymousUser)),
       stall_check_(*main_context(), [this] { disconnect_stalled_readers(); }) {
     if (options_.name.empty()) options_.name = blk_->node().node_name();
+    offer_.allocation_depth = options_.allocation_depth;
+    // QMP refuses to change or remove a busy bitmap (QEMU's nbd_export_create).
+    for (const ExportedBitmap& b : options_.bitmaps) {
+        offer_.bitmaps.push_back(b.bitmap->name());
+        block::DrainedSection drained(*b.node);
+        b.bitmap->set_busy(true);
+    }
     // Connections count each request from receipt to reply; I/O inside one
     // must not wait for a drained section that waits for it.
     blk_->disable_request_queuing();
     blk_->set_owner(this);
 }
 
-NbdExport::~NbdExport() { blk_->set_owner(nullptr); }
+NbdExport::~NbdExport() {
+    release_bitmaps();
+    blk_->set_owner(nullptr);
+}
+
+void NbdExport::release_bitmaps() {
+    assert_in_main_thread();
+    for (const ExportedBitmap& b : options_.bitmaps) {
+        block::DrainedSection drained(*b.node);
+        b.bitmap->set_busy(false);
+    }
+    options_.bitmaps.clear();
+}
+
+// Bits change in the node's context (writes mark them), and a drained
+// section that could change them otherwise (QMP's clear, merge: refused
+// for a busy bitmap anyway) waits for our caller's request: reading them
+// here needs no lock. A bitmap's node that a graph change took out of the
+// exported node's component may sit in another context; it is not read.
+Result<void> NbdExport::bitmap_extents(size_t index, uint64_t offset, uint64_t length, ExtentList& out) {
+    assert_in_context(blk_->ctx());
+    IOPLANE_ASSERT(index < options_.bitmaps.size());
+    const ExportedBitmap& b = options_.bitmaps[index];
+    if (&b.node->ctx() != &blk_->ctx())
+        return fail(EIO, "bitmap '" + b.bitmap->name() + "' is on node '" + b.node->node_name() +
+                             "', which is no longer in the export's I/O thread");
+    const block::DirtyBits& bits = b.bitmap->bits();
+    const uint64_t end = offset + length;
+    uint64_t off = offset;
+    // Runs as long as the bitmap knows, then clean to the end: a bitmap of
+    // a shorter node down the chain says nothing of the bytes past it.
+    while (off < end && off < bits.length()) {
+        const block::DirtyRun run = bits.run_at(off, end - off);
+        if (!out.add(run.bytes, run.dirty ? NBD_STATE_DIRTY : 0)) return {};
+        off += run.bytes;
+    }
+    if (off < end) out.add(end - off, 0);
+    return {};
+}
 
 void NbdExport::remove_connection(const std::shared_ptr<Connection>& c) {
     connections_.erase(std::remove(connections_.begin(), connections_.end(), c), connections_.end());

@@ -2,10 +2,12 @@
 // BlockBackend through which its connections do I/O and follows the node when
 // the node moves to another AioContext (its connections' fds move with it).
 // While the node is drained it disconnects clients that do not read their
-// replies (see drained_begin()).
+// replies (see drained_begin()). It offers dirty bitmaps as QEMU's
+// qemu:dirty-bitmap:NAME contexts, and holds them busy while it exists.
 //
 // Thread contract: main thread, except transmission_flags()/limits() (any
-// thread; constant while the export exists).
+// thread; constant while the export exists) and bitmap_extents() (the
+// node's context, inside a counted request).
 #pragma once
 
 #include <memory>
@@ -14,14 +16,25 @@
 
 #include "export_stats.h"
 #include "ioplane/block/backend.h"
+#include "ioplane/block/dirty_bitmap.h"
 #include "ioplane/core/co_queue.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/timer.h"
+#include "nbd/extent_list.h"
+#include "nbd/meta_context.h"
 #include "nbd/protocol.h"
 
 namespace ioplane::nbd {
 
 class Connection;
+
+// A dirty bitmap an export offers (the daemon found it and checked it may be
+// used). Its node is the exported node or one connected to it by edges, so
+// it lives in the same context and the same drained sections.
+struct ExportedBitmap {
+    std::shared_ptr<block::BlockNode> node;  // keeps the bitmap's node, and so the bitmap, alive
+    block::DirtyBitmap* bitmap = nullptr;
+};
 
 struct NbdExportOptions {
     std::string id;
@@ -29,6 +42,7 @@ struct NbdExportOptions {
     std::string description;
     bool writable = false;
     bool allocation_depth = false;  // offer the qemu:allocation-depth meta context
+    std::vector<ExportedBitmap> bitmaps;  // offered as qemu:dirty-bitmap:NAME, marked busy meanwhile
 };
 
 class NbdExport final : public block::BlockBackend::Owner {
@@ -45,7 +59,18 @@ public:
     size_t connection_count() const { return connections_.size(); }
     bool read_only() const { return !options_.writable || blk_->node().read_only(); }
 
-    bool allocation_depth() const { return options_.allocation_depth; }
+    // Any thread (constant): the meta contexts clients may select.
+    const MetaContextOffer& meta_contexts() const { return offer_; }
+    // The node's context, inside a request the caller counts on blk():
+    // the dirty and clean runs of the offered bitmap `index` over
+    // [offset, offset + length) (QEMU's bitmap_to_extents). EIO if the
+    // bitmap's node has left the exported node's context (a graph change
+    // took it away).
+    Result<void> bitmap_extents(size_t index, uint64_t offset, uint64_t length, ExtentList& out);
+    // Main thread: the bitmaps are no longer busy, and not read again.
+    // When the export is removed (its clients are gone by then), else
+    // when it is destroyed.
+    void release_bitmaps();
     uint16_t transmission_flags(bool structured_replies) const;
     ExportLimits limits(bool structured_replies, bool meta_context_selected) const;
     // NBD_INFO_BLOCK_SIZE: any request is taken (the node's request path
@@ -78,6 +103,7 @@ private:
     void disconnect_stalled_readers();
 
     NbdExportOptions options_;
+    MetaContextOffer offer_;  // constant
     std::unique_ptr<block::BlockBackend> blk_;
     std::vector<std::shared_ptr<Connection>> connections_;
     AioContext* detached_from_ = nullptr;  // set while the node moves

@@ -313,7 +313,7 @@ void put_info_name(std::vector<uint8_t>& out, uint32_t option, std::string_view 
 void put_info_description(std::vector<uint8_t>& out, uint32_t option, std::string_view description);
 
 // NBD_REP_META_CONTEXT: u32 context id, name (<= kMaxStringLength, asserted).
-// For LIST_META_CONTEXT the spec wants id 0.
+// For LIST_META_CONTEXT QEMU sends id 0 (the spec leaves it open).
 // Thread contract: any thread; pure.
 void put_rep_meta_context(std::vector<uint8_t>& out, uint32_t option, uint32_t context_id,
                           std::string_view name);

@@ -57,6 +57,9 @@ void NbdServer::remove_export(NbdExport* exp) {
     // Forgotten first, so that no new client finds it while we wait.
     exports_.erase(exp->name());
     disconnect_clients(exp);
+    // Its bitmaps are free at once, as in QEMU, even if a client still
+    // negotiating holds the export a little longer.
+    exp->release_bitmaps();
 }
 
 std::shared_ptr<NbdExport> NbdServer::find_export(const std::string& name) const {

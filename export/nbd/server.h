@@ -39,7 +39,8 @@ public:
     ~NbdServer();
 
     Result<void> add_export(std::shared_ptr<NbdExport> exp);
-    // Disconnects the export's clients, waits for them, and forgets it.
+    // Disconnects the export's clients, waits for them, forgets it, and
+    // releases its bitmaps.
     void remove_export(NbdExport* exp);
     std::shared_ptr<NbdExport> find_export(const std::string& name) const;
     // Whether `exp` is still one of ours (a connection that chose it may

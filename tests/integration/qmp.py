@@ -44,19 +44,20 @@ class Qmp:
             else:
                 return msg
 
-    def cmd(self, name, **args):
+    # The command is positional-only, so that "name" can be an argument.
+    def cmd(self, name, /, **args):
         msg = {"execute": name}
         if args:
             msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
         self.send_raw(json.dumps(msg).encode())
         return self.reply()
 
-    def ok(self, name, **args):
+    def ok(self, name, /, **args):
         r = self.cmd(name, **args)
         assert "return" in r, f"{name} {args}: {r}"
         return r["return"]
 
-    def error(self, name, **args):
+    def error(self, name, /, **args):
         r = self.cmd(name, **args)
         assert "error" in r, f"{name} {args} should fail: {r}"
         return r["error"]

@@ -17,6 +17,18 @@ bool chain_contains(const BlockNode& top, const BlockNode& base) {
     return false;
 }
 
+std::shared_ptr<BlockNode> skip_filters(const std::shared_ptr<BlockNode>& node) {
+    std::shared_ptr<BlockNode> n = node;
+    while (n && n->child(ChildRole::filtered)) n = n->child(ChildRole::filtered)->child_ptr();
+    return n;
+}
+
+bool can_replace(const BlockNode& from, const BlockNode& to_replace) {
+    if (&from == &to_replace) return true;
+    const BlockEdge* filtered = from.child(ChildRole::filtered);
+    return filtered && can_replace(filtered->child(), to_replace);
+}
+
 Result<void> set_backing(BlockNode& node, const std::shared_ptr<BlockNode>& base,
                          const std::optional<std::string>& name) {
     assert_in_main_thread();

@@ -418,7 +418,7 @@ Task<Result<void>> Qcow2Driver::co_store_bitmaps() {
     std::vector<BitmapEntry> drop;                            // old tables of bitmaps stored again
     std::vector<std::pair<std::string, const DirtyBits*>> store;  // by name: dir may grow
     for (const auto& b : node().dirty_bitmaps().list()) {
-        if (!b->persistent() || b->inconsistent() || b->readonly()) continue;
+        if (!b->persistent() || b->inconsistent() || b->readonly() || b->name().empty()) continue;
         if (auto r = check_bitmap_constraints(b->name(), b->granularity()); !r)
             co_return fail(r.error().code, "Bitmap '" + b->name() + "' doesn't satisfy the constraints: " +
                                                r.error().message);

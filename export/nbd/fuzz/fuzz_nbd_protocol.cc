@@ -5,6 +5,9 @@
 // Requests are also parsed with the magic forced right, so that the fuzzer
 // spends its time in validate_request() rather than guessing the magic, and
 // validated against fixed export limits and limits taken from the input.
+// Parsed meta context queries go through the server's selection
+// (meta_context.h) against fixed offers, and extents taken from the input
+// through the reply's gathering (extent_list.h).
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -12,9 +15,12 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "nbd/extent_list.h"
+#include "nbd/meta_context.h"
 #include "nbd/protocol.h"
 
 using namespace ioplane::nbd;
@@ -100,6 +106,39 @@ void fuzz_info_request(Bytes in) {
     check(same(again, in));
 }
 
+// What the server selects for the queries: only what the export offers,
+// each selected name one the client asked for exactly (or, for LIST, by a
+// prefix it sent), and SET's selection also in LIST's.
+void fuzz_meta_context_selection(const std::vector<std::string>& queries) {
+    const MetaContextOffer offers[] = {
+        MetaContextOffer{},
+        MetaContextOffer{.allocation_depth = true, .bitmaps = {"b0", "", "b0", std::string(1023, 'x')}},
+    };
+    auto asked = [&](std::string_view name) {
+        return std::find(queries.begin(), queries.end(), name) != queries.end();
+    };
+    for (const MetaContextOffer& offer : offers) {
+        const MetaContextSelection set = select_meta_contexts(offer, queries, false);
+        const MetaContextSelection list = select_meta_contexts(offer, queries, true);
+        for (const MetaContextSelection* s : {&set, &list}) {
+            check(s->bitmaps.size() == offer.bitmaps.size());
+            check(!s->allocation_depth || offer.allocation_depth);
+            check(s->count() <= 2 + offer.bitmaps.size());
+        }
+        check(!set.base_allocation || asked(kBaseAllocation));
+        check(!set.allocation_depth || asked(kQemuAllocationDepth));
+        check(!set.base_allocation || list.base_allocation);
+        check(!set.allocation_depth || list.allocation_depth);
+        for (size_t i = 0; i < offer.bitmaps.size(); i++) {
+            const std::string name = dirty_bitmap_context(offer.bitmaps[i]);
+            check(name.size() <= kMaxStringLength);
+            check(!set.bitmaps[i] || asked(name));
+            check(!set.bitmaps[i] || list.bitmaps[i]);
+            check(!list.bitmaps[i] || queries.empty() || asked(name) || asked("qemu:") || asked(kQemuDirtyBitmapPrefix));
+        }
+    }
+}
+
 void fuzz_meta_context_request(Bytes in) {
     auto req = parse_meta_context_request(in);
     if (!req) return check_failure(req, true);
@@ -115,6 +154,7 @@ void fuzz_meta_context_request(Bytes in) {
     std::vector<uint8_t> again;
     put_meta_context_request(again, *req);
     check(same(again, in));
+    fuzz_meta_context_selection(req->queries);
 }
 
 bool is_nbd_error(uint32_t e) {
@@ -267,6 +307,23 @@ void fuzz_encoders(Bytes in) {
     for (size_t i = 0; i + 8 <= in.size() && extents.size() < 64; i += 8)
         extents.push_back(Extent{load_be32(in.data() + i) | 1, load_be32(in.data() + i + 4)});
     if (!extents.empty()) {
+        // Gathered as a reply is: merged, never longer than asked, at most
+        // `max` extents, and what is left out is at the end.
+        const size_t max = 1 + in[0] % 8;
+        ExtentList list(max);
+        uint64_t offered = 0;
+        bool refused = false;
+        for (const Extent& e : extents) {
+            const bool added = list.add(e.length, e.flags % 2);
+            check(!(refused && added));
+            refused = refused || !added;
+            if (added) offered += e.length;
+        }
+        check(list.total() == offered && list.full() == refused);
+        check(!list.extents().empty() && list.extents().size() <= max);
+        for (size_t i = 1; i < list.extents().size(); i++)
+            check(list.extents()[i].flags != list.extents()[i - 1].flags ||
+                  uint64_t{list.extents()[i].length} + list.extents()[i - 1].length > UINT32_MAX);
         out.clear();
         put_chunk_block_status(out, NBD_REPLY_FLAG_DONE, 1, 1, extents);
         check(out.size() == kStructuredReplyHeaderSize + 4 + 8 * extents.size());

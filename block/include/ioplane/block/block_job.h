@@ -47,6 +47,9 @@ public:
     Result<void> set_speed(int64_t speed);
     // Any thread.
     uint64_t speed() const { return speed_.load(std::memory_order_relaxed); }
+    // Main thread, after setup: the node the job works through (a backup's
+    // filter, a mirror's source).
+    BlockNode& main_node() const { return blk_->node(); }
 
 protected:
     // Checks the options (QEMU's block_job_create), then setup_nodes().

@@ -62,8 +62,8 @@ public:
 
     // Main thread.
     bool enabled() const { return enabled_; }
-    // QEMU's "recording": enabled (there are no successors yet).
-    bool recording() const { return enabled_; }
+    // QEMU's "recording": enabled, or a successor records for it.
+    bool recording() const { return enabled_ || (successor_ && successor_->enabled_); }
     bool busy() const { return busy_; }
     bool persistent() const { return persistent_; }
     bool readonly() const { return readonly_; }
@@ -96,10 +96,26 @@ public:
     // read, both cover the same length); nothing changes on an error.
     Result<void> merge_from(const DirtyBitmap& source);
 
+    // Successors (QEMU's bdrv_dirty_bitmap_create_successor and friends): a
+    // backup job reads this bitmap while an anonymous successor records
+    // the writes that come meanwhile; at the job's end the bitmap either
+    // takes the successor's bits (abdicate: what the backup copied is no
+    // longer dirty) or adds them to its own (reclaim: nothing is lost).
+    // Main thread, drained section of node(). Refused when busy; makes the
+    // bitmap busy and not enabled, the successor enabled as it was.
+    Result<void> create_successor();
+    // Main thread, drained: the successor's bits replace this bitmap's, or
+    // are added to them; the successor goes, this bitmap records as the
+    // successor did and is no longer busy.
+    void abdicate();
+    void reclaim();
+    DirtyBitmap* successor() const { return successor_; }
+
 private:
     friend class DirtyBitmaps;
     DirtyBitmap(DirtyBitmaps& owner, std::string name, uint64_t length, uint64_t granularity);
     void check_bits_access() const;
+    void end_succession();
 
     DirtyBitmaps& owner_;
     const std::string name_;
@@ -111,6 +127,7 @@ private:
     bool persistent_ = false;
     bool readonly_ = false;
     bool inconsistent_ = false;
+    DirtyBitmap* successor_ = nullptr;  // owned by the node's list
 };
 
 // The bitmaps of one node (a member of BlockNode).
@@ -154,10 +171,11 @@ public:
     // Main thread, drained section of the node. The bitmap must not be
     // busy (its user releases it, or clears busy first).
     void release(DirtyBitmap& bitmap);
-    // Main thread, drained section of the node: the monitor's removal
-    // (QEMU's block_dirty_bitmap_remove after its checks): a persistent
-    // bitmap leaves the image first, and stays if that fails.
-    Result<void> remove(DirtyBitmap& bitmap);
+    // Main thread, drained section of the node: a persistent bitmap
+    // leaves the node's image (QEMU's bdrv_remove_persistent_dirty_bitmap,
+    // the first step of block-dirty-bitmap-remove); the DirtyBitmap stays
+    // until its remover releases it. A transient one: nothing to do.
+    Result<void> remove_from_image(const DirtyBitmap& bitmap);
 
 private:
     friend class DirtyBitmap;

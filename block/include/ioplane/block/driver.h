@@ -37,6 +37,8 @@ enum : uint32_t {
     kMayUnmap = 1u << 1,     // write_zeroes may deallocate
     kNoFallback = 1u << 2,   // write_zeroes: fail with ENOTSUP rather than write data (NBD FAST_ZERO)
     kCopyOnRead = 1u << 3,   // read (request path only): data the node does not allocate is written into it
+    kSerialising = 1u << 4,  // write (request path only): overlapping requests do not run beside it (a
+                             // copy into a fleecing image, which readers read through to its backing file)
 };
 
 // Block status of the range starting at the queried offset (SEEK_DATA/HOLE

@@ -49,10 +49,11 @@ enum class ChildRole {
     root,      // the edge of a user (BlockBackend)
     job,       // a job's hold on a node it works on (permissions only): it
                // stays at its node when the node is replaced in the graph
+    target,    // where a copy-before-write filter copies old data to
 };
 
 // Any thread: the child's name as QEMU gives it ("file", "backing",
-// "data-file"; a filter's child is "file", a user's edge "root").
+// "data-file", "target"; a filter's child is "file", a user's edge "root").
 const char* role_name(ChildRole role);
 
 class BlockEdge {

@@ -32,6 +32,9 @@ public:
     // without snapshot-node-name): named "#blockN", not the monitor's, alive
     // while something holds it.
     Result<std::shared_ptr<BlockNode>> open_unnamed(const OptionTree& options, AioContext& ctx);
+    // The same, named by the options' node-name if they have one (a job's
+    // filter given a filter-node-name): found by it while it lives.
+    Result<std::shared_ptr<BlockNode>> open_internal(const OptionTree& options, AioContext& ctx);
 
     // blockdev-reopen: each element holds the complete options of an
     // existing node (see reopen.cc for what may change). All are checked
@@ -39,6 +42,11 @@ public:
     Result<void> reopen(const std::vector<OptionTree>& options_list);
 
     std::shared_ptr<BlockNode> find(const std::string& node_name) const;
+    // Whether a node the daemon makes itself (a job's filter-node-name) may
+    // be called `name`, refused with QEMU's messages
+    // (bdrv_assign_node_name): "Invalid node-name: 'x'", "Duplicate nodes
+    // with node-name='x'", "Node name too long".
+    Result<void> check_new_node_name(const std::string& name) const;
     // blockdev-del: refused (EBUSY) while the node has users (exports) or
     // parents, and for a node the monitor did not create.
     Result<void> check_removable(const std::string& node_name) const;

@@ -124,7 +124,12 @@ protected:
     // Coroutine, any context: waits `ns` (continuing in the main context);
     // a cancel, a resume or a speed change ends the wait early.
     Task<void> sleep_ns(int64_t ns);
-    // Coroutine, any context: continues in the main context.
+    // Coroutine, any context: continues in the main context, in an
+    // iteration of its own loop (a BH) even when already there: what the job
+    // does in the main thread may poll (a drained section), which it must
+    // not do inside another callback — resumed by an I/O completion of a
+    // node in the main context, a drain would wait for completions that the
+    // callback it runs in holds back (QEMU runs job_exit from a BH too).
     static Task<void> co_to_main();
     // Coroutine, any context: running -> ready (with the job's event);
     // continues in the main context.
@@ -183,6 +188,14 @@ public:
     // if its id is malformed or in use; a setup() error ends it at once
     // (status null).
     Result<void> start(std::unique_ptr<Job> job);
+    // start() in two steps, for a transaction (QEMU's job_create, then
+    // job_start once every action is prepared): create() keeps the job in
+    // status created after its setup(); start_created() runs it;
+    // cancel_created() ends one that never ran (aborting: its abort() and
+    // clean(), BLOCK_JOB_CANCELLED, then null).
+    Result<Job*> create(std::unique_ptr<Job> job);
+    void start_created(Job& job);
+    void cancel_created(Job& job);
     // QEMU's job-* commands; a verb the job's status does not accept is
     // refused with QEMU's message.
     Result<void> cancel(const std::string& id, bool force = false);

@@ -206,7 +206,8 @@ private:
 // Main thread, inside a drained section of `from`: every edge into `from`
 // (parents' and users') but `keep` points to `to` instead, permissions
 // checked on `to` for all of them at once (QEMU's bdrv_replace_node). What
-// a snapshot does with `keep` the overlay's new backing edge.
+// a snapshot does with `keep` the overlay's new backing edge. Parents
+// below `to` keep pointing to `from`.
 Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to, const BlockEdge* keep);
 
 // Main thread: runs `task` in `ctx` and waits for it, running the main loop
