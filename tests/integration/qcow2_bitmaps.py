@@ -23,7 +23,7 @@ be equal. The scenarios:
  - a read-only open: the bitmaps are read-only, changes refused, the image
    not written;
  - block-dirty-bitmap-remove of a persistent bitmap: gone from the image at
-   once;
+   once; in a transaction that aborts, gone at once and stored again at exit;
  - blockdev-reopen read-only stores the bitmaps and makes them read-only,
    read-write marks them in use again.
 Usage: qcow2_bitmaps.py DAEMON [QSD]. Needs qemu-img, qemu-io, nbdinfo."""
@@ -319,8 +319,13 @@ def removal(binary, d, qsd, record):
     s.ok("remove: c", "block-dirty-bitmap-remove", node="disk", name="c")
     s.query("remove: left")
     record.append(("remove: image after c", info_bitmaps(img)))
-    s.ok("remove: b", "block-dirty-bitmap-remove", node="disk", name="b")
-    record.append(("remove: image after b", info_bitmaps(img)))
+    # In a transaction the image loses the bitmap at prepare; an abort keeps
+    # it in memory, and it is stored again at exit.
+    s.refused("remove: aborted transaction", "transaction", actions=[
+        {"type": "block-dirty-bitmap-remove", "data": {"node": "disk", "name": "b"}},
+        {"type": "block-dirty-bitmap-add", "data": {"node": "disk", "name": "b"}}])
+    s.query("remove: after the aborted transaction")
+    record.append(("remove: image after the aborted transaction", info_bitmaps(img)))
     s.stop()
     image_state("remove: image", record, img, qsd, d)
 
