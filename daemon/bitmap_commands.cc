@@ -101,9 +101,6 @@ public:
         LOG_INFO("node '%s': dirty bitmap '%s' added (granularity %llu%s%s)", a_.node.c_str(), a_.name.c_str(),
                  (unsigned long long)bitmap_->granularity(), a_.disabled ? ", disabled" : "",
                  a_.persistent ? ", persistent" : "");
-        if (a_.persistent)
-            LOG_WARN("node '%s': dirty bitmap '%s' is persistent, but ioplane does not store bitmaps in images "
-                     "yet: it is lost when the node closes", a_.node.c_str(), a_.name.c_str());
     }
     // A later action that made it busy (a remove) was aborted first.
     void abort() override { node_->dirty_bitmaps().release(*bitmap_); }
@@ -140,12 +137,14 @@ protected:
 // block-dirty-bitmap-remove (QEMU's block_dirty_bitmap_remove_*): the
 // bitmap stays, busy, until commit releases it; so a later action of the
 // same transaction cannot use it, and abort has it back as it was. A
-// persistent bitmap would also leave the image; none is stored yet.
+// persistent bitmap leaves the image at prepare, as in QEMU (an aborted
+// removal keeps it in memory, and the next store writes it again).
 class RemoveAction final : public OneBitmapAction {
 public:
     using OneBitmapAction::OneBitmapAction;
     Result<void> prepare(Transaction& txn) override {
         if (auto r = find(txn, block::kBitmapBusy | block::kBitmapReadOnly); !r) return r;
+        if (auto r = node_->dirty_bitmaps().remove_from_image(*bitmap_); !r) return r;
         bitmap_->set_busy(true);
         return {};
     }

@@ -29,7 +29,7 @@ DirtyBitmap::DirtyBitmap(DirtyBitmaps& owner, std::string name, uint64_t length,
 BlockNode& DirtyBitmap::node() const { return owner_.node_; }
 
 Result<void> DirtyBitmap::check(unsigned what) const {
-    assert_in_main_thread();
+    IOPLANE_ASSERT(in_main_thread() || node().ctx().in_home_thread());
     if ((what & kBitmapBusy) && busy_)
         return fail(EBUSY, "Bitmap '" + name_ + "' is currently in use by another operation and cannot be used");
     if ((what & kBitmapReadOnly) && readonly_)
@@ -203,6 +203,12 @@ void DirtyBitmaps::release(DirtyBitmap& bitmap) {
     IOPLANE_ASSERT(!bitmap.busy_);
     std::erase_if(list_, [&bitmap](const auto& b) { return b.get() == &bitmap; });
     update_tracking();
+}
+
+Result<void> DirtyBitmaps::remove_from_image(const DirtyBitmap& bitmap) {
+    check_list_change();
+    if (!bitmap.persistent_) return {};
+    return run_to_completion(node_.ctx(), node_.driver().co_remove_persistent_bitmap(bitmap.name_));
 }
 
 }  // namespace ioplane::block

@@ -73,6 +73,36 @@ DirtyBits& DirtyBits::operator=(const DirtyBits& other) {
     return *this;
 }
 
+DirtyBits::DirtyBits(DirtyBits&& other) noexcept
+    : length_(other.length_),
+      shift_(other.shift_),
+      bottom_(std::move(other.bottom_)),
+      any_(std::move(other.any_)),
+      full_(std::move(other.full_)),
+      dirty_chunks_(other.dirty_chunks()) {
+    other.forget();
+}
+
+DirtyBits& DirtyBits::operator=(DirtyBits&& other) noexcept {
+    if (this == &other) return *this;
+    length_ = other.length_;
+    shift_ = other.shift_;
+    bottom_ = std::move(other.bottom_);
+    any_ = std::move(other.any_);
+    full_ = std::move(other.full_);
+    dirty_chunks_.store(other.dirty_chunks(), std::memory_order_relaxed);
+    other.forget();
+    return *this;
+}
+
+// What a moved-from object holds: no chunks, consistent summaries.
+void DirtyBits::forget() {
+    length_ = 0;
+    bottom_ = Level{};
+    shape();
+    dirty_chunks_.store(0, std::memory_order_relaxed);
+}
+
 uint64_t DirtyBits::memory_needed(uint64_t length, uint64_t granularity) {
     uint64_t words = words_for(chunks_for(length, unsigned(std::countr_zero(granularity))));
     uint64_t total = words;

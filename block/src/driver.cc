@@ -49,4 +49,6 @@ Result<void> Driver::can_store_bitmap(const std::string&, uint64_t) const {
     return fail(ENOTSUP, "Can't store persistent bitmaps to " + node_->node_name() + ": Operation not supported");
 }
 
+Task<Result<void>> Driver::co_remove_persistent_bitmap(const std::string&) { co_return Result<void>{}; }
+
 }  // namespace ioplane::block

@@ -119,6 +119,8 @@ Result<std::shared_ptr<BlockNode>> open_node(BlockGraph& graph, const OptionTree
         if (auto r = node->attach_child(role, std::move(child)); !r) return std::unexpected(r.error());
     node->refresh_limits();
     if (auto r = run_to_completion(ctx, node->driver().co_open()); !r) return std::unexpected(r.error());
+    node->refresh_limits();  // the length the image has: finish_open's bitmaps cover it
+    if (auto r = node->driver().finish_open(); !r) return std::unexpected(r.error());
     if (node->driver().supports_backing()) {
         const OpenContext oc{graph, ctx, node_name, *flags, options.syntax};
         auto backing = open_backing(graph, *node, opened->backing, oc);

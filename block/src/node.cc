@@ -234,6 +234,11 @@ std::vector<BlockNode*> BlockNode::subtree() { return reachable(this, false); }
 // backing chain) change together, as children opened with the node inherit
 // read-only from it. Permissions are checked for the new state first; then
 // drivers reopen their files, the lowest first when becoming writable.
+// A driver may write in its reopen (a format going read-only writes back
+// its caches and bitmaps; one going writable marks its header and bitmaps),
+// so the writable state, flags and edge permissions, holds around every
+// reopen: going read-only the old state stays until all are done, as
+// QEMU's prepare steps run in it; going writable the new one comes first.
 Result<void> BlockNode::set_read_only(bool read_only) {
     assert_in_main_thread();
     IOPLANE_ASSERT(quiesced());
@@ -244,31 +249,43 @@ Result<void> BlockNode::set_read_only(bool read_only) {
                 nodes.push_back(&edge->child());
     if (!read_only) std::reverse(nodes.begin(), nodes.end());
     std::vector<BlockNode*> changed;
-    auto undo = [&changed, read_only] {
-        for (BlockNode* n : changed) {
-            n->read_only_ = !read_only;
-            (void)n->driver_->reopen(!read_only);
-        }
+    auto set_flags = [&changed](bool ro) {
+        for (BlockNode* n : changed) n->read_only_ = ro;
     };
     PermissionUpdate update;
     for (BlockNode* n : nodes) {
         if (n->read_only_ == read_only) continue;
-        n->read_only_ = read_only;
         changed.push_back(n);
         update.refresh(*n);
     }
+    set_flags(read_only);
     if (auto r = update.check(); !r) {
-        for (BlockNode* n : changed) n->read_only_ = !read_only;
+        set_flags(!read_only);
         return r;
     }
+    if (read_only)
+        set_flags(false);
+    else
+        update.apply();
     for (size_t i = 0; i < changed.size(); i++) {
         if (auto r = changed[i]->driver_->reopen(read_only); !r) {
-            changed.resize(i + 1);
-            undo();
+            // Those reopened go back, in the state they were reopened in;
+            // then flags and permissions are the old ones again (fewer
+            // needs going back to read-only never conflict).
+            for (size_t j = 0; j < i; j++) (void)changed[j]->driver_->reopen(!read_only);
+            set_flags(!read_only);
+            if (!read_only) {
+                PermissionUpdate back;
+                for (BlockNode* n : changed) back.refresh(*n);
+                (void)back.commit();
+            }
             return r;
         }
     }
-    update.apply();
+    if (read_only) {
+        set_flags(true);
+        update.apply();
+    }
     return {};
 }
 

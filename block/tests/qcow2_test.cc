@@ -89,6 +89,7 @@ void expect_same_header(const q::Header& a, const q::Header& b) {
     EXPECT_EQ(a.compression, b.compression);
     EXPECT_EQ(a.backing_file, b.backing_file);
     EXPECT_EQ(a.backing_format, b.backing_format);
+    EXPECT_EQ(a.bitmaps, b.bitmaps);
     ASSERT_EQ(a.extensions.size(), b.extensions.size());
     for (size_t i = 0; i < a.extensions.size(); i++) {
         EXPECT_EQ(a.extensions[i].type, b.extensions[i].type) << "extension " << i;
@@ -148,10 +149,14 @@ TEST(Qcow2Format, BackingFileAndUnknownExtensionsAreKeptInOrderAndReencodedIdent
                 {0x12345678, {1, 2, 3}},                              // unknown, padded to 8
                 {q::kExtFeatureTable, std::vector<uint8_t>(48, 0x41)},  // feature names
                 {0xdeadbeef, {}},                                     // unknown, empty
-                {q::kExtBitmaps, std::vector<uint8_t>(24, 0x07)},
                 {0x00000001, {9, 8, 7, 6, 5, 4, 3, 2, 1}},
             };
-            if (version == 3) g.h.autoclear_features = q::kAutoclearBitmaps;
+            // The bitmaps extension is parsed (and written after the kept
+            // ones) when the autoclear bit vouches for it.
+            if (version == 3) {
+                g.h.autoclear_features = q::kAutoclearBitmaps;
+                g.h.bitmaps = q::BitmapsExtension{2, 64, 3 * g.h.cluster_size()};
+            }
             round_trip(g.h, g.file_size);
             // The backing file name follows the end marker, inside the cluster.
             auto bytes = q::encode_header(g.h);

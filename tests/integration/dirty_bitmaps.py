@@ -261,7 +261,7 @@ def scenario(s):
     s.ok("remove-b1", "block-dirty-bitmap-remove", node="img", name="b1")
     out = s.step("remove-b1-again", "block-dirty-bitmap-remove", node="img", name="b1")
     assert "error" in out
-    # (p0 would be stored in the image when QEMU closes the node: not yet in ioplane.)
+    # (p0 leaves the image too: qcow2_bitmaps.py checks the image after such removals.)
     s.ok("remove-p0", "block-dirty-bitmap-remove", node="img", name="p0")
     s.record_bitmaps("after remove")
     h.shutdown()

@@ -46,7 +46,13 @@ Cases, by class:
    fails (or the open does), the L1 table is never overwritten;
  - the corrupt bit (read/write refused, read-only=on serves), the dirty bit
    (read/write refused);
- - extended L2: a subcluster both allocated and zero.
+ - extended L2: a subcluster both allocated and zero;
+ - persistent dirty bitmaps: the extension's count against the directory,
+   the directory past the end of the file or too large, entries cut short
+   by their name or extra data, reserved flags, granularity, huge or
+   unaligned tables, duplicate names, tables and data clusters past the end
+   of the file or without a refcount, reserved bits in a table entry, a
+   data cluster at the L1 table.
 Usage: qcow2_bad_images.py DAEMON
 Environment: QCOW2_BAD_ONLY=TEXT runs only the cases whose name contains
 TEXT. All cases run; the failing ones are listed at the end (exit status 1)
@@ -105,6 +111,17 @@ QEMU_DIFFERS = [
     ("L1 entry to a refcount block", r"the write did not fail with EIO",
      "QEMU acknowledges the write and refuses the metadata write-back later (overlap with the active L2 "
      "table), marking the image corrupt"),
+    ("bitmap directory past the end of the file", None, "QEMU reads past the end of the file as zeroes"),
+    ("bitmap table past the end of the file", None, "QEMU reads past the end of the file as zeroes"),
+    ("bitmap table entry past the end of the file", None, "QEMU reads past the end of the file as zeroes"),
+    ("bitmap table entry to a cluster without a refcount", None,
+     "QEMU does not look at the refcounts of a bitmap's clusters (qemu-img check reports them)"),
+    ("bitmap data cluster at the L1 table", None,
+     "QEMU loads the L1 table's bytes as bitmap data and frees the cluster when it stores the bitmap again"),
+    ("bitmap directory entries with the same name", None, "QEMU reports it in its own words"),
+    ("bitmap directory entry with extra data past the directory", None,
+     "QEMU computes the entry's size in an int that wraps, passes its bounds check and refuses the extra data "
+     "(\"Bitmap extra data is not supported\")"),
     (None, r"afterwards: .*\nread failed: Invalid argument",
      "once it marks an image corrupt QEMU makes the node unusable (bs->drv = NULL): every later request "
      "fails (EINVAL over NBD)"),
@@ -481,6 +498,12 @@ def make_templates(root):
     qemu_io_img(T["plain"], *PLAIN_WRITES)
     T["ext_l2"] = create("ext_l2.qcow2", "-o", "extended_l2=on")
     qemu_io_img(T["ext_l2"], *PLAIN_WRITES)
+    # Two persistent bitmaps: b0 with data clusters (the writes after it),
+    # b1 empty (its table's entries all zero).
+    T["bitmaps"] = create("bitmaps.qcow2")
+    run("qemu-img", "bitmap", "--add", T["bitmaps"], "b0")
+    qemu_io_img(T["bitmaps"], *PLAIN_WRITES)
+    run("qemu-img", "bitmap", "--add", T["bitmaps"], "b1")
     T["snap"] = create("snap.qcow2")
     qemu_io_img(T["snap"], *PLAIN_WRITES)
     run("qemu-img", "snapshot", "-c", "s1", T["snap"])
@@ -864,6 +887,75 @@ def reftable_to_l1(d):
         (", marked corrupt" if corrupt_flag(img) else ", not marked corrupt")
 
 
+# --- cases: persistent dirty bitmaps --------------------------------------------------
+
+EXT_BITMAPS = 0x23852875
+
+
+class Bitmaps:
+    """Where a (still valid) image keeps its bitmaps: the extension's fields
+    and each directory entry's offset in the file."""
+
+    def __init__(self, img):
+        pos = field(img, "header_length")
+        while True:
+            kind, length = get(img, pos, ">I"), get(img, pos + 4, ">I")
+            check(kind != 0, "the template has no bitmaps extension")
+            if kind == EXT_BITMAPS:
+                break
+            pos += 8 + (length + 7) // 8 * 8
+        self.ext = pos + 8  # nb_bitmaps, reserved, directory size, directory offset
+        self.count, self.dir_size, self.dir = get(img, pos + 8, ">I"), get(img, pos + 16, ">Q"), get(img, pos + 24, ">Q")
+        self.entries = []
+        off = self.dir
+        for _ in range(self.count):
+            self.entries.append(off)
+            off += (24 + get(img, off + 18, ">H") + 7) // 8 * 8
+
+    def table(self, img, i):
+        return get(img, self.entries[i], ">Q")
+
+
+def bitmap_case(pattern, patch):
+    def case(d):
+        img = template(d, "bitmaps")
+        patch(img, Bitmaps(img), Layout(img))
+        return expect_refusal(img, pattern)
+    return case
+
+
+def bitmap_to_free_cluster(img, bm, lay):
+    """b0's first data cluster: a cluster inside the file (grown by four)
+    that no refcount covers."""
+    end = (os.path.getsize(img) + CS - 1) // CS * CS
+    os.truncate(img, end + 4 * CS)
+    put(img, bm.table(img, 0), ">Q", end + 2 * CS)
+
+
+def bitmap_data_at_l1(d):
+    """Bitmap b0's first data cluster is the L1 table (which has a refcount):
+    the image is refused, or served with the bitmaps' clusters seen as
+    overlapping metadata, the image marked corrupt and never written but
+    for that bit."""
+    img = template(d, "bitmaps")
+    bm, lay = Bitmaps(img), Layout(img)
+    put(img, bm.table(img, 0), ">Q", lay.l1)
+    guard = Guard(img, standard_regions(img))
+
+    def served(s):
+        s.expect_ok(GOOD_0, "a read")
+        # EIO (corrupt) or EPERM (its bitmaps are read-only): refused.
+        out = s.io("write -P 0x55 0 4k")
+        s.alive("after a write")
+        soft("write failed" in out, f"a write to an image found corrupt at open succeeded:\n{out.strip()}")
+        return "writes refused"
+    r = refusal_or(img, r"bitmap|overlap", served)
+    guard.verify()
+    if r.startswith("served"):
+        expect_corrupt(img)
+    return r
+
+
 def corrupt_bit(d):
     img = template(d, "plain")
     set_field(img, "incompatible_features", field(img, "incompatible_features") | INCOMPAT_CORRUPT)
@@ -995,6 +1087,41 @@ CASES = [
     ("corrupt bit set", corrupt_bit),
     ("dirty bit set", dirty_bit),
     ("extended L2: subcluster both allocated and zero", subcluster_alloc_and_zero),
+    # Persistent dirty bitmaps (the extension, the directory, the tables).
+    ("bitmaps extension with zero bitmaps",
+     bitmap_case(r"zero bitmaps", lambda img, bm, lay: put(img, bm.ext, ">I", 0))),
+    ("bitmaps extension counting more bitmaps than the directory holds",
+     bitmap_case(r"Less bitmaps found", lambda img, bm, lay: put(img, bm.ext, ">I", 3))),
+    ("bitmaps extension counting fewer bitmaps than the directory holds",
+     bitmap_case(r"More bitmaps found", lambda img, bm, lay: put(img, bm.ext, ">I", 1))),
+    ("bitmap directory past the end of the file",
+     bitmap_case(r"bitmap directory", lambda img, bm, lay: put(img, bm.ext + 16, ">Q", FAR))),
+    ("bitmap directory size past the maximum",
+     bitmap_case(r"bitmap directory size", lambda img, bm, lay: put(img, bm.ext + 8, ">Q", 1 << 40))),
+    ("bitmap directory entry with a name past the directory",
+     bitmap_case(r"Broken bitmap directory", lambda img, bm, lay: put(img, bm.entries[1] + 18, ">H", 0xffff))),
+    ("bitmap directory entry with extra data past the directory",
+     bitmap_case(r"Broken bitmap directory", lambda img, bm, lay: put(img, bm.entries[1] + 20, ">I", 0xfffffff8))),
+    ("bitmap directory entry with a reserved flag",
+     bitmap_case(r"doesn't satisfy the constraints", lambda img, bm, lay: put(img, bm.entries[0] + 12, ">I", 1 << 7))),
+    ("bitmap directory entry with granularity_bits 63",
+     bitmap_case(r"doesn't satisfy the constraints", lambda img, bm, lay: put(img, bm.entries[0] + 17, ">B", 63))),
+    ("bitmap directory entry with table_size 0x7fffffff",
+     bitmap_case(r"doesn't satisfy the constraints",
+                 lambda img, bm, lay: put(img, bm.entries[0] + 8, ">I", 0x7fffffff))),
+    ("bitmap directory entry with an unaligned table",
+     bitmap_case(r"doesn't satisfy the constraints",
+                 lambda img, bm, lay: put(img, bm.entries[0], ">Q", bm.table(img, 0) + 512))),
+    ("bitmap directory entries with the same name",
+     bitmap_case(r"already exists", lambda img, bm, lay: put(img, bm.entries[1] + 24 + 1, ">B", ord("0")))),
+    ("bitmap table past the end of the file",
+     bitmap_case(r"bitmap", lambda img, bm, lay: put(img, bm.entries[0], ">Q", FAR))),
+    ("bitmap table entry with reserved bits",
+     bitmap_case(r"bitmap_table", lambda img, bm, lay: put(img, bm.table(img, 0), ">Q", 1 << 60))),
+    ("bitmap table entry past the end of the file",
+     bitmap_case(r"bitmap 'b0'", lambda img, bm, lay: put(img, bm.table(img, 0), ">Q", FAR))),
+    ("bitmap table entry to a cluster without a refcount", bitmap_case(r"no refcount", bitmap_to_free_cluster)),
+    ("bitmap data cluster at the L1 table", bitmap_data_at_l1),
 ]
 
 

@@ -40,6 +40,16 @@ Result<void> parse_extensions(std::span<const uint8_t> cluster, uint64_t start, 
             return std::unexpected(Error{ENOTSUP, "qcow2: external data files are not supported"});
         } else if (type == kExtCrypto) {
             return std::unexpected(Error{ENOTSUP, "qcow2: encrypted images are not supported"});
+        } else if (type == kExtBitmaps) {
+            // QEMU checks the extension only when the autoclear bit says it
+            // is current (a v2 image has no such bit).
+            if (!(h.autoclear_features & kAutoclearBitmaps)) {
+                h.stale_bitmaps = true;
+            } else {
+                auto bitmaps = parse_bitmaps_extension(ext.data, h.cluster_size());
+                if (!bitmaps) return std::unexpected(bitmaps.error());
+                h.bitmaps = *bitmaps;
+            }
         } else {
             h.extensions.push_back(std::move(ext));
         }
@@ -197,6 +207,7 @@ Result<std::vector<uint8_t>> encode_header(const Header& h) {
         fits = put_extension(kExtBackingFormat, std::span(reinterpret_cast<const uint8_t*>(h.backing_format.data()),
                                                           h.backing_format.size()));
     for (const HeaderExtension& ext : h.extensions) fits = fits && put_extension(ext.type, ext.data);
+    if (h.bitmaps) fits = fits && put_extension(kExtBitmaps, encode_bitmaps_extension(*h.bitmaps));
     fits = fits && put_extension(kExtEnd, {});
     if (!fits || pos + h.backing_file.size() > out.size())
         return fail(EINVAL, "qcow2: header extensions do not fit in a cluster");

@@ -10,10 +10,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "bitmap_dir.h"
 #include "ioplane/core/error.h"
 
 namespace ioplane::block::qcow2 {
@@ -90,6 +92,12 @@ struct Header {
     std::vector<HeaderExtension> extensions;
     std::string backing_file;    // empty: none
     std::string backing_format;  // from kExtBackingFormat; empty: unknown
+    // The bitmaps extension, only when the autoclear bit vouches for it
+    // (written after the kept extensions when present).
+    std::optional<BitmapsExtension> bitmaps;
+    // The extension was there without its autoclear bit: a writer that
+    // does not know bitmaps changed the image; the bitmaps are dropped.
+    bool stale_bitmaps = false;
 
     uint64_t cluster_size() const { return 1ull << cluster_bits; }
     bool extended_l2() const { return incompatible_features & kIncompatExtendedL2; }

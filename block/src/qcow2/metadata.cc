@@ -9,8 +9,9 @@ namespace ioplane::block::qcow2 {
 namespace {
 
 const char* region_name(int kind) {
-    static const char* const names[] = {"data", "L2 table", "refcount block", "L1 table", "refcount table", "header",
-                                        "snapshot table", "metadata"};
+    static const char* const names[] = {"data",           "L2 table",         "refcount block", "L1 table",
+                                        "refcount table", "header",           "snapshot table", "bitmap directory",
+                                        "bitmap table",   "bitmap data cluster", "metadata"};
     return names[kind];
 }
 

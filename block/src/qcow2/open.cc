@@ -74,21 +74,22 @@ std::optional<BackingFile> Qcow2Driver::backing_file() const {
     return BackingFile{header_.backing_file, header_.backing_format};
 }
 
-// Going read-only, what the caches hold is written back first (the file is
-// still writable: the node reopens before its file does). Going writable,
-// the checks of a read/write open apply, and the autoclear bits are
-// cleared as they are then.
+// Going read-only, the persistent bitmaps and what the caches hold are
+// written back first (the file is still writable: the node reopens before
+// its file does), and the bitmaps become read-only (QEMU's
+// qcow2_reopen_bitmaps_ro). Going writable, the checks of a read/write
+// open apply, the autoclear bits are cleared as they are then, and the
+// bitmaps are marked in use and writable again (QEMU's
+// qcow2_reopen_bitmaps_rw; as there, a failure leaves them read-only but
+// does not fail the reopen). The node is drained.
 Result<void> Qcow2Driver::reopen(bool read_only) {
     assert_in_main_thread();
     if (read_only == !writable_) return {};
     if (read_only) {
-        auto write_back = [](Qcow2Driver& d) -> Task<Result<void>> {
-            auto r = co_await d.co_flush();
-            if (r && !d.corrupt_) r = co_await d.co_flush_file();
-            co_return r;
-        };
-        if (auto r = run_to_completion(node().ctx(), write_back(*this)); !r) return r;
+        if (!corrupt_)
+            if (auto r = run_to_completion(node().ctx(), co_store_and_flush()); !r) return r;
         writable_ = false;
+        bitmaps_read_only();
         return {};
     }
     if (corrupt_)
@@ -98,10 +99,11 @@ Result<void> Qcow2Driver::reopen(bool read_only) {
         return fail(ENOTSUP, "qcow2: image was not closed cleanly (dirty bit set); repair it with 'qemu-img check "
                              "-r all' before opening it read/write");
     writable_ = true;
-    if (header_.autoclear_features) {
+    if (header_.autoclear_features != kept_autoclear() || header_.stale_bitmaps) {
         auto clear = [](Qcow2Driver& d) -> Task<Result<void>> {
             auto guard = co_await d.lock_.scoped_lock();
-            d.header_.autoclear_features = 0;
+            d.header_.autoclear_features = d.kept_autoclear();
+            d.header_.stale_bitmaps = false;
             auto r = co_await d.co_write_header();
             if (r) r = co_await d.co_flush_file();
             co_return r;
@@ -111,6 +113,9 @@ Result<void> Qcow2Driver::reopen(bool read_only) {
             return r;
         }
     }
+    if (auto r = bitmaps_writable(); !r)
+        LOG_ERROR("%s: Failed to make dirty bitmaps writable: %s", node().node_name().c_str(),
+                  r.error().message.c_str());
     return {};
 }
 
@@ -146,6 +151,7 @@ void Qcow2Driver::add_image_info(nlohmann::json& image) const {
         data["corrupt"] = corrupt_;
         data["extended-l2"] = extended_;
     }
+    if (header_.version >= 3 && !bitmap_dir_.empty()) data["bitmaps"] = bitmap_info();
     image["format-specific"] = {{"type", "qcow2"}, {"data", data}};
     if (!snapshots_.empty()) {
         nlohmann::json list = nlohmann::json::array();
@@ -223,13 +229,18 @@ Task<Result<void>> Qcow2Driver::co_open() {
         co_return fail(ENOTSUP, "qcow2: image was not closed cleanly (dirty bit set); repair it with "
                                 "'qemu-img check -r all' before opening it read/write");
     writable_ = writable;
+    // The bitmaps' directory, tables and data (made the node's bitmaps in
+    // finish_open); their clusters join the metadata regions.
+    if (auto r = co_await co_read_bitmaps(); !r) co_return r;
     // Metadata that overlaps other metadata: readable, never written.
     if (!open_problem_.empty()) co_await co_signal_corruption(open_problem_);
     start_clean_timer(node().ctx());
-    if (writable_ && header_.autoclear_features) {
-        // Bits for features this writer does not keep consistent (bitmaps)
-        // are cleared, as the format requires of such writers.
-        header_.autoclear_features = 0;
+    if (writable_ && !corrupt_ && (header_.autoclear_features != kept_autoclear() || header_.stale_bitmaps)) {
+        // Bits for features this writer does not keep consistent are
+        // cleared, as the format requires of such writers; so is a stale
+        // bitmaps extension (QEMU drops it too).
+        header_.autoclear_features = kept_autoclear();
+        header_.stale_bitmaps = false;
         if (auto r = co_await co_write_header(); !r) co_return r;
         if (auto r = co_await co_flush_file(); !r) co_return r;
     }
@@ -341,9 +352,19 @@ Result<void> Qcow2Driver::check_writable() const {
     return {};
 }
 
+// QEMU's qcow2_close: the persistent bitmaps go into the image (a failure
+// loses them, as in QEMU, but the rest is still written back).
 Task<Result<void>> Qcow2Driver::co_close() {
+    assert_in_context(node().ctx());
     if (!writable_ || corrupt_) co_return Result<void>{};
-    co_return co_await co_flush();
+    auto r = co_await co_store_and_flush();
+    if (!r && !corrupt_) {
+        LOG_ERROR("Lost persistent bitmaps during inactivation of node '%s': %s", node().node_name().c_str(),
+                  r.error().message.c_str());
+        r = co_await co_flush();
+        if (r) r = co_await co_flush_file();
+    }
+    co_return r;
 }
 
 // The cache-clean timer lives in the node's context: made, armed and

@@ -4,7 +4,7 @@
 //   mapping.cc     L1/L2 lookups, L2 tables made and copied, links
 //   io.cc          reads, writes with copy-on-write, zeroes, discard, flush
 //   compressed.cc  deflate and zstd clusters
-//   bitmaps.cc     persistent dirty bitmaps (what may be stored)
+//   bitmaps.cc     persistent dirty bitmaps: loaded at open, stored at close
 // The ordering of metadata writes that keeps the image consistent after a
 // crash is described in docs/QCOW2.md; each place that relies on it says so.
 //
@@ -20,6 +20,7 @@
 
 #include "../drivers.h"
 #include "format.h"
+#include "ioplane/block/dirty_bits.h"
 #include "ioplane/block/edge.h"
 #include "ioplane/block/node.h"
 #include "ioplane/core/co_mutex.h"
@@ -58,9 +59,12 @@ public:
     void add_image_info(nlohmann::json& image) const override;
     DriverCaps caps() const override;
     uint64_t cluster_size() const override { return header_.cluster_size(); }
-    // bitmaps.cc: QEMU's checks for a new persistent bitmap (the image's
-    // bitmap directory is not written yet: persistence comes later).
+    // bitmaps.cc: QEMU's checks for a new persistent bitmap; the image's
+    // bitmaps become the node's at open (finish_open) and go back into
+    // the image at close and when the node becomes read-only.
     Result<void> can_store_bitmap(const std::string& name, uint64_t granularity) const override;
+    Result<void> finish_open() override;
+    Task<Result<void>> co_remove_persistent_bitmap(const std::string& name) override;
     bool supports_backing() const override { return true; }
     std::optional<BackingFile> backing_file() const override;
 
@@ -122,7 +126,8 @@ private:
     // Host range [offset, offset + bytes) about to be written with `kind`
     // of data: refused (and the image marked corrupt) if it overlaps
     // metadata of another kind or lies past the clusters allocated.
-    enum class Region { data, l2, refblock, l1, reftable, header, snapshots, other };
+    enum class Region { data, l2, refblock, l1, reftable, header, snapshots, bitmap_directory, bitmap_table,
+                        bitmap_data, other };
     Task<Result<void>> co_check_overlap(uint64_t offset, uint64_t bytes, Region kind);
     // Records a metadata region; what it overlaps (another kind, or a
     // different extent) is returned and the region not recorded.
@@ -194,6 +199,40 @@ private:
     // --- resize.cc ---
     Task<Result<void>> co_grow_locked(uint64_t size);
 
+    // --- bitmaps.cc ---
+    // QEMU's check_constraints_on_bitmap (messages without a prefix).
+    Result<void> check_bitmap_constraints(const std::string& name, uint64_t granularity) const;
+    // co_open: the directory the bitmaps extension points to, checked, and
+    // the data of each bitmap not in use read into loaded_bits_.
+    Task<Result<void>> co_read_bitmaps();
+    Task<Result<void>> co_load_bitmap(const BitmapEntry& e, size_t index);
+    Task<Result<uint64_t>> co_refcount(uint64_t cluster_index);
+    // Writes every persistent bitmap the node may change into new clusters
+    // and a new directory (QEMU's qcow2_store_persistent_dirty_bitmaps).
+    Task<Result<void>> co_store_bitmaps();
+    Task<Result<void>> co_store_bitmap_data(const DirtyBits& bits, BitmapEntry& e);
+    // A new directory of `entries` (none: the extension goes), the header
+    // pointing to it, the old one freed (QEMU's update_ext_header_and_dir).
+    Task<Result<void>> co_replace_bitmap_dir(std::vector<BitmapEntry> entries);
+    // The same directory with other flags, written over the old one while
+    // the autoclear bit is off (QEMU's update_ext_header_and_dir_in_place).
+    Task<Result<void>> co_rewrite_bitmap_dir(std::vector<BitmapEntry> entries);
+    // A bitmap's table and data clusters lose its reference.
+    Task<void> co_free_bitmap_clusters(const BitmapEntry& e);
+    Task<void> co_release_cluster(uint64_t offset);
+    // QEMU's qcow2_truncate_bitmaps_check: every bitmap of the image is
+    // the node's and may change (the node's context, inside the request).
+    Result<void> check_bitmaps_resizable() const;
+    // Store at close / reopen read-only, and the flags of a reopen.
+    Task<Result<void>> co_store_and_flush();
+    void bitmaps_read_only();
+    Result<void> bitmaps_writable();
+    // The autoclear bits a writer keeps: the bitmaps bit while the image
+    // has a directory this writer keeps current.
+    uint64_t kept_autoclear() const;
+    // format-specific "bitmaps" of ImageInfo: the image's directory.
+    nlohmann::json bitmap_info() const;
+
     // --- compressed.cc ---
     Task<Result<void>> co_read_compressed(uint64_t l2_entry, uint8_t* cluster_buf);
 
@@ -207,6 +246,12 @@ private:
     uint64_t refcount_max_ = 0;
     std::vector<Snapshot> snapshots_;
     uint64_t snapshot_table_bytes_ = 0;
+    // The image's bitmap directory as on disk (lock_; changed only by
+    // coroutines the main thread waits for, so the main thread reads it).
+    std::vector<BitmapEntry> bitmap_dir_;
+    // co_open to finish_open: the bits of each entry of bitmap_dir_ (null
+    // for one in use).
+    std::vector<std::unique_ptr<DirtyBits>> loaded_bits_;
 
     std::vector<uint64_t> l1_;        // host order, lock_
     std::vector<uint64_t> reftable_;  // host order, lock_

@@ -18,6 +18,7 @@ Task<Result<void>> Qcow2Driver::co_truncate(uint64_t size) {
     if (size < header_.size) co_return fail(ENOTSUP, "qcow2: shrinking images is not supported");
     if (size == header_.size) co_return Result<void>{};
     if (!snapshots_.empty()) co_return fail(ENOTSUP, "qcow2: cannot resize an image with internal snapshots");
+    if (auto r = check_bitmaps_resizable(); !r) co_return r;
     co_await lock_.lock();
     auto r = co_await co_grow_locked(size);
     lock_.unlock();

@@ -68,8 +68,10 @@ public:
     bool persistent() const { return persistent_; }
     bool readonly() const { return readonly_; }
     bool inconsistent() const { return inconsistent_; }
-    // Main thread: QEMU's bdrv_dirty_bitmap_check with its messages, for
-    // the `what` (BitmapCheck bits) that apply.
+    // Main thread, or the node's context inside a request (the flags
+    // change only while the node is drained): QEMU's
+    // bdrv_dirty_bitmap_check with its messages, for the `what`
+    // (BitmapCheck bits) that apply.
     Result<void> check(unsigned what) const;
 
     // Main thread, drained section of node(). A disabled bitmap ignores
@@ -169,6 +171,11 @@ public:
     // Main thread, drained section of the node. The bitmap must not be
     // busy (its user releases it, or clears busy first).
     void release(DirtyBitmap& bitmap);
+    // Main thread, drained section of the node: a persistent bitmap
+    // leaves the node's image (QEMU's bdrv_remove_persistent_dirty_bitmap,
+    // the first step of block-dirty-bitmap-remove); the DirtyBitmap stays
+    // until its remover releases it. A transient one: nothing to do.
+    Result<void> remove_from_image(const DirtyBitmap& bitmap);
 
 private:
     friend class DirtyBitmap;

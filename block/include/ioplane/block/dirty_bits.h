@@ -54,6 +54,10 @@ public:
     DirtyBits(uint64_t length, uint64_t granularity);
     DirtyBits(const DirtyBits& other);
     DirtyBits& operator=(const DirtyBits& other);
+    // Takes the bits without copying them (a bitmap loaded from an image
+    // into the node's bitmap); `other` is left empty (length 0).
+    DirtyBits(DirtyBits&& other) noexcept;
+    DirtyBits& operator=(DirtyBits&& other) noexcept;
 
     // The memory (bytes) the bits of such a device take, summaries included.
     static uint64_t memory_needed(uint64_t length, uint64_t granularity);
@@ -121,6 +125,7 @@ private:
 
     // Lays out (empty) summary levels for the bottom's size.
     void shape();
+    void forget();
     // Recomputes every summary bit and the count from the bottom.
     void rebuild();
     // Words [a, b] of the bottom changed: their summary bits follow, up

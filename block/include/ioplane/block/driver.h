@@ -105,6 +105,11 @@ public:
     // the driver needs from them (a format's header and tables). Run to
     // completion in the node's context before the node is used.
     virtual Task<Result<void>> co_open() { co_return Result<void>{}; }
+    // Main thread, after co_open succeeded and before the node has users:
+    // sets up the driver's part of the node's main-thread state (a
+    // format's persistent dirty bitmaps, made in a drained section). An
+    // error fails the open.
+    virtual Result<void> finish_open() { return {}; }
     // Before the node goes away, drained: writes back what the driver keeps
     // in memory and marks the image clean.
     virtual Task<Result<void>> co_close() { co_return Result<void>{}; }
@@ -120,6 +125,11 @@ public:
     // ones (QEMU's bdrv_co_can_store_new_dirty_bitmap, with its messages).
     // The default, for formats that store none: refused (ENOTSUP).
     virtual Result<void> can_store_bitmap(const std::string& name, uint64_t granularity) const;
+    // The node drained: the persistent bitmap `name` leaves the image now
+    // (QEMU's bdrv_co_remove_persistent_dirty_bitmap), before the node's
+    // DirtyBitmap goes; one the image does not hold is no error. The
+    // default, for formats that store none: nothing to do.
+    virtual Task<Result<void>> co_remove_persistent_bitmap(const std::string& name);
 
     // Main thread: whether the node takes a backing child (a "backing"
     // option), and the one its image names (opened when the option is
