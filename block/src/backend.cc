@@ -53,17 +53,20 @@ BlockBackend::~BlockBackend() {
 }
 
 Task<void> BlockBackend::enter() {
-    BlockNode& n = node();
+    // The node is read again each round: a drained section may have put
+    // another one in its place (a filter above it) before it ended.
+    BlockNode* n;
     for (;;) {
         in_flight_.fetch_add(1, std::memory_order_seq_cst);  // pairs with drained_begin()
-        if (!n.quiesced()) break;
+        n = &node();
+        if (!n->quiesced()) break;
         leave();
-        co_await n.parked_.wait_while([&n] { return n.quiesced(); });
+        co_await n->parked_.wait_while([n] { return n->quiesced(); });
     }
     // After a drained section the node may live in another context now. It
     // cannot move again while this request is counted.
-    if (AioContext::current() != &n.ctx()) co_await schedule_on(n.ctx());
-    assert_in_context(n.ctx());
+    if (AioContext::current() != &n->ctx()) co_await schedule_on(n->ctx());
+    assert_in_context(n->ctx());
 }
 
 void BlockBackend::leave() {

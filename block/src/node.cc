@@ -19,7 +19,8 @@ BlockEdge::BlockEdge(BlockNode* parent, std::string parent_name, ChildRole role,
       parent_name_(std::move(parent_name)),
       role_(role),
       child_name_(child_name),
-      child_(std::move(child)) {
+      child_(std::move(child)),
+      child_raw_(child_.get()) {
     assert_in_main_thread();
     child_->parents_.push_back(this);
 }
@@ -116,7 +117,7 @@ Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode
     std::shared_ptr<BlockNode> old = edge.child_;
     auto& old_parents = old->parents_;
     old_parents.erase(std::remove(old_parents.begin(), old_parents.end(), &edge), old_parents.end());
-    edge.child_ = std::move(child);
+    edge.set_child(std::move(child));
     edge.child_->parents_.push_back(&edge);
     PermissionUpdate update;
     update.propose(edge, edge.perm(), edge.shared());
@@ -124,7 +125,7 @@ Result<void> BlockNode::replace_child(BlockEdge& edge, std::shared_ptr<BlockNode
     if (!r) {
         auto& parents = edge.child_->parents_;
         parents.erase(std::remove(parents.begin(), parents.end(), &edge), parents.end());
-        edge.child_ = std::move(old);
+        edge.set_child(std::move(old));
         edge.child_->parents_.push_back(&edge);
         return r;
     }
@@ -160,7 +161,7 @@ Result<void> replace_node(BlockNode& from, const std::shared_ptr<BlockNode>& to,
                     b.users_.push_back(user);
                     break;
                 }
-            e->child_ = b.shared_from_this();
+            e->set_child(b.shared_from_this());
         }
     };
     std::shared_ptr<BlockNode> hold = from.shared_from_this();  // an edge may have held the last reference

@@ -52,7 +52,7 @@ class Daemon:
     def fail(self, msg):
         print(f"FAIL: {msg}")
         with open(self.log, errors="replace") as f:
-            print("--- daemon log (tail):\n" + "".join(f.readlines()[-25:]))
+            print("--- daemon log (tail):\n" + "".join(f.readlines()[-int(os.environ.get("IOPLANE_LOG_TAIL", "25")):]))
         self.kill()
         sys.exit(1)
 

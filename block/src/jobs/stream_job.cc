@@ -37,7 +37,7 @@ private:
 
     Task<Result<void>> run() override {
         BlockEdge* below = top_->chain_child();
-        if (!below || below->child_ptr() == base_) co_return Result<void>{};  // nothing to stream
+        if (!below || &below->child() == base_.get()) co_return Result<void>{};  // nothing to stream
         const uint64_t len = blk().length();
         progress_set_remaining(len);
         AlignedBuffer buf(4096, kChunk);

@@ -68,8 +68,10 @@ public:
     BlockEdge(const BlockEdge&) = delete;
     BlockEdge& operator=(const BlockEdge&) = delete;
 
-    // Any thread (the child changes only while drained).
-    BlockNode& child() const { return *child_; }
+    // Any thread (the child changes only while drained; a user's request
+    // may read it while a drained section begins, and then parks).
+    BlockNode& child() const { return *child_raw_.load(std::memory_order_acquire); }
+    // Main thread.
     const std::shared_ptr<BlockNode>& child_ptr() const { return child_; }
     ChildRole role() const { return role_; }
     // "file", "backing", "root", "intermediate node": for messages.
@@ -101,7 +103,16 @@ private:
     const std::string parent_name_;
     const ChildRole role_;
     const char* const child_name_;
-    std::shared_ptr<BlockNode> child_;  // main thread, drained
+    // Main thread, drained: the reference, and a copy of the pointer for
+    // child(). A user's request reads that before it sees whether the node
+    // is drained (BlockBackend::enter), so it may race with the change of
+    // child_ (a filter inserted above a node under an export).
+    void set_child(std::shared_ptr<BlockNode> child) {
+        child_ = std::move(child);
+        child_raw_.store(child_.get(), std::memory_order_release);
+    }
+    std::shared_ptr<BlockNode> child_;
+    std::atomic<BlockNode*> child_raw_;
     // Written in the main thread (PermissionUpdate), also while requests of
     // the node run in an IOThread (a job taking its nodes), which read them:
     // atomics, relaxed, as a request may see the old or the new value.
