@@ -305,12 +305,16 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("query-block-exports", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
         json list = json::array();
-        // The node an NBD export uses now, as QEMU reports it: a snapshot
-        // or a mirror's completion moves the export onto another node.
-        for (const auto& e : daemon.exports())
-            list.push_back({{"id", e.options.id}, {"type", e.options.type},
-                            {"node-name", e.nbd ? e.nbd->blk().node().node_name() : e.options.node_name},
+        // The node a block export uses now, as QEMU reports it (blk_bs): a
+        // snapshot or a mirror's completion moves the export onto another
+        // node. (A 9P export has none: the node-name it was given.)
+        for (const auto& e : daemon.exports()) {
+            std::string node = e.nbd              ? e.nbd->blk().node().node_name()
+                               : e.vhost_user_blk ? e.vhost_user_blk->node().node_name()
+                                                  : e.options.node_name;
+            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", node},
                             {"shutting-down", false}});
+        }
         return list;
     });
     // ioplane's own: per-export request counters (x-: not in QEMU's schema).

@@ -43,6 +43,9 @@ public:
 
     const std::string& id() const { return options_.id; }
     size_t connection_count() const { return session_ ? 1 : 0; }
+    // The node it serves now: a mirror's completion or a snapshot moves
+    // the export's BlockBackend onto another node.
+    block::BlockNode& node() const { return blk_->node(); }
 
     void detach_aio_context() override {}
     void attach_aio_context(AioContext& ctx) override;

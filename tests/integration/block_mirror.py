@@ -16,6 +16,9 @@ replaces, with a client writing to the source through NBD:
    job fails and the filter goes;
  - replaces: a mirror of a blkdebug filter that replaces the node below it:
    after complete the filter sits on the target and the old node is free;
+ - query-block-exports of an NBD and a vhost-user-blk export of the mirrored
+   node: both on the target after complete, unmoved by a cancel when ready,
+   as qemu-storage-daemon 7.2 reports them;
  - QMP's refusals word for word as qemu-storage-daemon 7.2's (run beside).
 Usage: block_mirror.py DAEMON. Needs Debian's python3-libnbd, qemu-utils and
 qemu-system-common (qemu-storage-daemon)."""
@@ -203,6 +206,49 @@ def test_replaces(q, d, sock):
     print("ok: replaces: the blkdebug filter took the target below it; the replaced node is free")
 
 
+def export_nodes(binary, d):
+    """query-block-exports of an NBD and a vhost-user-blk export of one node
+    before a mirror, and after its complete (both on the target) and after
+    the second mirror's soft cancel when ready (still there), with null-co
+    nodes and no client, against both daemons."""
+    qmp_sock = f"{d}/qmp.sock"
+    args = ["--blockdev", f"driver=null-co,node-name=esrc,size={SIZE}",
+            "--blockdev", f"driver=null-co,node-name=edst,size={SIZE}",
+            "--blockdev", f"driver=null-co,node-name=edst2,size={SIZE}",
+            "--nbd-server", f"addr.type=unix,addr.path={d}/nbd.sock",
+            "--export", "type=nbd,id=en,node-name=esrc,writable=on",
+            "--export", f"type=vhost-user-blk,id=ev,node-name=esrc,writable=on,addr.type=unix,addr.path={d}/vub.sock",
+            "--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m"]
+    out = []
+
+    def exports(q):
+        return sorted((e["id"], e["type"], e["node-name"]) for e in q.ok("query-block-exports"))
+
+    with Daemon(binary, args, f"{d}/daemon.log", workdir=d) as dmn:
+        dmn.wait_for(qmp_sock, f"{d}/vub.sock")
+        q = Qmp(qmp_sock)
+        out.append(exports(q))
+        q.ok("blockdev-mirror", job_id="j", device="esrc", target="edst", sync="full")
+        wait_event_for(q, "BLOCK_JOB_READY", "j")
+        q.ok("block-job-complete", device="j")
+        _, final = wait_job_end(q, "j")
+        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        out.append(exports(q))
+        assert [e[2] for e in out[-1]] == ["edst", "edst"], f"after complete the exports are not on the target: {out}"
+        q.ok("blockdev-mirror", job_id="k", device="edst", target="edst2", sync="full")
+        wait_event_for(q, "BLOCK_JOB_READY", "k")
+        q.ok("block-job-cancel", device="k")
+        _, final = wait_job_end(q, "k")
+        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        out.append(exports(q))
+        assert [e[2] for e in out[-1]] == ["edst", "edst"], f"after the cancel the exports moved: {out}"
+        dmn.stop()
+    return out
+
+
+EXPORT_NODES = [(None, "before the mirror"), (None, "after complete"), (None, "after a cancel when ready")]
+
+
 # Refusals, run against both daemons: (arguments, what they are about).
 MIRROR = dict(job_id="r", device="qsrc", target="qdst", sync="full")
 REFUSALS = [
@@ -271,6 +317,9 @@ def main():
     d2 = tempfile.mkdtemp(prefix="block-mirror-refusals-")
     assert_same_as_qsd(refusals, daemon, d2, REFUSALS)
     shutil.rmtree(d2, ignore_errors=True)
+    d3 = tempfile.mkdtemp(prefix="block-mirror-exports-")
+    assert_same_as_qsd(export_nodes, daemon, d3, EXPORT_NODES, "query-block-exports answers")
+    shutil.rmtree(d3, ignore_errors=True)
     print("block_mirror: ok")
 
 

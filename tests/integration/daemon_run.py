@@ -73,7 +73,7 @@ class Daemon:
             self.proc.wait()
 
 
-def assert_same_as_qsd(collect, daemon, d, cases):
+def assert_same_as_qsd(collect, daemon, d, cases, what_they_are="refusals"):
     """Runs collect(binary, workdir) -> one answer per case against `daemon`
     and against qemu-storage-daemon 7.2 (in d/ours and d/qsd), and asserts
     the answers equal, case by case; `cases` are (arguments, what) pairs."""
@@ -83,4 +83,4 @@ def assert_same_as_qsd(collect, daemon, d, cases):
     theirs = collect(shutil.which("qemu-storage-daemon"), f"{d}/qsd")
     for (_, what), o, t in zip(cases, ours, theirs):
         assert o == t, f"{what}: ioplane said {o!r}, qemu-storage-daemon {t!r}"
-    print(f"ok: {len(cases)} refusals word for word as qemu-storage-daemon's")
+    print(f"ok: {len(cases)} {what_they_are} word for word as qemu-storage-daemon's")
