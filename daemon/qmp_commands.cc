@@ -305,14 +305,8 @@ void register_qmp_commands(StorageDaemon& daemon) {
     qmp.add_command("query-block-exports", [&daemon](const json& args) -> QmpResult {
         if (auto r = no_arguments(args); !r) return r;
         json list = json::array();
-        // The node a block export uses now, as QEMU reports it (blk_bs): a
-        // snapshot or a mirror's completion moves the export onto another
-        // node. (A 9P export has none: the node-name it was given.)
         for (const auto& e : daemon.exports()) {
-            std::string node = e.nbd              ? e.nbd->blk().node().node_name()
-                               : e.vhost_user_blk ? e.vhost_user_blk->node().node_name()
-                                                  : e.options.node_name;
-            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", node},
+            list.push_back({{"id", e.options.id}, {"type", e.options.type}, {"node-name", e.node_name()},
                             {"shutting-down", false}});
         }
         return list;
@@ -325,7 +319,7 @@ void register_qmp_commands(StorageDaemon& daemon) {
             if (e.nbd)  // 9P exports have no per-operation counters yet
                 list.push_back({{"id", e.options.id},
                             {"type", e.options.type},
-                            {"node-name", e.options.node_name},
+                            {"node-name", e.node_name()},
                             {"connections", e.nbd->connection_count()},
                             {"ops", e.nbd->stats().snapshot()}});
         return list;

@@ -345,7 +345,7 @@ Result<void> StorageDaemon::set_iothread(const std::string& node_name, const std
         return fail(EBUSY, "Node " + node_name + " is associated with a BlockBackend and could be in use "
                            "(use force=true to override this check)");
     for (const Export& e : exports_)
-        if (e.options.node_name == node_name && e.options.fixed_iothread)
+        if (e.node_name() == node_name && e.options.fixed_iothread)
             return fail(EBUSY, "Node '" + node_name + "' is exported by '" + e.options.id + "' with fixed-iothread=on");
     AioContext* target = &main_loop_.ctx();
     if (iothread) {

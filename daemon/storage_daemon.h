@@ -116,6 +116,14 @@ public:
         size_t connection_count() const {
             return nbd ? nbd->connection_count() : fs9p ? fs9p->connection_count() : vhost_user_blk->connection_count();
         }
+        // Main thread: the node a block export serves now, as QEMU reports
+        // it (blk_bs): a snapshot or a mirror's completion moves the export
+        // onto another node. A 9P export has none: the name it was given.
+        const std::string& node_name() const {
+            return nbd              ? nbd->blk().node().node_name()
+                   : vhost_user_blk ? vhost_user_blk->node().node_name()
+                                    : options.node_name;
+        }
     };
     const std::vector<Export>& exports() const { return exports_; }
     const std::map<std::string, std::unique_ptr<IOThread>>& iothreads() const { return iothreads_; }

@@ -246,6 +246,33 @@ def export_nodes(binary, d):
     return out
 
 
+def test_fixed_iothread_follows_pivot(daemon, d):
+    """An export with fixed-iothread=on keeps its node in its IOThread after
+    a mirror's complete put it on the target: moving the target is refused,
+    moving the old source (no longer exported) is not. ioplane only: QEMU
+    7.2 refuses through the BlockBackend with another message."""
+    qmp_sock = f"{d}/qmp.sock"
+    args = ["--object", "iothread,id=io0",
+            "--blockdev", f"driver=null-co,node-name=fsrc,size={SIZE}",
+            "--blockdev", f"driver=null-co,node-name=fdst,size={SIZE}",
+            "--nbd-server", f"addr.type=unix,addr.path={d}/nbd.sock",
+            "--export", "type=nbd,id=fe,node-name=fsrc,writable=on,iothread=io0,fixed-iothread=on",
+            "--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m"]
+    with Daemon(daemon, args, f"{d}/daemon.log", workdir=d) as dmn:
+        dmn.wait_for(qmp_sock)
+        q = Qmp(qmp_sock)
+        q.ok("blockdev-mirror", job_id="j", device="fsrc", target="fdst", sync="full")
+        wait_event_for(q, "BLOCK_JOB_READY", "j")
+        q.ok("block-job-complete", device="j")
+        _, final = wait_job_end(q, "j")
+        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        err = q.error("x-blockdev-set-iothread", node_name="fdst", iothread=None, force=True)
+        assert "fixed-iothread=on" in err["desc"], err
+        q.ok("x-blockdev-set-iothread", node_name="fsrc", iothread=None, force=True)
+        dmn.stop()
+    print("ok: fixed-iothread=on follows the export onto the mirror's target")
+
+
 EXPORT_NODES = [(None, "before the mirror"), (None, "after complete"), (None, "after a cancel when ready")]
 
 
@@ -320,6 +347,7 @@ def main():
     d3 = tempfile.mkdtemp(prefix="block-mirror-exports-")
     assert_same_as_qsd(export_nodes, daemon, d3, EXPORT_NODES, "query-block-exports answers")
     shutil.rmtree(d3, ignore_errors=True)
+    test_fixed_iothread_follows_pivot(daemon, tempfile.mkdtemp(prefix="block-mirror-fixed-"))
     print("block_mirror: ok")
 
 
