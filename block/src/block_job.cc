@@ -1,5 +1,7 @@
 #include "ioplane/block/block_job.h"
 
+#include <cstring>
+
 #include "ioplane/core/clock.h"
 #include "ioplane/core/coroutine.h"
 #include "ioplane/core/main_loop.h"
@@ -156,6 +158,8 @@ Task<BlockJob::ErrorAction> BlockJob::co_error_action(bool read, int error) {
     }
     co_return action;
 }
+
+Error BlockJob::io_error(int error) { return Error{error, std::strerror(error)}; }
 
 nlohmann::json BlockJob::event_data() const {
     return {{"type", type()},

@@ -14,6 +14,7 @@ namespace {
 constexpr uint64_t kDefaultChunk = 64 * 1024;  // QEMU's BLOCK_COPY_CLUSTER_SIZE_DEFAULT
 constexpr uint64_t kMaxCopy = 1024 * 1024;     // bytes one copy moves at most (QEMU's BLOCK_COPY_MAX_BUFFER)
 constexpr uint64_t kBufferAlign = 4096;
+constexpr size_t kKeptBuffers = 16;  // a backup's copies in flight (BackupJob's kMaxCopies)
 
 uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
 uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -45,7 +46,12 @@ private:
 };
 
 CopyBeforeWrite::CopyBeforeWrite(uint64_t length, uint64_t chunk, const DirtyBits* initial, OnCbwError on_error)
-    : chunk_(chunk), on_error_(on_error), pending_(length, chunk), access_(length, chunk), done_(length, chunk) {
+    : chunk_(chunk),
+      on_error_(on_error),
+      pending_(length, chunk),
+      access_(length, chunk),
+      done_(length, chunk),
+      buffers_(kBufferAlign, std::max(kMaxCopy, chunk), kKeptBuffers) {
     if (initial) pending_.merge(*initial);
     else pending_.set_all();
     access_ = pending_;
@@ -104,9 +110,9 @@ Task<std::optional<CopyBeforeWrite::CopyError>> CopyBeforeWrite::co_copy_run(uin
         if (!r) co_return CopyError{r.error(), false};
         co_return std::nullopt;
     }
-    AlignedBuffer buf(kBufferAlign, bytes);
+    const BufferPool::Lease buf = buffers_.take(bytes);
     if (!buf) co_return CopyError{Error{ENOMEM, "copy-before-write: no memory for a copy"}, true};
-    const iovec iov = buf.whole();
+    const iovec iov = buf.first(bytes);
     auto r = co_await edge().co_preadv(offset, bytes, std::span(&iov, 1));
     if (!r) co_return CopyError{r.error(), true};
     r = co_await target().co_pwritev(offset, bytes, std::span(&iov, 1), flags);

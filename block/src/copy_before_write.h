@@ -28,6 +28,7 @@
 #include <list>
 #include <memory>
 
+#include "buffer_pool.h"
 #include "filter_driver.h"
 #include "ioplane/block/dirty_bits.h"
 #include "ioplane/core/co_queue.h"
@@ -105,6 +106,7 @@ private:
     std::list<Busy> copies_, snapshot_reads_;
     std::optional<Error> snapshot_error_;  // break-snapshot: why reads fail
     std::function<void(uint64_t)> progress_;
+    BufferPool buffers_;  // for the copies: the job's and guest writes'
 };
 
 // Main thread: the filter of a copy-before-write node, or null.

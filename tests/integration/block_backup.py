@@ -26,6 +26,9 @@ client writing to the source through NBD the whole time:
    `nbdinfo --map=qemu:dirty-bitmap:` on the fleecing export lists exactly
    the changed extents, and the client that copies only those has the
    source as it was at the fleecing point while a writer kept writing;
+ - a target that fails a write: on-target-error=stop pauses the job with
+   BLOCK_JOB_ERROR and job-resume finishes it with the target equal to the
+   source; report fails the job; both as qemu-storage-daemon 7.2 does;
  - QMP's refusals word for word as qemu-storage-daemon 7.2's (run beside).
 Usage: block_backup.py DAEMON. Needs Debian's python3-libnbd, qemu-utils,
 qemu-system-common (qemu-storage-daemon) and nbdinfo."""
@@ -420,6 +423,57 @@ def refusals(binary, d):
 
 
 
+def target_errors(binary, d):
+    """A backup whose target fails one write (blkdebug, once): with
+    on-target-error=stop the job pauses with BLOCK_JOB_ERROR, and after
+    job-resume completes with the target equal to the source; with report
+    it fails. What each daemon says and does, per case."""
+    qmp_sock = f"{d}/qmp.sock"
+    src = make_source(d, "err-src")
+    out = []
+    with Daemon(binary, ["--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m"],
+                f"{d}/daemon.log", workdir=d) as dmn:
+        dmn.wait_for(qmp_sock)
+        q = Qmp(qmp_sock)
+        add_qcow2(q, "esrc", src)
+        for policy in ("stop", "report"):
+            dst = f"{d}/err-dst-{policy}.raw"
+            run("qemu-img", "create", "-q", "-f", "raw", dst, str(SIZE))
+            # A write touching 1 MiB (inside the source's first 2 MiB of data) fails once.
+            q.ok("blockdev-add", driver="raw", node_name=f"edst-{policy}",
+                 file={"driver": "blkdebug", "image": {"driver": "file", "filename": dst},
+                       "inject-error": [{"event": "write_aio", "sector": 2048, "once": True}]})
+            q.ok("blockdev-backup", job_id=f"e{policy}", device="esrc", target=f"edst-{policy}", sync="full",
+                 on_target_error=policy)
+            seen = []
+            if policy == "stop":
+                e = q.wait_event("BLOCK_JOB_ERROR", timeout=30)
+                seen.append(("error event", e["data"]["operation"], e["data"]["action"]))
+                while True:  # the job pauses after the event
+                    job = [j for j in q.ok("query-jobs") if j["id"] == "estop"][0]
+                    if job["status"] != "running":
+                        break
+                    time.sleep(0.05)
+                seen.append(("status", job["status"]))
+                q.ok("job-resume", id="estop")
+            statuses, final = wait_job_end(q, f"e{policy}")
+            seen.append(("end", final["event"], final["data"].get("error")))
+            q.ok("blockdev-del", node_name=f"edst-{policy}")
+            same = subprocess.run(["qemu-img", "compare", "-q", "-U", "-f", "qcow2", "-F", "raw", src, dst]).returncode
+            seen.append(("target equals source", same == 0))
+            if policy == "stop":
+                assert seen[0] == ("error event", "write", "stop") and seen[-2:] == [
+                    ("end", "BLOCK_JOB_COMPLETED", None), ("target equals source", True)], seen
+            else:
+                assert seen[0][:2] == ("end", "BLOCK_JOB_COMPLETED") and seen[0][2], seen
+            out.append(seen)
+        dmn.stop()
+    return out
+
+
+TARGET_ERRORS = [(None, "on-target-error=stop, then job-resume"), (None, "on-target-error=report")]
+
+
 def main():
     daemon = sys.argv[1]
     d = tempfile.mkdtemp(prefix="block-backup-")
@@ -441,6 +495,9 @@ def main():
     d2 = tempfile.mkdtemp(prefix="block-backup-refusals-")
     assert_same_as_qsd(refusals, daemon, d2, REFUSALS)
     shutil.rmtree(d2, ignore_errors=True)
+    d3 = tempfile.mkdtemp(prefix="block-backup-errors-")
+    assert_same_as_qsd(target_errors, daemon, d3, TARGET_ERRORS, "target error cases")
+    shutil.rmtree(d3, ignore_errors=True)
     print("block_backup: ok")
 
 

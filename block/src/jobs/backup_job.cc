@@ -22,7 +22,8 @@
 namespace ioplane::block {
 namespace {
 
-constexpr uint64_t kStep = 1024 * 1024;  // bytes the job copies between pause points
+constexpr uint64_t kStep = 1024 * 1024;  // bytes one step of the job copies
+constexpr uint64_t kMaxCopies = 16;      // steps in flight (QEMU's block-copy runs up to 64)
 constexpr int64_t kIdleSleepNs = 3'600'000'000'000;  // a sync=none job's wait; a cancel ends it early
 
 class BackupJob final : public BlockJob {
@@ -100,22 +101,9 @@ private:
             while (!cancelled()) co_await sleep_ns(kIdleSleepNs);
             co_return Result<void>{};
         }
-        const uint64_t len = blk().length();
-        for (uint64_t offset = 0; offset < len;) {
-            co_await co_ratelimit_sleep();
-            if (cancelled()) break;
-            co_await blk().co_begin_request();
-            const uint64_t n = std::min(kStep, len - offset);
-            auto error = co_await filter_->co_copy(offset, n);
-            blk().end_request();
-            if (error) {
-                const ErrorAction action = co_await co_error_action(error->read, error->error.code);
-                if (action == ErrorAction::report) co_return std::unexpected(error->error);
-                continue;  // stopped (and resumed) or ignored: that part again
-            }
-            ratelimit_processed(n);
-            offset += n;
-        }
+        WalkStep step = [this](uint64_t offset, uint64_t bytes) { return co_copy_step(offset, bytes); };
+        auto walked = co_await co_walk(blk().length(), kStep, kMaxCopies, std::move(step));
+        if (!walked) co_return walked;
         if (cancelled()) co_return Result<void>{};
         // QEMU leaves the copies to the target's next flush or close; a
         // completed backup here is durable when its event is sent.
@@ -124,6 +112,14 @@ private:
         blk().end_request();
         if (!flushed) co_return std::unexpected(flushed.error());
         co_return Result<void>{};
+    }
+
+    // A step of the walk: the chunks it touches that are still pending.
+    Task<std::optional<StepFailure>> co_copy_step(uint64_t offset, uint64_t bytes) {
+        auto error = co_await filter_->co_copy(offset, bytes);
+        if (error) co_return StepFailure{error->error, error->read};
+        ratelimit_processed(bytes);
+        co_return std::nullopt;
     }
 
     // Inside a request of the job: the chunks to copy (QEMU's

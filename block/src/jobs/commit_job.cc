@@ -9,12 +9,13 @@
 #include "ioplane/block/block_jobs.h"
 #include "ioplane/block/chain.h"
 #include "ioplane/core/log.h"
-#include "../io_vector.h"
+#include "../buffer_pool.h"
 
 namespace ioplane::block {
 namespace {
 
 constexpr uint64_t kChunk = 512 * 1024;  // QEMU's COMMIT_BUFFER_SIZE
+constexpr uint64_t kMaxChunks = 8;       // in flight (QEMU's commit copies one at a time)
 
 class CommitJob final : public BlockJob {
 public:
@@ -52,24 +53,9 @@ private:
             blk().end_request();
             if (!r) co_return r;
         }
-        AlignedBuffer buf(4096, kChunk);
-        if (!buf) co_return fail(ENOMEM, "commit: buffer");
-        for (uint64_t offset = 0, n = 0; offset < len; offset += n) {
-            co_await co_ratelimit_sleep();
-            if (cancelled()) co_return Result<void>{};
-            bool copy = false, read_failed = false;
-            co_await blk().co_begin_request();
-            auto r = co_await co_commit_chunk(offset, std::min(kChunk, len - offset), buf, n, copy, read_failed);
-            blk().end_request();
-            if (!r) {
-                const ErrorAction action = co_await co_error_action(read_failed, r.error().code);
-                if (action == ErrorAction::report) co_return r;
-                n = 0;  // stopped, or ignored: the chunk again
-                continue;
-            }
-            progress_update(n);
-            if (copy) ratelimit_processed(n);
-        }
+        WalkStep step = [this](uint64_t offset, uint64_t bytes) { return co_commit_step(offset, bytes); };
+        auto walked = co_await co_walk(len, kChunk, kMaxChunks, std::move(step));
+        if (!walked || cancelled()) co_return walked;
         // Durable in base before the overlay stops naming the layers above it.
         co_await blk().co_begin_request();
         auto r = co_await base_edge_->co_flush();
@@ -77,9 +63,24 @@ private:
         co_return r;
     }
 
+    // A step of the walk: [offset, offset + bytes) into base, in runs over
+    // which the chain's answer stays the same.
+    Task<std::optional<StepFailure>> co_commit_step(uint64_t offset, uint64_t bytes) {
+        const BufferPool::Lease buf = buffers_.take(kChunk);
+        if (!buf) co_return StepFailure{Error{ENOMEM, "commit: buffer"}, true};
+        for (uint64_t done = 0, n = 0; done < bytes; done += n) {
+            bool copy = false, read_failed = false;
+            auto r = co_await co_commit_chunk(offset + done, bytes - done, buf.data(), n, copy, read_failed);
+            if (!r) co_return StepFailure{r.error(), read_failed};
+            if (copy) ratelimit_processed(n);
+        }
+        progress_update(bytes);
+        co_return std::nullopt;
+    }
+
     // Inside a request of the job: copies [offset, offset + n) into base if
     // a layer from top down holds it; `n` is where the answer changes.
-    Task<Result<void>> co_commit_chunk(uint64_t offset, uint64_t max, const AlignedBuffer& buf, uint64_t& n,
+    Task<Result<void>> co_commit_chunk(uint64_t offset, uint64_t max, char* buf, uint64_t& n,
                                        bool& copy, bool& read_failed) {
         read_failed = true;
         auto st = co_await co_block_status_above(blk().root_edge(), base_.get(), offset, max);
@@ -91,7 +92,7 @@ private:
             read_failed = false;
             co_return co_await base_edge_->co_pwrite_zeroes(offset, n, 0);
         }
-        const iovec iov{buf.data(), n};
+        const iovec iov{buf, n};
         if (auto r = co_await blk().co_preadv(offset, n, std::span(&iov, 1)); !r) co_return r;
         read_failed = false;
         co_return co_await base_edge_->co_pwritev(offset, n, std::span(&iov, 1));
@@ -111,6 +112,7 @@ private:
     const std::shared_ptr<BlockNode> top_, base_, overlay_;
     const std::optional<std::string> name_;
     BlockEdge* base_edge_ = nullptr;
+    BufferPool buffers_{4096, kChunk, kMaxChunks};
 };
 
 }  // namespace

@@ -45,6 +45,7 @@
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
 #include "ioplane/core/thread_contract.h"
+#include "../buffer_pool.h"
 #include "../io_vector.h"
 
 namespace ioplane::block {
@@ -98,6 +99,9 @@ private:
         if (o_.granularity == 0) o_.granularity = target.dirty_bitmaps().default_granularity();
         if (o_.buf_size == 0) o_.buf_size = kDefaultBufSize;
         o_.buf_size = std::max(o_.buf_size, o_.granularity);
+        // The largest copy start_copies() makes.
+        buffers_ = std::make_unique<BufferPool>(4096, std::max(o_.granularity, std::min(kMaxOpBytes, o_.buf_size)),
+                                                kMaxOps);
         // One section: no write passes the filter between the bitmap's
         // start and the filter's (it would be neither marked nor synced).
         DrainedSection drained(source);
@@ -171,8 +175,7 @@ private:
                 if (action == ErrorAction::report) {
                     failed_ = true;  // writes stop reaching the target
                     co_await co_wait_for_ops(0);
-                    co_return fail(error, std::string("mirror: ") + (read ? "read" : "write") + " error: " +
-                                              std::strerror(error));
+                    co_return std::unexpected(io_error(error));
                 }
                 continue;  // stopped (a pause point comes first) or ignored: copied again
             }
@@ -317,10 +320,10 @@ private:
     }
 
     Task<void> co_copy(uint64_t offset, uint64_t bytes, uint64_t ticket) {
-        AlignedBuffer buf(4096, bytes);
+        const BufferPool::Lease buf = buffers_->take(bytes);
         Result<void> r = buf ? Result<void>{} : fail(ENOMEM, "mirror: buffer");
         bool read_failed = true;
-        const iovec iov = buf.whole();
+        const iovec iov = buf.first(bytes);
         if (r) {
             co_await blk().co_begin_request();
             r = co_await blk().co_preadv(offset, bytes, std::span(&iov, 1));
@@ -535,6 +538,7 @@ private:
     std::shared_ptr<BlockNode> to_replace_;   // job-complete: the `replaces` node
     bool replace_blocked_ = false;            // to_replace_'s op blocker is the job's
     std::unique_ptr<BlockBackend> target_;
+    std::unique_ptr<BufferPool> buffers_;  // set up with the bitmap
     DirtyBitmap* bitmap_ = nullptr;
     bool ready_ = false;            // main thread and the job, in turn
     bool should_complete_ = false;  // main thread: job-complete

@@ -54,7 +54,7 @@ private:
                 const ErrorAction action = co_await co_error_action(true, r.error().code);
                 n = 0;
                 if (action == ErrorAction::stop) continue;
-                if (first_error) first_error = r;  // none before this one
+                if (first_error) first_error = std::unexpected(io_error(r.error().code));  // none before this one
                 if (action == ErrorAction::report) break;
                 n = std::min(kChunk, len - offset);  // ignored: go on past it
             }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,15 @@ public:
     // Main thread, after setup: the node the job works through (a backup's
     // filter, a mirror's source).
     BlockNode& main_node() const { return blk_->node(); }
+
+    // A step of co_walk() that failed: why, and whether a read failed.
+    struct StepFailure {
+        Error error;
+        bool read = false;
+    };
+    // The job's context, inside a request of the job: copies what
+    // [offset, offset + bytes) needs; may run again after a failure.
+    using WalkStep = std::function<Task<std::optional<StepFailure>>(uint64_t offset, uint64_t bytes)>;
 
 protected:
     // Checks the options (QEMU's block_job_create), then setup_nodes().
@@ -95,6 +105,16 @@ protected:
     // job-resume, then retries); BLOCK_JOB_ERROR tells the monitor.
     enum class ErrorAction { report, ignore, stop };
     Task<ErrorAction> co_error_action(bool read, int error);
+    // Any thread: what a job that reports an I/O error fails with: the
+    // errno's text, as QEMU's job_update_rc words it ("Input/output error").
+    static Error io_error(int error);
+
+    // Coroutine: [0, len) in steps of `step` bytes, up to `max_in_flight`
+    // of them side by side (each inside a request of the job), with a pause
+    // point and the rate limit before each. After a failure the error policy
+    // decides about the first failed step by offset, and the walk goes on
+    // from there. Ends at a cancel, at the end, or with the error reported.
+    Task<Result<void>> co_walk(uint64_t len, uint64_t step, uint64_t max_in_flight, WalkStep fn);
 
     void emit_completed(JobManager& manager) override;
     void emit_cancelled(JobManager& manager) override;
