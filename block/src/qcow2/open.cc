@@ -364,6 +364,8 @@ Task<Result<void>> Qcow2Driver::co_close() {
         r = co_await co_flush();
         if (r) r = co_await co_flush_file();
     }
+    // Only what co_grow_file() added beyond any cluster goes.
+    if (r) r = co_await co_trim_file_tail();
     co_return r;
 }
 

@@ -157,6 +157,8 @@ private:
     Task<Result<TableRef>> co_refblock_for(uint64_t cluster_index, bool create);
     Task<Result<void>> co_grow_reftable(uint64_t min_entries);
     Task<Result<void>> co_grow_file(uint64_t end);
+    // At close: the file ends at the last cluster ever allocated again.
+    Task<Result<void>> co_trim_file_tail();
     // The host clusters under [offset, offset + bytes) lose one reference
     // once the L2 change that dropped it is on disk (after the next flush).
     void free_later(uint64_t offset, uint64_t bytes) { pending_frees_.emplace_back(offset, bytes); }

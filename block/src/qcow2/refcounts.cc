@@ -130,13 +130,23 @@ Task<Result<Qcow2Driver::Allocated>> Qcow2Driver::co_alloc_clusters(uint64_t n) 
     co_return Allocated{offset, fresh};
 }
 
-// The file grows in steps of at least a MiB: each step is a truncate.
+// The file grows in steps of at least a MiB, and an eighth of its size (at
+// most kMaxGrowStep): each step is a truncate, which waits for the file's
+// writes in flight (the inode's lock), so a job writing a large image must
+// not pay one per MiB. co_close() gives back the part never used.
 Task<Result<void>> Qcow2Driver::co_grow_file(uint64_t end) {
     BlockNode& f = file().child();
     if (end <= f.length()) co_return Result<void>{};
     if (!f.driver().caps().can_truncate) co_return fail(ENOSPC, "qcow2: image file is full and cannot grow");
-    const uint64_t step = std::max<uint64_t>(cluster_size(), 1u << 20);
+    constexpr uint64_t kMiB = 1 << 20, kMaxGrowStep = 256 * kMiB;
+    const uint64_t step = std::max({cluster_size(), kMiB, std::min(kMaxGrowStep, f.length() / 8 / kMiB * kMiB)});
     co_return co_await file().co_truncate((end + step - 1) / step * step);
+}
+
+Task<Result<void>> Qcow2Driver::co_trim_file_tail() {
+    BlockNode& f = file().child();
+    if (f.length() <= fresh_from_ || !f.driver().caps().can_truncate) co_return Result<void>{};
+    co_return co_await file().co_truncate(fresh_from_);
 }
 
 // A bigger refcount table, placed past every allocated cluster together
