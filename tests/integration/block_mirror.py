@@ -169,6 +169,42 @@ def test_target_error(q, d, sock):
           "guest's writes succeed")
 
 
+def test_source_error(q, d, sock):
+    """A guest write that fails on the source while the write-blocking
+    mirror writes it to the target beside it: the guest gets the error, the
+    range is copied again, and after a cancel when ready the target equals
+    the source (the source kept its old data there)."""
+    src, dst = f"{d}/s-src.raw", f"{d}/s-dst.raw"
+    make_raw(src)
+    make_raw(dst)
+    q.ok("blockdev-add", driver="blkdebug", node_name="sdbg", image={"driver": "file", "filename": src},
+         inject_error=[{"event": "write_aio", "sector": 4096, "once": True}])
+    q.ok("blockdev-add", driver="file", node_name="sdst", filename=dst)
+    q.ok("block-export-add", type="nbd", id="se", node_name="sdbg", writable=True)
+    h = nbd.NBD()
+    h.connect_uri(f"nbd+unix:///sdbg?socket={sock}")
+    q.ok("blockdev-mirror", job_id="sj", device="sdbg", target="sdst", sync="full", copy_mode="write-blocking")
+    wait_event_for(q, "BLOCK_JOB_READY", "sj")
+    old = read_file(src, 2 * MiB, 65536)
+    try:
+        h.pwrite(b"\x5e" * 65536, 2 * MiB)
+        raise AssertionError("the write the source failed succeeded")
+    except nbd.Error:
+        pass
+    q.ok("block-job-cancel", device="sj")
+    _, final = wait_job_end(q, "sj")
+    assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+    h.shutdown()
+    q.ok("block-export-del", id="se")
+    q.wait_event("BLOCK_EXPORT_DELETED")
+    q.ok("blockdev-del", node_name="sdst")
+    q.ok("blockdev-del", node_name="sdbg")
+    assert read_file(src, 2 * MiB, 65536) == old, "the failed write changed the source"
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, dst)
+    print("ok: a write the source fails: the guest gets the error and the target equals the source after the "
+          "mirror")
+
+
 def test_replaces(q, d, sock):
     src = make_source(d, "r-src")
     dst = f"{d}/r-dst.raw"
@@ -338,6 +374,7 @@ def main():
         q = Qmp(qmp_sock)
         test_write_blocking(q, d, nbd_sock)
         test_target_error(q, d, nbd_sock)
+        test_source_error(q, d, nbd_sock)
         test_replaces(q, d, nbd_sock)
         dmn.stop()
     shutil.rmtree(d, ignore_errors=True)

@@ -425,6 +425,13 @@ private:
         copy_error_ = r.error().code;  // the job's loop applies on-target-error
     }
 
+    void source_write_failed(uint64_t offset, uint64_t bytes) override {
+        assert_in_context(o_.source->ctx());
+        const uint64_t granularity = bitmap_->granularity();
+        const uint64_t start = align_down(offset, granularity);
+        bitmap_->bits().set(start, align_up(offset + bytes, granularity) - start);
+    }
+
     // QEMU's active_write_settle.
     void active_write_settle(uint64_t ticket) override { remove_range(ticket); }
 

@@ -4,6 +4,7 @@
 
 #include "../io_vector.h"
 #include "ioplane/block/graph.h"
+#include "ioplane/core/coroutine.h"
 #include "ioplane/core/main_loop.h"
 #include "ioplane/core/thread_contract.h"
 
@@ -31,24 +32,41 @@ Task<Result<void>> MirrorTop::co_pdiscard(uint64_t offset, uint64_t bytes) {
 }
 
 // QEMU's bdrv_mirror_top_do_write: the write's range waits for copies in
-// flight over it, the source changes, then the target where it is in sync.
+// flight over it, then the source and, where it is in sync, the target
+// change. QEMU writes the target after the source; here the two writes run
+// side by side, so a guest's write waits for the slower one instead of both
+// in turn. The range stays registered until both are over, so no copy
+// starts there meanwhile; a failed source write makes it dirty again.
 Task<Result<void>> MirrorTop::co_do_write(Method method, uint64_t offset, uint64_t bytes,
                                           std::span<const iovec> iov, uint32_t flags) {
     assert_in_context(node().ctx());
     ActiveMirror* job = job_ && job_->copy_writes() ? job_ : nullptr;
-    uint64_t ticket = 0;
-    if (job) ticket = co_await job->co_active_write_prepare(offset, bytes);
-    Result<void> r;
-    switch (method) {
-        case Method::data: r = co_await edge().co_pwritev(offset, bytes, iov, flags); break;
-        case Method::zeroes: r = co_await edge().co_pwrite_zeroes(offset, bytes, flags); break;
-        case Method::discard: r = co_await edge().co_pdiscard(offset, bytes); break;
-    }
-    if (job) {
-        if (r) co_await job->co_sync_target_write(method, offset, bytes, iov, flags);
-        job->active_write_settle(ticket);
-    }
+    if (!job) co_return co_await co_source_write(method, offset, bytes, iov, flags);
+    const uint64_t ticket = co_await job->co_active_write_prepare(offset, bytes);
+    TargetWrite target;
+    spawn_now(co_target_write(*job, target, method, offset, bytes, iov, flags));
+    Result<void> r = co_await co_source_write(method, offset, bytes, iov, flags);
+    while (!target.done) co_await target.finished.wait_while([&target] { return !target.done; });
+    if (!r) job->source_write_failed(offset, bytes);
+    job->active_write_settle(ticket);
     co_return r;
+}
+
+Task<Result<void>> MirrorTop::co_source_write(Method method, uint64_t offset, uint64_t bytes,
+                                              std::span<const iovec> iov, uint32_t flags) {
+    switch (method) {
+        case Method::data: return edge().co_pwritev(offset, bytes, iov, flags);
+        case Method::zeroes: return edge().co_pwrite_zeroes(offset, bytes, flags);
+        case Method::discard: break;
+    }
+    return edge().co_pdiscard(offset, bytes);
+}
+
+Task<void> MirrorTop::co_target_write(ActiveMirror& job, TargetWrite& target, Method method, uint64_t offset,
+                                      uint64_t bytes, std::span<const iovec> iov, uint32_t flags) {
+    co_await job.co_sync_target_write(method, offset, bytes, iov, flags);
+    target.done = true;
+    target.finished.restart_all();
 }
 
 Result<std::shared_ptr<BlockNode>> make_mirror_top_node(BlockGraph& graph, const std::string& name,

@@ -18,6 +18,7 @@
 #include <span>
 
 #include "../filter_driver.h"
+#include "ioplane/core/co_queue.h"
 
 namespace ioplane::block {
 
@@ -42,11 +43,15 @@ public:
         // of them lands in the target after this one. Returns the ticket
         // for settle.
         virtual Task<uint64_t> co_active_write_prepare(uint64_t offset, uint64_t bytes) = 0;
-        // After the source write succeeded: writes to the target the parts
-        // that are in sync (clean in the job's bitmap); a failure makes the
-        // range dirty again and goes to the job's on-target-error.
+        // Beside the source write: writes to the target the parts that are
+        // in sync (clean in the job's bitmap); a failure makes the range
+        // dirty again and goes to the job's on-target-error.
         virtual Task<void> co_sync_target_write(Method method, uint64_t offset, uint64_t bytes,
                                                 std::span<const iovec> iov, uint32_t flags) = 0;
+        // The source write failed (the target's may not have): the range is
+        // dirty again, for the background copy to take what the source
+        // reads there.
+        virtual void source_write_failed(uint64_t offset, uint64_t bytes) = 0;
         // The write is over (whatever the outcome): its range is free.
         virtual void active_write_settle(uint64_t ticket) = 0;
     };
@@ -64,6 +69,15 @@ public:
 private:
     Task<Result<void>> co_do_write(Method method, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
                                    uint32_t flags);
+    Task<Result<void>> co_source_write(Method method, uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
+                                       uint32_t flags);
+    // The target's part of an active write, run beside the source's.
+    struct TargetWrite {
+        bool done = false;
+        CoQueue finished;
+    };
+    static Task<void> co_target_write(ActiveMirror& job, TargetWrite& target, Method method, uint64_t offset,
+                                      uint64_t bytes, std::span<const iovec> iov, uint32_t flags);
 
     ActiveMirror* job_ = nullptr;  // node's context; changes only while drained
 };
