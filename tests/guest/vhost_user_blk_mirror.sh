@@ -110,6 +110,7 @@ import time
 
 mode, tmp, top, guest = sys.argv[1:5]
 sys.path.insert(0, os.path.join(top, "tests/integration"))
+from block_jobs import node, wait_job_end  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 MiB = 1 << 20
@@ -181,27 +182,6 @@ def wait_until(what, cond, timeout=300):
 
 def each_writer(what, n, in_phase=None):
     wait_until(what, lambda: all(sum(1 for _, p in d if in_phase in (None, p)) >= n for d in gens().values()))
-
-
-def wait_job_end(q, job, timeout):
-    """The job's JOB_STATUS_CHANGE statuses up to null, and its final
-    BLOCK_JOB_* event (as block_jobs.py's)."""
-    statuses, final = [], None
-    deadline = time.monotonic() + timeout
-    while not statuses or statuses[-1] != "null":
-        e = q.wait_event("JOB_STATUS_CHANGE", timeout=max(1, deadline - time.monotonic()))
-        assert e["data"]["id"] == job, e
-        statuses.append(e["data"]["status"])
-    for name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-        for e in list(q.events):
-            if e["event"] == name and e["data"]["device"] == job:
-                q.events.remove(e)
-                final = e
-    return statuses, final
-
-
-def node(q, name):
-    return next((n for n in q.ok("query-named-block-nodes") if n["node-name"] == name), None)
 
 
 def export_node(q):
@@ -418,7 +398,7 @@ run_case() {
         --export type=vhost-user-blk,id=vdisk0,node-name=src,writable=on,addr.type=unix,addr.path="$SOCK",iothread=io0 \
         --chardev socket,id=qmp0,path="$QMP",server=on,wait=off --monitor chardev=qmp0
     for _ in $(seq 100); do [ -S "$SOCK" ] && [ -S "$QMP" ] && break; sleep 0.05; done
-    python3 "$TMP/drive.py" "$mode" "$TMP" "$top" "$GUEST" || fail "case $mode (host log: $(tr '\n' '|' <"$TMP/$mode.host.log"))"
+    /usr/bin/python3 "$TMP/drive.py" "$mode" "$TMP" "$top" "$GUEST" || fail "case $mode (host log: $(tr '\n' '|' <"$TMP/$mode.host.log"))"
     stop_daemon
     python3 "$TMP/check.py" "$mode" "$TMP" || fail "case $mode: the images"
 }

@@ -31,6 +31,7 @@ import nbd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
+from qmp_transcript import Transcript  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 RAW_SIZE = 8 * MiB + 3 * 512  # not a multiple of any granularity: a partial last chunk
@@ -65,31 +66,12 @@ def make_images(d):
         f.truncate(GROW_SIZE)
 
 
-class Session:
+class Session(Transcript):
     """One daemon and the transcript of what it answered."""
 
     def __init__(self, q, d, nbd_sock):
-        self.q, self.d, self.nbd_sock = q, d, nbd_sock
-        self.log = []  # (label, outcome)
-
-    def cmd(self, command, **args):
-        """Like Qmp.cmd, but an argument may be called "name"."""
-        msg = {"execute": command}
-        if args:
-            msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
-        self.q.send_raw(json.dumps(msg).encode())
-        return self.q.reply()
-
-    def step(self, label, cmd, **args):
-        r = self.cmd(cmd, **args)
-        out = {"return": r["return"]} if "return" in r else {"error": {k: r["error"][k] for k in ("class", "desc")}}
-        self.log.append((label, out))
-        return out
-
-    def ok(self, label, cmd, **args):
-        out = self.step(label, cmd, **args)
-        assert "return" in out, f"{label}: {out}"
-        return out["return"]
+        super().__init__(q, [])
+        self.d, self.nbd_sock = d, nbd_sock
 
     def bitmaps(self, node):
         for n in self.q.ok("query-named-block-nodes"):

@@ -34,6 +34,7 @@ import nbd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
+from qmp_transcript import Transcript  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 64 * MiB
@@ -88,32 +89,13 @@ def dirty_in_map(text):
     return out
 
 
-class Session:
+class Session(Transcript):
     """One daemon and the transcript of what it and the clients said."""
 
     def __init__(self, q, d):
-        self.q, self.d = q, d
+        super().__init__(q, [])
+        self.d = d
         self.sock = f"{d}/nbd.sock"
-        self.log = []  # (label, outcome)
-
-    def cmd(self, command, **args):
-        msg = {"execute": command, "arguments": {k.replace("_", "-"): v for k, v in args.items()}}
-        self.q.send_raw(json.dumps(msg).encode())
-        return self.q.reply()
-
-    def step(self, label, command, **args):
-        r = self.cmd(command, **args)
-        out = {"return": r["return"]} if "return" in r else {"error": {k: r["error"][k] for k in ("class", "desc")}}
-        self.log.append((label, out))
-        return out
-
-    def ok(self, label, command, **args):
-        out = self.step(label, command, **args)
-        assert "return" in out, f"{label}: {out}"
-
-    def refused(self, label, command, **args):
-        out = self.step(label, command, **args)
-        assert "error" in out, f"{label}: should fail: {out}"
 
     def bitmaps(self, label):
         """Every node's dirty-bitmaps (busy flags, counts), into the transcript."""

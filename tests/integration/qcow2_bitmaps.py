@@ -39,6 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
+from qmp_transcript import Transcript  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 64 * MiB
@@ -89,8 +90,9 @@ def dirty_ranges(granularity, extents):
     return [(a, min(b, SIZE)) for a, b in ranges]
 
 
-class Session:
-    """One daemon on a work directory: QMP, an NBD server, and a record."""
+class Session(Transcript):
+    """One daemon on a work directory: QMP, an NBD server, and a record
+    (errors by their text)."""
 
     def __init__(self, binary, d, blockdevs, record):
         self.binary, self.d, self.record = binary, d, record
@@ -105,26 +107,7 @@ class Session:
         self.daemon = Daemon(binary, args, f"{d}/daemon-{len(record)}.log")
         LIVE.append(self.daemon)
         self.daemon.wait_for(self.qmp_sock, self.nbd_sock)
-        self.q = Qmp(self.qmp_sock)
-
-    def cmd(self, command, **args):
-        msg = {"execute": command, "arguments": {k.replace("_", "-"): v for k, v in args.items()}}
-        self.q.send_raw(json.dumps(msg).encode())
-        r = self.q.reply()
-        return {"return": r["return"]} if "return" in r else {"error": r["error"]["desc"]}
-
-    def step(self, label, command, **args):
-        out = self.cmd(command, **args)
-        self.record.append((label, out))
-        return out
-
-    def ok(self, label, command, **args):
-        out = self.step(label, command, **args)
-        assert "return" in out, f"{label}: {out}"
-
-    def refused(self, label, command, **args):
-        out = self.step(label, command, **args)
-        assert "error" in out, f"{label}: {out}"
+        super().__init__(Qmp(self.qmp_sock), record, error_form=lambda e: e["desc"])
 
     def node(self, name):
         for n in self.q.ok("query-named-block-nodes"):
@@ -143,6 +126,18 @@ class Session:
     def export(self, node="disk", name="e", writable=True):
         r = self.cmd("block-export-add", type="nbd", id=name, node_name=node, name=name, writable=writable)
         assert "return" in r, r
+
+    def unexport(self, name="e"):
+        """block-export-del once the last client's disconnect has reached
+        the daemon (qemu-io has exited; the server may not have seen it)."""
+        deadline = time.time() + 10
+        while True:
+            r = self.cmd("block-export-del", id=name)
+            if "return" in r or "still in use" not in r["error"]["desc"] or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert "return" in r, r
+        self.q.wait_event("BLOCK_EXPORT_DELETED")
 
     def write(self, extents, name="e"):
         qemu_io_nbd(self.nbd_sock, name, [f"write -P 0x5a {off} {n}" for off, n in extents])
@@ -252,9 +247,7 @@ def made_by_daemon(binary, d, qsd, record):
     s.ok("enable q", "block-dirty-bitmap-enable", node="disk", name="q")
     s.write([(48 * MiB + 1000, 3000)])
     s.query("daemon: written again")
-    r = s.cmd("block-export-del", id="e")  # (QEMU's export does not share resize)
-    assert "return" in r, r
-    s.q.wait_event("BLOCK_EXPORT_DELETED")
+    s.unexport()  # (QEMU's export does not share resize)
     s.ok("resize with loaded bitmaps", "block_resize", node_name="disk", size=SIZE + MiB)
     s.stop()
     state = image_state("daemon: stored again", record, img, qsd, d, ["p", "q", "f"])
@@ -337,9 +330,7 @@ def reopen(binary, d, qsd, record):
     s.ok("reopen: add", "block-dirty-bitmap-add", node="disk", name="p", persistent=True)
     s.export()
     s.write([(5 * MiB, 64 * KiB)])
-    r = s.cmd("block-export-del", id="e")
-    assert "return" in r, r
-    s.q.wait_event("BLOCK_EXPORT_DELETED")
+    s.unexport()
     opts = disk(img)
     s.ok("reopen: read-only", "blockdev-reopen", options=[dict(opts, **{"read-only": True})])
     s.query("reopen: bitmaps while read-only")

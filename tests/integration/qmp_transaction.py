@@ -37,6 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
+from qmp_transcript import Transcript, qmp_send  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 NODES = ["img", "raw0", "ov", "snap"]
@@ -70,31 +71,18 @@ def act(kind, **data):
     return {"type": kind, "data": {k.replace("_", "-"): v for k, v in data.items()}}
 
 
-class Session:
+class Session(Transcript):
     """One daemon and the transcript of what it answered."""
 
     def __init__(self, q, d, nbd_sock):
-        self.q, self.d, self.nbd_sock = q, d, nbd_sock
-        self.log = []  # (label, outcome)
-
-    def send(self, command, args):
-        msg = {"execute": command}
-        if args is not None:
-            msg["arguments"] = args
-        self.q.send_raw(json.dumps(msg).encode())
-        r = self.q.reply()
-        return {"return": r["return"]} if "return" in r else {"error": {k: r["error"][k] for k in ("class", "desc")}}
-
-    def step(self, label, command, args):
-        out = self.send(command, args)
-        self.log.append((label, out))
-        return out
+        super().__init__(q, [])
+        self.d, self.nbd_sock = d, nbd_sock
 
     def txn(self, label, actions, properties=None):
         args = {"actions": actions}
         if properties is not None:
             args["properties"] = properties
-        return self.step(label, "transaction", args)
+        return self.log_reply(label, qmp_send(self.q, "transaction", args))
 
     def ok(self, label, actions, properties=None):
         out = self.txn(label, actions, properties)
@@ -154,7 +142,7 @@ def argument_errors(s):
         ("properties-extra", {"actions": [act("abort")], "properties": {"x": 1}}),
         ("extra-argument", {"actions": [], "colour": "red"}),
     ]:
-        out = s.step(label, "transaction", args)
+        out = s.log_reply(label, qmp_send(s.q, "transaction", args))
         assert "error" in out, f"{label}: {out}"
     s.ok("empty", [])
     assert s.refused("abort", [act("abort")]) == "Transaction aborted using Abort action"
@@ -290,16 +278,16 @@ def ioplane_only(s):
     failed action too, disables the bitmap it did not find); the kinds
     ioplane has no command for are refused (blockdev-backup in a transaction:
     block_backup.py)."""
-    desc = s.send("transaction", {"actions": [act("block-dirty-bitmap-enable", node="nowhere", name="b1")]})
+    desc = qmp_send(s.q, "transaction", {"actions": [act("block-dirty-bitmap-enable", node="nowhere", name="b1")]})
     assert desc["error"]["desc"] == "Node 'nowhere' not found", desc
-    desc = s.send("transaction", {"actions": [act("block-dirty-bitmap-enable", node="img", name="b1")],
-                                  "properties": {"completion-mode": "grouped"}})
+    desc = qmp_send(s.q, "transaction", {"actions": [act("block-dirty-bitmap-enable", node="img", name="b1")],
+                                        "properties": {"completion-mode": "grouped"}})
     assert desc["error"]["desc"] == ("Action 'block-dirty-bitmap-enable' does not support Transaction property "
                                      "completion-mode = grouped"), desc
-    desc = s.send("transaction", {"actions": [act("drive-backup", device="img", target="raw0", sync="full")]})
+    desc = qmp_send(s.q, "transaction", {"actions": [act("drive-backup", device="img", target="raw0", sync="full")]})
     desc = desc["error"]["desc"]
     assert desc == "Action 'drive-backup' is not supported: ioplane has no drive-backup command", desc
-    desc = s.send("transaction", {"actions": [act("blockdev-snapshot-internal-sync", device="ov", name="s")]})
+    desc = qmp_send(s.q, "transaction", {"actions": [act("blockdev-snapshot-internal-sync", device="ov", name="s")]})
     assert desc["error"]["desc"] == ("Block format 'qcow2' used by device 'ov' does not support internal "
                                      "snapshots"), desc
     print("ok: the kinds ioplane has no command for are refused")
