@@ -31,7 +31,7 @@ import nbd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
-from qmp_transcript import Transcript  # noqa: E402
+from qmp_transcript import Transcript, compare_transcripts  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 RAW_SIZE = 8 * MiB + 3 * 512  # not a multiple of any granularity: a partial last chunk
@@ -298,27 +298,6 @@ def ioplane_only(s):
     print("ok: a bitmap too large for memory is refused")
 
 
-def compare(ours, theirs):
-    failures = 0
-    theirs_by_label = dict(theirs)
-    for label, out in ours:
-        if label.startswith("ioplane-only:"):
-            continue
-        if label not in theirs_by_label:
-            print(f"FAIL: {label}: not run against QEMU")
-            failures += 1
-            continue
-        want = theirs_by_label[label]
-        if label in KNOWN and "error" in out and "error" in want:
-            if out["error"]["class"] == want["error"]["class"]:
-                print(f"known: {label}: {KNOWN[label]}")
-                continue
-        if out != want:
-            print(f"FAIL: {label}:\n  ioplane: {json.dumps(out)[:600]}\n  qemu:    {json.dumps(want)[:600]}")
-            failures += 1
-    return failures
-
-
 def main():
     daemon = sys.argv[1]
     qsd = sys.argv[2] if len(sys.argv) > 2 else shutil.which("qemu-storage-daemon")
@@ -334,7 +313,7 @@ def main():
             os.mkdir(f"{top}/qemu")
             make_images(f"{top}/qemu")
             theirs = run_daemon(qsd, f"{top}/qemu", True)
-            failures = compare(ours, theirs)
+            failures = compare_transcripts(ours, theirs, KNOWN, "ioplane-only:")
             if failures:
                 print(f"dirty_bitmaps: {failures} differences from qemu-storage-daemon")
                 sys.exit(1)

@@ -34,7 +34,7 @@ import nbd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
-from qmp_transcript import Transcript  # noqa: E402
+from qmp_transcript import Transcript, compare_transcripts  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 64 * MiB
@@ -284,20 +284,6 @@ def command_line(binary, d):
     return out
 
 
-def compare(ours, theirs):
-    failures = 0
-    theirs_by_label = dict(theirs)
-    for label, out in ours:
-        if label not in theirs_by_label:
-            print(f"FAIL: {label}: not run against QEMU")
-            failures += 1
-        elif out != theirs_by_label[label]:
-            want = theirs_by_label[label]
-            print(f"FAIL: {label}:\n  ioplane: {json.dumps(out)[:1500]}\n  qemu:    {json.dumps(want)[:1500]}")
-            failures += 1
-    return failures
-
-
 def main():
     daemon = sys.argv[1]
     qsd = sys.argv[2] if len(sys.argv) > 2 else shutil.which("qemu-storage-daemon")
@@ -320,7 +306,7 @@ def main():
                 print(f"FAIL: command line:\n  ioplane: {ours_cl}\n  qemu:    {theirs_cl}")
                 failures += 1
             theirs = run_daemon(qsd, f"{top}/qemu", True)
-            failures += compare(ours, theirs)
+            failures += compare_transcripts(ours, theirs)
             if failures:
                 print(f"nbd_bitmaps: {failures} differences from qemu-storage-daemon")
                 sys.exit(1)

@@ -39,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
-from qmp_transcript import Transcript  # noqa: E402
+from qmp_transcript import Transcript, compare_transcripts  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 64 * MiB
@@ -355,17 +355,6 @@ def scenarios(binary, d, qsd):
     return record
 
 
-def compare(ours, theirs):
-    failures = 0
-    theirs_by_label = dict(theirs)
-    for label, out in ours:
-        want = theirs_by_label.get(label, "(not recorded)")
-        if out != want:
-            print(f"FAIL: {label}:\n  ioplane: {json.dumps(out)[:900]}\n  qemu:    {json.dumps(want)[:900]}")
-            failures += 1
-    return failures
-
-
 def main():
     binary = sys.argv[1]
     qsd = sys.argv[2] if len(sys.argv) > 2 else shutil.which("qemu-storage-daemon")
@@ -379,7 +368,7 @@ def main():
         else:
             os.mkdir(f"{top}/qemu")
             theirs = scenarios(qsd, f"{top}/qemu", qsd)
-            failures = compare(ours, theirs)
+            failures = compare_transcripts(ours, theirs)
             if failures:
                 print(f"qcow2_bitmaps: {failures} differences from qemu-storage-daemon")
                 sys.exit(1)

@@ -37,7 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
-from qmp_transcript import Transcript, qmp_send  # noqa: E402
+from qmp_transcript import Transcript, compare_transcripts, qmp_send  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 NODES = ["img", "raw0", "ov", "snap"]
@@ -332,24 +332,6 @@ def run_daemon(binary, d, is_qemu):
     return s.log
 
 
-def compare(ours, theirs):
-    failures = 0
-    theirs_by_label = dict(theirs)
-    for label, out in ours:
-        if label not in theirs_by_label:
-            print(f"FAIL: {label}: not run against QEMU")
-            failures += 1
-            continue
-        want = theirs_by_label[label]
-        if label in KNOWN and "error" in out and "error" in want and out["error"]["class"] == want["error"]["class"]:
-            print(f"known: {label}: {KNOWN[label]}")
-            continue
-        if out != want:
-            print(f"FAIL: {label}:\n  ioplane: {json.dumps(out)[:800]}\n  qemu:    {json.dumps(want)[:800]}")
-            failures += 1
-    return failures
-
-
 def main():
     daemon = sys.argv[1]
     qsd = sys.argv[2] if len(sys.argv) > 2 else shutil.which("qemu-storage-daemon")
@@ -365,7 +347,7 @@ def main():
             os.mkdir(f"{top}/qemu")
             make_images(f"{top}/qemu")
             theirs = run_daemon(qsd, f"{top}/qemu", True)
-            failures = compare(ours, theirs)
+            failures = compare_transcripts(ours, theirs, KNOWN)
             if failures:
                 print(f"qmp_transaction: {failures} differences from qemu-storage-daemon")
                 sys.exit(1)

@@ -50,3 +50,28 @@ class Transcript:
         out = self.step(label, command, **args)
         assert "error" in out, f"{label}: should fail: {out}"
         return out["error"]
+
+
+def compare_transcripts(ours, theirs, known=None, skip_prefix=None):
+    """Prints every step whose outcomes differ (or that QEMU's run lacks)
+    and returns how many. A label in `known` (label -> why) passes when both
+    failed with the same error class; labels starting with `skip_prefix`
+    are ioplane's only."""
+    known = known or {}
+    failures = 0
+    theirs_by_label = dict(theirs)
+    for label, out in ours:
+        if skip_prefix and label.startswith(skip_prefix):
+            continue
+        if label not in theirs_by_label:
+            print(f"FAIL: {label}: not run against QEMU")
+            failures += 1
+            continue
+        want = theirs_by_label[label]
+        if label in known and "error" in out and "error" in want and out["error"]["class"] == want["error"]["class"]:
+            print(f"known: {label}: {known[label]}")
+            continue
+        if out != want:
+            print(f"FAIL: {label}:\n  ioplane: {json.dumps(out)[:1500]}\n  qemu:    {json.dumps(want)[:1500]}")
+            failures += 1
+    return failures
