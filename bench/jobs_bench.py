@@ -285,19 +285,27 @@ def report(results, a, size):
                 met = tq / t >= tp_target and c / cq <= cpu_target
                 target = f"≥ {tp_target:.2f}x, ≤ {cpu_target:.2f}x: {'met' if met else 'not met'}"
             print(f"| {row} | {name} | {t:.2f} | {mibs:.0f} | {c:.2f} {rel} | {target} |")
-    print("\n| row | server | IOPS alone | IOPS with job | slowdown |")
-    print("|---|---|---:|---:|---:|")
+    print("\n| row | server | IOPS alone | IOPS with job | slowdown | target |")
+    print("|---|---|---:|---:|---:|---|")
     for row in a.rows.split(","):
         if not row.startswith("writer-"):
             continue
-        for name in ("ioplane", "qsd"):
+        slowdown = {}
+        for name in ("qsd", "ioplane"):
             rs = [r for r in results.get((row, name), []) if r[1] is not None]
-            if not rs:
-                print(f"| {row} | {name} | | refused | |")
+            if rs:
+                alone, with_job = median([r[0] for r in rs]), median([r[1] for r in rs])
+                slowdown[name] = (alone, with_job, 1 - with_job / alone)
+        for name in ("ioplane", "qsd"):
+            if name not in slowdown:
+                print(f"| {row} | {name} | | refused | | |")
                 continue
-            alone, with_job = median([r[0] for r in rs]), median([r[1] for r in rs])
-            print(f"| {row} | {name} | {alone:.0f} | {with_job:.0f} | {100 * (1 - with_job / alone):.1f}% |")
-
+            alone, with_job, slow = slowdown[name]
+            target = ""
+            if name == "ioplane" and "qsd" in slowdown:
+                limit = slowdown["qsd"][2] / 2
+                target = f"≤ {100 * limit:.1f}%: {'met' if slow <= limit else 'not met'}"
+            print(f"| {row} | {name} | {alone:.0f} | {with_job:.0f} | {100 * slow:.1f}% | {target} |")
 
 if __name__ == "__main__":
     main()
