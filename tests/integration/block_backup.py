@@ -431,11 +431,14 @@ def target_errors(binary, d):
     qmp_sock = f"{d}/qmp.sock"
     src = make_source(d, "err-src")
     out = []
-    with Daemon(binary, ["--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m"],
+    with Daemon(binary, ["--object", "iothread,id=io0",
+                         "--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m"],
                 f"{d}/daemon.log", workdir=d) as dmn:
         dmn.wait_for(qmp_sock)
         q = Qmp(qmp_sock)
         add_qcow2(q, "esrc", src)
+        # The job's steps run there; its error policy decides in the main thread.
+        q.ok("x-blockdev-set-iothread", node_name="esrc", iothread="io0")
         for policy in ("stop", "report"):
             dst = f"{d}/err-dst-{policy}.raw"
             run("qemu-img", "create", "-q", "-f", "raw", dst, str(SIZE))
