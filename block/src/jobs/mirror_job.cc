@@ -419,17 +419,14 @@ private:
             progress_update(bytes);
             co_return;
         }
-        const uint64_t start = align_down(offset, granularity);
-        bits.set(start, align_up(offset + bytes, granularity) - start);
+        bits.set(offset, bytes);  // every chunk it touches
         copy_error_read_ = false;
         copy_error_ = r.error().code;  // the job's loop applies on-target-error
     }
 
     void source_write_failed(uint64_t offset, uint64_t bytes) override {
         assert_in_context(o_.source->ctx());
-        const uint64_t granularity = bitmap_->granularity();
-        const uint64_t start = align_down(offset, granularity);
-        bitmap_->bits().set(start, align_up(offset + bytes, granularity) - start);
+        bitmap_->bits().set(offset, bytes);  // every chunk it touches
     }
 
     // QEMU's active_write_settle.
