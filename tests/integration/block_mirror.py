@@ -242,6 +242,17 @@ def test_replaces(q, d, sock):
     print("ok: replaces: the blkdebug filter took the target below it; the replaced node is free")
 
 
+def mirror_until_ready_then(q, job, source, target, verb):
+    """A sync=full mirror, ready, then `verb` (block-job-complete, or
+    block-job-cancel: a soft cancel when ready); the job must end
+    completed without error."""
+    q.ok("blockdev-mirror", job_id=job, device=source, target=target, sync="full")
+    wait_event_for(q, "BLOCK_JOB_READY", job)
+    q.ok(verb, device=job)
+    _, final = wait_job_end(q, job)
+    assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+
+
 def export_nodes(binary, d):
     """query-block-exports of an NBD and a vhost-user-blk export of one node
     before a mirror, and after its complete (both on the target) and after
@@ -264,18 +275,10 @@ def export_nodes(binary, d):
         dmn.wait_for(qmp_sock, f"{d}/vub.sock")
         q = Qmp(qmp_sock)
         out.append(exports(q))
-        q.ok("blockdev-mirror", job_id="j", device="esrc", target="edst", sync="full")
-        wait_event_for(q, "BLOCK_JOB_READY", "j")
-        q.ok("block-job-complete", device="j")
-        _, final = wait_job_end(q, "j")
-        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        mirror_until_ready_then(q, "j", "esrc", "edst", "block-job-complete")
         out.append(exports(q))
         assert [e[2] for e in out[-1]] == ["edst", "edst"], f"after complete the exports are not on the target: {out}"
-        q.ok("blockdev-mirror", job_id="k", device="edst", target="edst2", sync="full")
-        wait_event_for(q, "BLOCK_JOB_READY", "k")
-        q.ok("block-job-cancel", device="k")
-        _, final = wait_job_end(q, "k")
-        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        mirror_until_ready_then(q, "k", "edst", "edst2", "block-job-cancel")
         out.append(exports(q))
         assert [e[2] for e in out[-1]] == ["edst", "edst"], f"after the cancel the exports moved: {out}"
         dmn.stop()
@@ -297,11 +300,7 @@ def test_fixed_iothread_follows_pivot(daemon, d):
     with Daemon(daemon, args, f"{d}/daemon.log", workdir=d) as dmn:
         dmn.wait_for(qmp_sock)
         q = Qmp(qmp_sock)
-        q.ok("blockdev-mirror", job_id="j", device="fsrc", target="fdst", sync="full")
-        wait_event_for(q, "BLOCK_JOB_READY", "j")
-        q.ok("block-job-complete", device="j")
-        _, final = wait_job_end(q, "j")
-        assert final and final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
+        mirror_until_ready_then(q, "j", "fsrc", "fdst", "block-job-complete")
         err = q.error("x-blockdev-set-iothread", node_name="fdst", iothread=None, force=True)
         assert "fixed-iothread=on" in err["desc"], err
         q.ok("x-blockdev-set-iothread", node_name="fsrc", iothread=None, force=True)
