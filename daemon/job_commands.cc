@@ -392,15 +392,11 @@ class BackupAction final : public TransactionAction {
 public:
     explicit BackupAction(BackupArgs args) : args_(std::move(args)) {}
     Result<void> prepare(Transaction& txn) override {
-        // QEMU groups the jobs of such a transaction (JobTxn); ioplane
-        // has no job groups yet.
-        if (txn.completion_mode() == CompletionMode::grouped)
-            return fail(ENOTSUP, "Transaction property completion-mode = grouped is not supported by ioplane yet");
         auto options = resolve_backup(txn.daemon(), std::move(args_));
         if (!options) return std::unexpected(options.error());
         txn.drain(*options->source);
         jobs_ = &txn.daemon().jobs();
-        auto job = jobs_->create(block::make_backup_job(std::move(*options)));
+        auto job = jobs_->create(block::make_backup_job(std::move(*options)), txn.job_group());
         if (!job) return std::unexpected(job.error());
         job_ = static_cast<block::BlockJob*>(*job);
         txn.drain(job_->main_node());
@@ -457,8 +453,8 @@ void register_job_commands(StorageDaemon& daemon) {
         OptionTree tree = arguments(args);
         if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);
         json list = json::array();
-        for (const auto& job : daemon.jobs().jobs())
-            if (auto* b = dynamic_cast<const block::BlockJob*>(job.get())) list.push_back(b->block_info());
+        for (auto job = daemon.jobs().jobs().rbegin(); job != daemon.jobs().jobs().rend(); ++job)  // newest first
+            if (auto* b = dynamic_cast<const block::BlockJob*>(job->get())) list.push_back(b->block_info());
         return list;
     });
     // block-job-* name the job "device" (its old name), except the two

@@ -149,6 +149,13 @@ Result<void> Transaction::require_individual() const {
                              "' does not support Transaction property completion-mode = grouped");
 }
 
+std::shared_ptr<block::JobTxn> Transaction::job_group() {
+    assert_in_main_thread();
+    if (mode_ == CompletionMode::individual) return nullptr;
+    if (!group_) group_ = std::make_shared<block::JobTxn>();
+    return group_;
+}
+
 void Transaction::drain(block::BlockNode& node) {
     assert_in_main_thread();
     if (std::ranges::any_of(drained_, [&node](const Drained& d) { return d.node.get() == &node; })) return;

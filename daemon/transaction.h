@@ -29,8 +29,8 @@
 //     and, for the standalone command, `action_command(daemon, "kind")`
 //     as its QMP handler.
 // A backup's job does not run before commit, nor outlive an abort; with
-// completion-mode=grouped (completion_mode()) QEMU's jobs of one
-// transaction fail together, which needs a job group (not yet: refused).
+// completion-mode=grouped (completion_mode()) the jobs of one transaction
+// are one job group (job_group(): they end together, block::JobTxn).
 //
 // Thread contract: main thread, under the BQL, for everything here
 // (asserted where a transaction runs).
@@ -44,6 +44,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/storage_daemon.h"
+#include "ioplane/block/job.h"
 
 namespace ioplane::daemon {
 
@@ -101,6 +102,9 @@ public:
 
     StorageDaemon& daemon() const { return daemon_; }
     CompletionMode completion_mode() const { return mode_; }
+    // The group the transaction's jobs join: one for all with `grouped`,
+    // none (each job alone) with `individual`.
+    std::shared_ptr<block::JobTxn> job_group();
 
     // QEMU's action_check_completion_mode, for the action being prepared:
     // refuses `grouped` with QEMU's message ("Action 'X' does not support
@@ -130,6 +134,7 @@ private:
     const CompletionMode mode_;
     const ActionKind* preparing_ = nullptr;  // the action in prepare()
     std::vector<Drained> drained_;
+    std::shared_ptr<block::JobTxn> group_;  // made by the first job_group() with `grouped`
 };
 
 

@@ -24,6 +24,12 @@ constexpr bool kVerbs[7][11] = {
     /* dismiss   */ {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0},
 };
 
+// QEMU's job_is_completed: run() has returned (or the job never will run).
+bool is_completed(JobStatus s) {
+    return s == JobStatus::waiting || s == JobStatus::pending || s == JobStatus::aborting ||
+           s == JobStatus::concluded || s == JobStatus::null;
+}
+
 }  // namespace
 
 const char* job_status_name(JobStatus status) {
@@ -114,6 +120,7 @@ Task<void> Job::co_transition_to_ready() {
 JobManager::~JobManager() { cancel_all_and_wait(); }
 
 void JobManager::transition(Job& job, JobStatus to) {
+    if (job.status_ == to) return;
     job.status_ = to;
     events_("JOB_STATUS_CHANGE", {{"id", job.id_}, {"status", job_status_name(to)}});
 }
@@ -140,7 +147,7 @@ Result<void> JobManager::start(std::unique_ptr<Job> job) {
     return {};
 }
 
-Result<Job*> JobManager::create(std::unique_ptr<Job> job) {
+Result<Job*> JobManager::create(std::unique_ptr<Job> job, std::shared_ptr<JobTxn> group) {
     assert_in_main_thread();
     if (auto r = check_job_id(job->id_); !r) return std::unexpected(r.error());
     if (find(job->id_)) return fail(EEXIST, "Job ID '" + job->id_ + "' already in use");
@@ -152,6 +159,8 @@ Result<Job*> JobManager::create(std::unique_ptr<Job> job) {
         remove(j);  // QEMU's job_early_fail: straight to null
         return std::unexpected(r.error());
     }
+    j.txn_ = group ? std::move(group) : std::make_shared<JobTxn>();
+    j.txn_->jobs.insert(j.txn_->jobs.begin(), &j);
     return &j;
 }
 
@@ -169,10 +178,7 @@ void JobManager::cancel_created(Job& job) {
     IOPLANE_ASSERT(job.status_ == JobStatus::created && !job.started_);
     job.cancel_requested_ = true;
     job.cancelled_.store(true, std::memory_order_release);
-    job.ret_ = -ECANCELED;
-    job.error_ = std::strerror(ECANCELED);
-    transition(job, JobStatus::aborting);
-    abort_job(job);
+    finalize_single(job);
 }
 
 Task<void> JobManager::co_run(Job& job) {
@@ -191,44 +197,95 @@ Task<void> JobManager::co_run(Job& job) {
     completed(job);
 }
 
-// QEMU's job_completed: a failed or cancelled job aborts; one that succeeded
-// waits to be finalized (at once with auto-finalize).
-void JobManager::completed(Job& job) {
+// QEMU's job_update_rc: a cancelled job failed with ECANCELED; a failed
+// one is aborting.
+void JobManager::update_rc(Job& job) {
     if (job.ret_ == 0 && job.cancelled()) job.ret_ = -ECANCELED;
-    if (job.ret_ != 0) {
-        if (!job.error_) job.error_ = std::strerror(-job.ret_);
-        transition(job, JobStatus::aborting);
-        abort_job(job);
-        return;
-    }
+    if (job.ret_ == 0) return;
+    if (!job.error_) job.error_ = std::strerror(-job.ret_);
+    transition(job, JobStatus::aborting);
+}
+
+// QEMU's job_completed: run() returned; a failed or cancelled job aborts its
+// group, one that succeeded waits for the rest of it.
+void JobManager::completed(Job& job) {
+    update_rc(job);
+    if (job.ret_ != 0) txn_abort(job);
+    else txn_success(job);
+}
+
+// QEMU's job_completed_txn_success: once every job of the group is done,
+// all go pending, and are finalized at once unless one waits for
+// job-finalize (auto-finalize off).
+void JobManager::txn_success(Job& job) {
     transition(job, JobStatus::waiting);
-    transition(job, JobStatus::pending);
-    if (!job.auto_finalize_) {
-        job.emit_pending(*this);
-        return;
+    const auto& group = job.txn_->jobs;
+    if (!std::all_of(group.begin(), group.end(), [](Job* j) { return is_completed(j->status_); })) return;
+    for (Job* j : group) {
+        IOPLANE_ASSERT(j->ret_ == 0);
+        transition(*j, JobStatus::pending);
+        if (!j->auto_finalize_) j->emit_pending(*this);
     }
-    do_finalize(job);
+    if (std::all_of(group.begin(), group.end(), [](Job* j) { return j->auto_finalize_; })) do_finalize(job);
 }
 
+// QEMU's job_completed_txn_abort: every other job of the group is cancelled
+// (forced: no result matters now) and waited for, then each aborts. A job
+// whose cancel this causes comes back here from its own completed() and
+// leaves the work to this call.
+void JobManager::txn_abort(Job& job) {
+    const std::shared_ptr<JobTxn> group = job.txn_;  // outlives the jobs it holds
+    if (group->aborting) return;
+    group->aborting = true;
+    for (Job* other : std::vector<Job*>(group->jobs))
+        if (other != &job) cancel_async(*other, true);
+    while (!group->jobs.empty()) {
+        Job& other = *group->jobs.front();
+        if (!is_completed(other.status_)) {
+            IOPLANE_ASSERT(other.cancel_requested_);
+            other.kick();
+            // The main loop polls here: the job's coroutine ends in a BH.
+            aio_wait_while(*main_context(), [&other] { return !is_completed(other.status_); });
+        }
+        finalize_single(other);  // may free it
+    }
+}
+
+// QEMU's job_do_finalize: each job of the group prepares (graph changes that
+// may fail); if one fails the group aborts, else each is finalized.
 void JobManager::do_finalize(Job& job) {
-    if (auto r = job.prepare(); !r) {
-        job.ret_ = -r.error().code;
-        job.error_ = r.error().message;
-        transition(job, JobStatus::aborting);
-        abort_job(job);
-        return;
+    const std::vector<Job*> group = job.txn_->jobs;
+    for (Job* j : group) {
+        if (j->ret_ != 0) continue;
+        if (auto r = j->prepare(); !r) {
+            j->ret_ = -r.error().code;
+            j->error_ = r.error().message;
+            update_rc(*j);
+            // QEMU passes `job` here, which leaves `job` itself to commit
+            // when another job's prepare failed; the failed one's group
+            // aborts whole.
+            txn_abort(*j);
+            return;
+        }
     }
-    job.commit();
-    job.clean();
-    job.emit_completed(*this);
-    conclude(job);
+    for (Job* j : group) finalize_single(*j);
 }
 
-void JobManager::abort_job(Job& job) {
-    job.abort();
+// QEMU's job_finalize_single: commit() or abort(), clean(), the job's event
+// if it ever ran, and concluded (null at once with auto-dismiss or if it
+// never ran: the job is freed).
+void JobManager::finalize_single(Job& job) {
+    IOPLANE_ASSERT(is_completed(job.status_) || !job.started_);
+    update_rc(job);
+    if (job.ret_ == 0) job.commit();
+    else job.abort();
     job.clean();
-    if (job.cancelled()) job.emit_cancelled(*this);
-    else job.emit_completed(*this);
+    if (job.started_) {
+        if (job.cancelled()) job.emit_cancelled(*this);
+        else job.emit_completed(*this);
+    }
+    std::erase(job.txn_->jobs, &job);
+    job.txn_.reset();
     conclude(job);
 }
 
@@ -244,9 +301,8 @@ void JobManager::remove(Job& job) {
 
 // QEMU's job_cancel_async: the job decides whether the cancel is forced (a
 // ready mirror's soft cancel completes it instead); a user pause ends. A
-// running job is woken to see the cancel; one waiting to be finalized runs
-// no more, so it aborts now.
-void JobManager::cancel_job(Job& job, bool force) {
+// soft cancel of a job whose run() returned is ignored.
+void JobManager::cancel_async(Job& job, bool force) {
     force = job.on_cancel(force);
     if (job.user_paused_) {
         job.user_paused_ = false;
@@ -256,16 +312,17 @@ void JobManager::cancel_job(Job& job, bool force) {
         job.cancel_requested_ = true;
         if (force) job.cancelled_.store(true, std::memory_order_release);
     }
-    if (!job.completed_) {
-        job.kick();
-        return;
+}
+
+// QEMU's job_cancel: a running job is woken to see the cancel; one waiting
+// (for its group, or to be finalized) runs no more, so its group aborts now.
+void JobManager::cancel_job(Job& job, bool force) {
+    cancel_async(job, force);
+    if (!job.completed_) job.kick();
+    else if (job.cancel_requested_) {
+        job.cancelled_.store(true, std::memory_order_release);
+        txn_abort(job);
     }
-    if (!job.cancel_requested_) return;
-    job.cancelled_.store(true, std::memory_order_release);
-    job.ret_ = -ECANCELED;
-    job.error_ = std::strerror(ECANCELED);
-    transition(job, JobStatus::aborting);
-    abort_job(job);
 }
 
 Result<void> JobManager::cancel(const std::string& id, bool force) {
@@ -321,7 +378,7 @@ Result<void> JobManager::dismiss(const std::string& id) {
 nlohmann::json JobManager::query() const {
     assert_in_main_thread();
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& j : jobs_) list.push_back(j->info());
+    for (auto j = jobs_.rbegin(); j != jobs_.rend(); ++j) list.push_back((*j)->info());  // newest first, as QEMU
     return list;
 }
 
@@ -329,14 +386,14 @@ nlohmann::json JobManager::query() const {
 // for; concluded jobs are dismissed, pending ones abort.
 void JobManager::cancel_all_and_wait() {
     assert_in_main_thread();
-    std::vector<Job*> all;
-    for (const auto& j : jobs_) all.push_back(j.get());
-    for (Job* j : all) {
-        if (j->status_ == JobStatus::concluded) {
-            remove(*j);
-            continue;
-        }
-        cancel_job(*j, true);
+    // By id: a job's cancel may end (and free) others of its group.
+    std::vector<std::string> ids;
+    for (const auto& j : jobs_) ids.push_back(j->id_);
+    for (const std::string& id : ids) {
+        Job* j = find(id);
+        if (j == nullptr || j->status_ == JobStatus::aborting) continue;
+        if (j->status_ == JobStatus::concluded) remove(*j);
+        else cancel_job(*j, true);
     }
     aio_wait_while(*main_context(), [this] { return running_ > 0; });
 }

@@ -207,5 +207,79 @@ TEST_F(JobTest, ShutdownCancelsEveryJobAndWaits) {
                                                        "concluded"}));
 }
 
+// A group (a grouped transaction's jobs): the job done first waits for the
+// other; both prepare, then both commit.
+TEST_F(JobTest, GroupEndsTogether) {
+    auto group = std::make_shared<JobTxn>();
+    auto a = std::make_unique<TestJob>("a");
+    auto b = std::make_unique<TestJob>("b");
+    TestJob *pa = a.get(), *pb = b.get();
+    auto ca = jobs_.create(std::move(a), group);
+    auto cb = jobs_.create(std::move(b), group);
+    ASSERT_TRUE(ca && cb);
+    jobs_.start_created(**ca);
+    jobs_.start_created(**cb);
+    pa->finish = true;
+    ASSERT_TRUE(run_until([&] { return pa->status() == JobStatus::waiting; }));
+    ASSERT_TRUE(run_until([&] { return pb->rounds > 3; }));
+    EXPECT_EQ(pa->status(), JobStatus::waiting) << "waits while b runs";
+    EXPECT_TRUE(pa->calls.empty());
+    pb->finish = true;
+    ASSERT_TRUE(run_until([&] { return jobs_.jobs().empty(); }));
+    for (const char* id : {"a", "b"})
+        EXPECT_EQ(statuses(id), (std::vector<std::string>{"created", "running", "waiting", "pending", "concluded",
+                                                          "null"}))
+            << id;
+}
+
+// One job's prepare fails: the whole group aborts; the other job, prepared
+// already, is aborted (not committed) as cancelled.
+TEST_F(JobTest, GroupPrepareFailureAbortsEveryJob) {
+    auto group = std::make_shared<JobTxn>();
+    auto a = std::make_unique<TestJob>("a", true, false);
+    auto b = std::make_unique<TestJob>("b", true, false);
+    TestJob *pa = a.get(), *pb = b.get();
+    pa->prepare_result = fail(EIO, "a's graph change failed");
+    pa->finish = pb->finish = true;
+    auto ca = jobs_.create(std::move(a), group);
+    auto cb = jobs_.create(std::move(b), group);
+    ASSERT_TRUE(ca && cb);
+    jobs_.start_created(**ca);
+    jobs_.start_created(**cb);
+    ASSERT_TRUE(run_until([&] { return pa->status() == JobStatus::concluded && pb->status() == JobStatus::concluded; }));
+    EXPECT_EQ(pb->calls, (std::vector<std::string>{"prepare", "abort", "clean"})) << "b prepares first (newest)";
+    EXPECT_EQ(pa->calls, (std::vector<std::string>{"prepare", "abort", "clean"}));
+    EXPECT_EQ(*pa->error(), "a's graph change failed");
+    EXPECT_EQ(*pb->error(), "Operation canceled");
+    EXPECT_TRUE(pb->cancelled());
+}
+
+// One job fails while the other runs: the other is cancelled (forced) and
+// waited for, and both abort.
+TEST_F(JobTest, GroupFailureCancelsTheRunningJob) {
+    class FailingJob final : public Job {
+    public:
+        FailingJob() : Job("f", "test", true, false) {}
+
+    private:
+        Task<Result<void>> run() override { co_return fail(EIO, "read failed"); }
+    };
+    auto group = std::make_shared<JobTxn>();
+    auto slow = std::make_unique<TestJob>("s", true, false);
+    slow->sleep_long = true;
+    TestJob* ps = slow.get();
+    auto cs = jobs_.create(std::move(slow), group);
+    auto cf = jobs_.create(std::make_unique<FailingJob>(), group);
+    ASSERT_TRUE(cs && cf);
+    Job* f = *cf;
+    jobs_.start_created(**cs);
+    jobs_.start_created(*f);
+    ASSERT_TRUE(run_until([&] { return ps->status() == JobStatus::concluded && f->status() == JobStatus::concluded; }));
+    EXPECT_EQ(ps->calls, (std::vector<std::string>{"abort", "clean"}));
+    EXPECT_EQ(*f->error(), "read failed");
+    EXPECT_EQ(*ps->error(), "Operation canceled");
+    EXPECT_EQ(statuses("s"), (std::vector<std::string>{"created", "running", "aborting", "concluded"}));
+}
+
 }  // namespace
 }  // namespace ioplane::block

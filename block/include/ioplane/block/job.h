@@ -44,7 +44,19 @@ enum class JobVerb { cancel, pause, resume, set_speed, complete, finalize, dismi
 const char* job_status_name(JobStatus status);
 const char* job_verb_name(JobVerb verb);
 
+class Job;
 class JobManager;
+
+// QEMU's JobTxn: jobs that end together (a transaction's
+// completion-mode=grouped). A job done first waits (status waiting) for the
+// others; when all are done, all go pending and are finalized together;
+// when one fails or is cancelled, the others are cancelled (forced) and
+// all abort. A job started alone is the only member of a group of its own.
+// Main thread.
+struct JobTxn {
+    std::vector<Job*> jobs;  // newest first, as QEMU's list
+    bool aborting = false;
+};
 
 // Any thread: QEMU's id_wellformed (a letter, then letters, digits, '-',
 // '.', '_'), else "Invalid job ID '...'".
@@ -162,6 +174,7 @@ private:
     const bool auto_finalize_;
     const bool auto_dismiss_;
     JobManager* manager_ = nullptr;
+    std::shared_ptr<JobTxn> txn_;  // while the job is in one (until it concludes)
     JobStatus status_ = JobStatus::undefined;
     bool started_ = false;     // run() was started
     bool completed_ = false;   // run() returned
@@ -190,10 +203,10 @@ public:
     Result<void> start(std::unique_ptr<Job> job);
     // start() in two steps, for a transaction (QEMU's job_create, then
     // job_start once every action is prepared): create() keeps the job in
-    // status created after its setup(); start_created() runs it;
-    // cancel_created() ends one that never ran (aborting: its abort() and
-    // clean(), BLOCK_JOB_CANCELLED, then null).
-    Result<Job*> create(std::unique_ptr<Job> job);
+    // status created after its setup(), in `group` if given (else in a group
+    // of its own); start_created() runs it; cancel_created() ends one that
+    // never ran (aborting: its abort() and clean(), then null, no event).
+    Result<Job*> create(std::unique_ptr<Job> job, std::shared_ptr<JobTxn> group = nullptr);
     void start_created(Job& job);
     void cancel_created(Job& job);
     // QEMU's job-* commands; a verb the job's status does not accept is
@@ -216,12 +229,17 @@ public:
 
 private:
     friend class Job;
+    // QEMU's job.c, by the same names.
     void transition(Job& job, JobStatus to);
+    void update_rc(Job& job);
     void completed(Job& job);
+    void txn_success(Job& job);
+    void txn_abort(Job& job);
     void do_finalize(Job& job);
-    void abort_job(Job& job);
+    void finalize_single(Job& job);
     void conclude(Job& job);
     void remove(Job& job);
+    void cancel_async(Job& job, bool force);
     void cancel_job(Job& job, bool force);
     Task<void> co_run(Job& job);
 
