@@ -39,18 +39,23 @@ nlohmann::json ThrottleGroup::limits_json() const {
     return to_json(state_->limits());
 }
 
-// Requests of one direction take tickets and go in ticket order: the one
-// being served waits for the buckets, the others for their turn.
+// A request takes a ticket; it goes at once if the direction is idle, else
+// it waits in its member's queue until a finished request hands it the
+// turn (next_turn). The request being served waits for the buckets.
 Task<void> ThrottleGroup::co_throttle(bool write, uint64_t bytes, const BlockNode& member) {
     assert_in_context(member.ctx());
     Direction& d = dirs_[write];
     uint64_t ticket;
+    bool go;
     {
         std::lock_guard lk(mu_);
         if (!state_->enabled(write)) co_return;
         ticket = d.next_ticket++;
+        go = !d.busy;
+        if (go) d.busy = true;
+        else d.waiting[&member].push_back(ticket);
     }
-    if (d.serving.load(std::memory_order_acquire) != ticket) co_await co_wait_for_turn(d, ticket);
+    if (!go) co_await co_wait_for_turn(d, ticket);
     for (;;) {
         int64_t wait = 0;
         {
@@ -61,9 +66,24 @@ Task<void> ThrottleGroup::co_throttle(bool write, uint64_t bytes, const BlockNod
         if (wait == 0) break;
         co_await sleep_for(std::min(wait, kMaxSleepNs));
     }
-    // Pairs with the acquire loads of waiters: they see their turn.
-    d.serving.store(ticket + 1, std::memory_order_release);
+    {
+        std::lock_guard lk(mu_);
+        const std::optional<uint64_t> next = next_turn(d, &member);
+        d.busy = next.has_value();
+        // Pairs with the acquire loads of waiters: they see their turn.
+        if (next) d.serving.store(*next, std::memory_order_release);
+    }
     d.turn.restart_all();
+}
+
+std::optional<uint64_t> ThrottleGroup::next_turn(Direction& d, const BlockNode* last) {
+    if (d.waiting.empty()) return std::nullopt;
+    auto it = d.waiting.upper_bound(last);
+    if (it == d.waiting.end()) it = d.waiting.begin();
+    const uint64_t ticket = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) d.waiting.erase(it);
+    return ticket;
 }
 
 Task<void> ThrottleGroup::co_wait_for_turn(Direction& d, uint64_t ticket) {

@@ -516,6 +516,47 @@ TEST_F(FilterTest, ThrottleHoldsRequestsToTheGroupsLimitAndDrainsAtOnce) {
     EXPECT_LT(now_ns() - unlimited, 150'000'000);
 }
 
+// Two members of one group: one with 8 reads in flight, one reading one at a
+// time. The members take turns.
+TEST_F(FilterTest, ThrottleGroupMembersTakeTurns) {
+    OptionTree group_options{json{{"limits", {{"iops-total", 40}}}}, OptionSyntax::json};
+    OptionReader group_reader(group_options);
+    ASSERT_TRUE(graph_.throttle_groups().add("g", group_reader));
+    auto member = [&](const char* name) {
+        auto node = open_json({{"driver", "throttle"},
+                               {"node-name", name},
+                               {"throttle-group", "g"},
+                               {"file", {{"driver", "null-co"}}}});
+        EXPECT_TRUE(node) << node.error().describe();
+        return *node;
+    };
+    BlockBackend busy(member("busy"), false), calm(member("calm"), false);
+    std::vector<char> order;  // 'b' or 'c' as reads complete
+    int busy_done = 0;
+    for (int i = 0; i < 8; i++)
+        spawn(main(), [](BlockBackend& blk, std::vector<char>& order, int& done) -> Task<void> {
+            EXPECT_TRUE(co_await read_bytes(blk, 0, 512));
+            order.push_back('b');
+            done++;
+        }(busy, order, busy_done));
+    bool calm_done = false;
+    spawn(main(), [](BlockBackend& blk, std::vector<char>& order, bool& done) -> Task<void> {
+        for (int i = 0; i < 4; i++) {
+            EXPECT_TRUE(co_await read_bytes(blk, 0, 512));
+            order.push_back('c');
+        }
+        done = true;
+    }(calm, order, calm_done));
+    while (!calm_done || busy_done < 8) main().poll(true);
+    // The first reads go at once (the bucket's burst); from the calm one's
+    // first read on, the two alternate while both wait (in arrival order
+    // the calm reads would all come after the busy ones).
+    const std::string seen(order.begin(), order.end());
+    const size_t first_calm = seen.find('c');
+    ASSERT_LT(first_calm, 8u) << seen;
+    EXPECT_EQ(seen.find("bb", first_calm), std::string::npos) << seen;
+}
+
 // base (data 'b' everywhere) <- mid (block 2 'm') <- top (block 1 't'),
 // read through copy-on-read filters: afterwards the top holds what it read
 // (from every layer, or, with bottom=mid, from the layers down to mid).

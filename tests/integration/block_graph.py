@@ -12,12 +12,15 @@
    path's read-modify-write and read back exactly, neighbours untouched;
  - a throttle group limits fio's IOPS through an NBD export to within 10%,
    qom-set changes the limit live, object-del is refused while in use;
+ - two exports in one throttle group take turns: fio with 1 request in
+   flight beside fio with 16 gets at least 40% of the group's rate;
  - blockdev-reopen makes a read-only node writable for a new writable
    export, and refuses to change an option it cannot.
 Usage: block_graph.py DAEMON
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,17 +43,50 @@ def qemu_io(uri, *commands, read_only=False):
     return run(args)
 
 
-def fio_iops(uri_socket, export, runtime=3):
-    r = run(["fio", "--name=t", "--ioengine=nbd", f"--uri=nbd+unix:///{export}?socket={uri_socket}",
-             "--rw=randread", "--bs=4k", "--iodepth=8", "--time_based", f"--runtime={runtime}",
-             "--ramp_time=1", "--output-format=json"], timeout=runtime + 30)
-    if r.returncode != 0:
-        raise RuntimeError(f"fio failed: {r.stderr[-400:]}")
+def fio_cmd(uri_socket, export, runtime, iodepth=8):
+    return ["fio", "--name=t", "--ioengine=nbd", f"--uri=nbd+unix:///{export}?socket={uri_socket}",
+            "--rw=randread", "--bs=4k", f"--iodepth={iodepth}", "--time_based", f"--runtime={runtime}",
+            "--ramp_time=1", "--output-format=json"]
+
+
+def fio_result(returncode, stdout, stderr):
+    if returncode != 0:
+        raise RuntimeError(f"fio failed: {stderr[-400:]}")
     # fio may print notes before its JSON.
-    out = r.stdout[r.stdout.find("{"):]
+    out = stdout[stdout.find("{"):]
     if not out:
-        raise RuntimeError(f"fio printed no JSON: {r.stdout[-400:]} {r.stderr[-400:]}")
+        raise RuntimeError(f"fio printed no JSON: {stdout[-400:]} {stderr[-400:]}")
     return json.loads(out)["jobs"][0]["read"]["iops"]
+
+
+def fio_iops(uri_socket, export, runtime=3):
+    r = run(fio_cmd(uri_socket, export, runtime), timeout=runtime + 30)
+    return fio_result(r.returncode, r.stdout, r.stderr)
+
+
+def shared_group_iops(binary, runtime=4):
+    """Two throttle nodes in one group (iops-total=400), each exported; fio
+    with 16 reads in flight on one and 1 on the other at the same time:
+    (busy IOPS, calm IOPS)."""
+    tmp = tempfile.mkdtemp(prefix="ioplane-graph-share-")
+    nbd, qmp = os.path.join(tmp, "share-nbd.sock"), os.path.join(tmp, "share-qmp.sock")
+    with Daemon(binary, [
+        "--object", "throttle-group,id=g1,limits.iops-total=400",
+        "--blockdev", "driver=throttle,node-name=busy,throttle-group=g1,file.driver=null-co,file.size=1073741824",
+        "--blockdev", "driver=throttle,node-name=calm,throttle-group=g1,file.driver=null-co,file.size=1073741824",
+        "--nbd-server", f"addr.type=unix,addr.path={nbd}",
+        "--export", "type=nbd,id=ebusy,node-name=busy", "--export", "type=nbd,id=ecalm,node-name=calm",
+        "--chardev", f"socket,id=c0,path={qmp},server=on,wait=off", "--monitor", "chardev=c0"],
+            os.path.join(tmp, "share.log"), workdir=tmp) as daemon:
+        daemon.wait_for(nbd, qmp)
+        procs = [subprocess.Popen(fio_cmd(nbd, name, runtime, depth), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for name, depth in (("busy", 16), ("calm", 1))]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=runtime + 30)
+            results.append(fio_result(p.returncode, out, err))
+        daemon.stop()
+    return tuple(results)
 
 
 def main():
@@ -199,6 +235,19 @@ def main():
         print("ok: blockdev-reopen read-only=off lets a writable export write; a changed filename is refused")
         q.close()
         daemon.stop()
+
+    # Members of a group take turns: a client with one request in flight
+    # gets about half the group's rate beside one with 16 (in arrival order
+    # it would get about 1/17), as in qemu-storage-daemon.
+    busy, calm = shared_group_iops(DAEMON)
+    share = calm / (busy + calm)
+    if abs(busy + calm - 400) > 40 or share < 0.4:
+        sys.exit(f"FAIL: shared throttle group: busy {busy:.0f} IOPS, calm {calm:.0f} IOPS (share {share:.2f})")
+    print(f"ok: a shared throttle group of 400 IOPS: QD 16 gets {busy:.0f}, QD 1 gets {calm:.0f}")
+    qsd = shutil.which("qemu-storage-daemon")
+    if qsd:
+        qbusy, qcalm = shared_group_iops(qsd)
+        print(f"(qemu-storage-daemon 7.2, the same: QD 16 gets {qbusy:.0f}, QD 1 gets {qcalm:.0f})")
 
 
 if __name__ == "__main__":

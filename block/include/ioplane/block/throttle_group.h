@@ -1,15 +1,18 @@
 // Throttle groups (QEMU's throttle-group object): I/O limits shared by the
 // `throttle` filter nodes that name the group, in whatever contexts they
-// run. Requests of each direction go in arrival order across the group; a
-// request waits until the group's leaky buckets (throttle.txt) let it go.
+// run. Requests of each direction go one at a time, the members taking
+// turns and each member's requests in arrival order; a request waits until
+// the group's leaky buckets (throttle.txt) let it go.
 //
 // Thread contract: the registry and set_limits/limits_json in the main
 // thread; co_throttle in a coroutine in the member node's context.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -45,12 +48,21 @@ public:
     Task<void> co_throttle(bool write, uint64_t bytes, const BlockNode& member);
 
 private:
+    // Requests of one direction go one at a time: the one being served waits
+    // for the buckets; the others wait in their member's queue, and the
+    // members take turns (QEMU's round robin over a group's members), so
+    // that a member with many requests in flight cannot starve one with few.
     struct Direction {
-        uint64_t next_ticket = 0;              // guarded by mu_
-        std::atomic<uint64_t> serving{0};      // the ticket that may go next
-        CoQueue turn;                          // requests waiting for their ticket
+        uint64_t next_ticket = 0;                                   // guarded by mu_
+        bool busy = false;                                          // a request is being served; mu_
+        std::map<const BlockNode*, std::deque<uint64_t>> waiting;  // tickets by member, in order; mu_
+        std::atomic<uint64_t> serving{UINT64_MAX};                  // the ticket that may go now
+        CoQueue turn;                                               // requests waiting for their ticket
     };
     Task<void> co_wait_for_turn(Direction& d, uint64_t ticket);
+    // Under mu_: the ticket served after `last`'s request: the first waiting
+    // one of the next member (by the members' order, wrapping) that has one.
+    static std::optional<uint64_t> next_turn(Direction& d, const BlockNode* last);
 
     const std::string id_;
     mutable std::mutex mu_;
