@@ -100,10 +100,7 @@ Result<void> StorageDaemon::install_overlay(const std::shared_ptr<block::BlockNo
     if (overlay == node) return fail(EINVAL, "The overlay cannot be the node itself");
     if (auto r = node->check_not_blocked(); !r) return r;
     // QEMU blocks a snapshot of a backing node (its backing_blocker).
-    for (const block::BlockEdge* e : node->parents())
-        if (e->role() == block::ChildRole::backing && e->parent_node())
-            return fail(EBUSY, "Node '" + node->node_name() + "' is busy: node is used as backing hd of '" +
-                                   e->parent_node()->node_name() + "'");
+    if (auto r = node->check_not_backing(); !r) return r;
     if (!overlay->users().empty() || overlay->has_parent_nodes()) return fail(EBUSY, "The overlay is already in use");
     if (overlay->child(block::ChildRole::backing)) return fail(EINVAL, "The overlay already has a backing image");
     if (!overlay->driver().supports_backing()) return fail(ENOTSUP, "The overlay does not support backing images");

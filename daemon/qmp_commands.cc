@@ -68,10 +68,11 @@ json image_info(const block::BlockNode& node, bool flat) {
 
 json block_device_info(const block::BlockNode& node, bool flat) {
     const block::Driver& d = node.driver();
+    // QEMU's: the chain below (backing files and filtered children), and 0
+    // for flat output, which stops at the node.
     int depth = 0;
-    for (const block::BlockNode* n = &node; const block::BlockEdge* b = n->child(block::ChildRole::backing);
-         n = &b->child())
-        depth++;
+    if (!flat)
+        for (const block::BlockEdge* b = node.chain_child(); b != nullptr; b = b->child().chain_child()) depth++;
     json info = {{"node-name", node.node_name()},
             {"drv", d.format_name()},
             {"file", d.filename()},

@@ -273,6 +273,7 @@ Result<void> BlockGraph::check_removable(const std::string& node_name) const {
     if (!node) return fail(ENOENT, "Failed to find node with node-name='" + node_name + "'");
     if (!nodes_.at(node_name).owned) return fail(EINVAL, "Node " + node_name + " is not owned by the monitor");
     if (auto r = node->check_not_blocked(); !r) return r;
+    if (auto r = node->check_not_backing(); !r) return r;
     for (const BlockEdge* e : node->parents())
         return fail(EBUSY, "Node '" + node_name + "' is busy: it is in use by " + e->parent_name());
     return {};

@@ -187,6 +187,15 @@ Result<void> BlockNode::check_not_blocked() const {
     return fail(EBUSY, "Node '" + node_name_ + "' is busy: " + op_blocker_);
 }
 
+Result<void> BlockNode::check_not_backing() const {
+    assert_in_main_thread();
+    for (const BlockEdge* e : parents_)
+        if (e->role() == ChildRole::backing && e->parent_node())
+            return fail(EBUSY, "Node '" + node_name_ + "' is busy: node is used as backing hd of '" +
+                                   e->parent_node()->node_name() + "'");
+    return {};
+}
+
 void BlockNode::detach_child(BlockEdge& edge) {
     assert_in_main_thread();
     std::erase_if(children_, [&edge](const auto& e) { return e.get() == &edge; });

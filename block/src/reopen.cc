@@ -1,6 +1,9 @@
 // blockdev-reopen: a node gets its complete options again, as QEMU 7.2
 // takes them. What may change: `read-only` (absent means read-write, as in
-// QEMU), and the options a driver lists as reopenable (blkdebug's rules).
+// QEMU), `backing` of a format with backing files (another node by name, or
+// null to detach; it must be given when the node has one or its image
+// names one), and the options a driver lists as reopenable (blkdebug's
+// rules).
 // Everything else must say what the node was opened with — values compared
 // by meaning, so that a keyval string "on" from the command line equals a
 // JSON true from QMP — and a child may be named by its node-name instead of
@@ -9,6 +12,7 @@
 // any is reopened.
 #include <functional>
 
+#include "drivers.h"
 #include "ioplane/block/graph.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/main_loop.h"
@@ -75,7 +79,71 @@ struct Prepared {
     std::shared_ptr<BlockNode> node;
     bool read_only;
     std::function<void()> commit_driver;  // may be empty
+    // Engaged: the backing child becomes this node (null: none).
+    std::optional<std::shared_ptr<BlockNode>> backing;
 };
+
+// QEMU's bdrv_reopen_parse_file_or_backing for `backing`: what the backing
+// child becomes, if it changes. Options (not a name) reopen the child as it
+// is, so they must be the ones it was opened with.
+Result<std::optional<std::shared_ptr<BlockNode>>> prepare_backing(BlockGraph& graph, BlockNode& node,
+                                                                  OptionReader& r) {
+    using Change = std::optional<std::shared_ptr<BlockNode>>;
+    const BlockEdge* old = node.child(ChildRole::backing);
+    auto given = read_backing_option(r);
+    if (!given) return std::unexpected(given.error());
+    if (!given->given) {
+        if (old != nullptr || node.driver().backing_file())
+            return fail(EINVAL, "backing is missing for '" + node.node_name() + "'");
+        return Change{};
+    }
+    const nlohmann::json& now = node.open_options().contains("backing") ? node.open_options()["backing"] : nullptr;
+    if (given->spec.is_object()) {
+        if (same_value(now, given->spec)) return Change{};
+        // QEMU compares the flattened options: it names the first one.
+        std::string key = "backing";
+        for (auto it = given->spec.begin(); it != given->spec.end(); ++it)
+            if (!now.is_object() || !now.contains(it.key()) || !same_value(now[it.key()], it.value())) {
+                key += "." + it.key();
+                break;
+            }
+        return fail(EINVAL, "Cannot change the option '" + key + "'");
+    }
+    std::shared_ptr<BlockNode> to;
+    if (given->spec.is_string()) {
+        const std::string& name = given->spec.get_ref<const std::string&>();
+        to = graph.find(name);
+        if (!to) return fail(ENOENT, "Cannot find device='' nor node-name='" + name + "'");
+        if (std::ranges::count(to->subtree(), &node))
+            return fail(EINVAL, "Making '" + name + "' a backing child of '" + node.node_name() + "' would create a cycle");
+    } else if (!given->spec.is_null()) {
+        return fail(EINVAL, "Invalid parameter type for 'backing', expected: BlockdevRefOrNull");
+    }
+    if ((old ? old->child_ptr() : nullptr) == to) return Change{};
+    // A job's chain (stream, commit) cannot change under it.
+    if (auto c = node.check_not_blocked(); !c) return std::unexpected(c.error());
+    if (to && &to->ctx() != &node.ctx())
+        return fail(EINVAL, "node '" + to->node_name() + "' is in another iothread than node '" + node.node_name() + "'");
+    return Change{std::move(to)};
+}
+
+// The backing child becomes `to` (null: none); the node is drained, and so
+// is `to`.
+Result<void> change_backing(BlockNode& node, const std::shared_ptr<BlockNode>& to) {
+    BlockEdge* edge = node.child(ChildRole::backing);
+    if (!to) {
+        node.detach_child(*edge);
+    } else if (edge) {
+        if (auto r = node.replace_child(*edge, to); !r) return r;
+    } else if (auto r = node.attach_child(ChildRole::backing, to); !r) {
+        return std::unexpected(r.error());
+    }
+    nlohmann::json options = node.open_options();
+    options["backing"] = to ? nlohmann::json(to->node_name()) : nlohmann::json(nullptr);
+    node.set_open_options(std::move(options));
+    LOG_INFO("node '%s': backing is now %s", node.node_name().c_str(), to ? to->node_name().c_str() : "none");
+    return {};
+}
 
 Result<Prepared> prepare(BlockGraph& graph, const OptionTree& asked) {
     OptionReader r(asked);
@@ -89,11 +157,18 @@ Result<Prepared> prepare(BlockGraph& graph, const OptionTree& asked) {
     auto read_only = r.get_bool("read-only");
     if (!read_only) return std::unexpected(read_only.error());
     (void)r.get_raw("auto-read-only");
+    std::optional<std::shared_ptr<BlockNode>> backing;
+    if (node->driver().supports_backing()) {
+        auto change = prepare_backing(graph, *node, r);
+        if (!change) return std::unexpected(change.error());
+        backing = std::move(*change);
+    }
     const std::vector<std::string> reopenable = node->driver().reopenable_options();
     const nlohmann::json& now = node->open_options();
     std::set<std::string> keys;
     for (auto it = now.begin(); it != now.end(); ++it) keys.insert(it.key());
     for (auto it = asked.root.begin(); it != asked.root.end(); ++it) keys.insert(it.key());
+    if (node->driver().supports_backing()) keys.erase("backing");
     for (const std::string& key : keys) {
         if (generic_key(key) || std::ranges::count(reopenable, key)) continue;
         const bool in_now = now.contains(key), in_asked = asked.root.contains(key);
@@ -101,12 +176,12 @@ Result<Prepared> prepare(BlockGraph& graph, const OptionTree& asked) {
             (void)r.get_raw(key);
             continue;
         }
-        return fail(EINVAL, "node '" + *name + "': Cannot change the option '" + key + "'");
+        return fail(EINVAL, "Cannot change the option '" + key + "'");
     }
     auto commit = node->driver().prepare_reopen(r);
     if (!commit) return std::unexpected(commit.error());
     if (auto c = r.check_all_used(); !c) return std::unexpected(c.error());
-    return Prepared{std::move(node), read_only->value_or(false), std::move(*commit)};
+    return Prepared{std::move(node), read_only->value_or(false), std::move(*commit), std::move(backing)};
 }
 
 }  // namespace
@@ -120,8 +195,13 @@ Result<void> BlockGraph::reopen(const std::vector<OptionTree>& options_list) {
         prepared.push_back(std::move(*p));
     }
     for (Prepared& p : prepared) {
+        // A new backing node joins the drained component: drained first.
+        std::optional<DrainedSection> drained_backing;
+        if (p.backing && *p.backing) drained_backing.emplace(**p.backing);
         DrainedSection drained(*p.node);
         if (auto r = p.node->set_read_only(p.read_only); !r) return r;
+        if (p.backing)
+            if (auto r = change_backing(*p.node, *p.backing); !r) return r;
         if (p.commit_driver) p.commit_driver();
         LOG_INFO("node '%s': reopened%s", p.node->node_name().c_str(), p.read_only ? " read-only" : " read-write");
     }

@@ -117,7 +117,7 @@ def verify_export(uri, model, label):
 
 
 def node(q, name):
-    nodes = [n for n in q.ok("query-named-block-nodes", flat=True) if n["node-name"] == name]
+    nodes = [n for n in q.ok("query-named-block-nodes") if n["node-name"] == name]
     return nodes[0] if nodes else None
 
 
@@ -392,7 +392,7 @@ def test_mirror_cancel(q, d, sock):
     q.ok("block-job-cancel", device="xj")
     statuses, final = wait_job_end(q, "xj")
     assert final["event"] == "BLOCK_JOB_COMPLETED" and "error" not in final["data"], final
-    assert node(q, "xsrc") and not [n for n in q.ok("query-named-block-nodes", flat=True)
+    assert node(q, "xsrc") and not [n for n in q.ok("query-named-block-nodes")
                                     if n["node-name"] == "xsrc" and n["backing_file_depth"] != 2]
     q.ok("blockdev-del", node_name="xdst")
     run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", target, paths[2])

@@ -114,6 +114,9 @@ public:
     void set_op_blocker(std::string reason) { op_blocker_ = std::move(reason); }
     // Main thread: "Node 'x' is busy: <op_blocker>" if it is blocked.
     Result<void> check_not_blocked() const;
+    // Main thread: QEMU's backing blocker: "Node 'x' is busy: node is used
+    // as backing hd of 'y'" if a node has this one as its backing file.
+    Result<void> check_not_backing() const;
 
     // Main thread: the options the node was opened with (its own subtree of
     // --blockdev or blockdev-add), for blockdev-reopen's comparison.
