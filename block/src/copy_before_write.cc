@@ -5,8 +5,12 @@
 #include "drivers.h"
 #include "graph_internal.h"
 #include "io_vector.h"
+#include "ioplane/core/aio_wait.h"
+#include "ioplane/core/coroutine.h"
 #include "ioplane/core/log.h"
 #include "ioplane/core/thread_contract.h"
+#include "ioplane/core/timer.h"
+#include "tracked_request.h"
 
 namespace ioplane::block {
 namespace {
@@ -45,9 +49,11 @@ private:
     std::list<Busy>::iterator it_;
 };
 
-CopyBeforeWrite::CopyBeforeWrite(uint64_t length, uint64_t chunk, const DirtyBits* initial, OnCbwError on_error)
+CopyBeforeWrite::CopyBeforeWrite(uint64_t length, uint64_t chunk, const DirtyBits* initial, OnCbwError on_error,
+                                 int64_t timeout_ns)
     : chunk_(chunk),
       on_error_(on_error),
+      timeout_ns_(timeout_ns),
       pending_(length, chunk),
       access_(length, chunk),
       done_(length, chunk),
@@ -69,12 +75,13 @@ uint32_t CopyBeforeWrite::target_write_flags() const {
     return 0;
 }
 
-Task<std::optional<CopyBeforeWrite::CopyError>> CopyBeforeWrite::co_copy(uint64_t offset, uint64_t bytes) {
+Task<std::optional<CopyBeforeWrite::CopyError>> CopyBeforeWrite::co_copy(uint64_t offset, uint64_t bytes,
+                                                                         const bool* stop) {
     assert_in_context(node().ctx());
     const uint64_t length = pending_.length();
     const uint64_t end = std::min(align_up(offset + bytes, chunk_), length);
     uint64_t pos = align_down(offset, chunk_);
-    while (pos < end) {
+    while (pos < end && !(stop && *stop)) {
         // A copy of these chunks in flight: wait for it, then look again
         // (it may have failed and left its chunks pending).
         if (Busy* busy = find_overlap(copies_, pos, end)) {
@@ -127,7 +134,9 @@ Task<Result<void>> CopyBeforeWrite::co_before_write(uint64_t offset, uint64_t by
     if (snapshot_error_) co_return Result<void>{};
     const uint64_t start = align_down(offset, chunk_);
     const uint64_t end = std::min(align_up(offset + bytes, chunk_), pending_.length());
-    auto error = co_await co_copy(start, end - start);
+    std::optional<CopyError> error;
+    if (timeout_ns_ > 0) error = co_await co_copy_with_timeout(start, end - start);
+    else error = co_await co_copy(start, end - start);
     if (error) {
         if (on_error_ == OnCbwError::break_guest_write) co_return std::unexpected(error->error);
         LOG_WARN("copy-before-write node '%s': a copy failed, the snapshot is broken: %s", node().node_name().c_str(),
@@ -138,6 +147,44 @@ Task<Result<void>> CopyBeforeWrite::co_before_write(uint64_t offset, uint64_t by
     }
     while (Busy* read = find_overlap(snapshot_reads_, start, end)) co_await read->waiters.wait();
     co_return Result<void>{};
+}
+
+struct CopyBeforeWrite::TimedCopy {
+    bool finished = false;  // the copy ended (error says how)
+    bool stop = false;      // the waiter gave up: copy no further runs
+    std::optional<CopyError> error;
+    CoQueue done;
+};
+
+// QEMU's block_copy with a timeout (qemu_co_timeout): the copy runs in a
+// coroutine of its own, which this one waits for until the timer fires.
+Task<std::optional<CopyBeforeWrite::CopyError>> CopyBeforeWrite::co_copy_with_timeout(uint64_t offset,
+                                                                                      uint64_t bytes) {
+    auto copy = std::make_shared<TimedCopy>();
+    spawn_now(co_copy_in_background(copy, node().shared_from_this(), offset, bytes));  // counted at once
+    bool timed_out = false;
+    Timer timer(node().ctx(), [&timed_out, copy] {
+        timed_out = true;
+        copy->done.restart_all();
+    });
+    timer.arm_in(timeout_ns_);
+    co_await copy->done.wait_while([&timed_out, &copy] { return !copy->finished && !timed_out; });
+    if (copy->finished) co_return copy->error;
+    copy->stop = true;
+    co_return CopyError{Error{ETIMEDOUT, "copy-before-write: the copy took longer than cbw-timeout"}, false};
+}
+
+Task<void> CopyBeforeWrite::co_copy_in_background(std::shared_ptr<TimedCopy> copy, std::shared_ptr<BlockNode> keep,
+                                                  uint64_t offset, uint64_t bytes) {
+    {
+        // Counted in the node from before the guest write it serves ends:
+        // a drain of the node waits for this copy too.
+        NodeRequest counted(*keep, offset, bytes);
+        copy->error = co_await co_copy(offset, bytes, &copy->stop);
+        copy->finished = true;
+        copy->done.restart_all();
+    }
+    aio_wait_kick();  // a drain waiting for the count to drop
 }
 
 Task<Result<void>> CopyBeforeWrite::co_pwritev(uint64_t offset, uint64_t bytes, std::span<const iovec> iov,
@@ -257,8 +304,8 @@ Result<Opened> open_copy_before_write(OptionReader& opts, const OpenContext& oc)
         return fail(EINVAL, "Parameter 'on-cbw-error' does not accept value '" + **on_error_name + "'");
     auto timeout = opts.get_uint64("cbw-timeout");
     if (!timeout) return std::unexpected(timeout.error());
-    if (timeout->value_or(0) != 0)
-        return fail(ENOTSUP, "copy-before-write: cbw-timeout is not supported (0, no limit, is)");
+    if (timeout->value_or(0) > UINT32_MAX) return fail(EINVAL, "Parameter 'cbw-timeout' expects uint32_t");
+    const int64_t timeout_ns = int64_t(timeout->value_or(0)) * 1'000'000'000;
 
     const uint64_t length = (*file)->length();
     if ((*target)->length() < length)
@@ -270,7 +317,7 @@ Result<Opened> open_copy_before_write(OptionReader& opts, const OpenContext& oc)
                  "it doesn't have a backing file. The default block size of %llu bytes is used. If the actual block "
                  "size of the target exceeds this default, the backup may be unusable",
                  static_cast<unsigned long long>(kDefaultChunk));
-    auto driver = std::make_unique<CopyBeforeWrite>(length, chunk, initial ? &*initial : nullptr, on_error);
+    auto driver = std::make_unique<CopyBeforeWrite>(length, chunk, initial ? &*initial : nullptr, on_error, timeout_ns);
     return Opened{std::move(driver), {{ChildRole::filtered, *file}, {ChildRole::target, *target}}};
 }
 

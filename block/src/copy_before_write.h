@@ -44,7 +44,10 @@ enum class OnCbwError {
 class CopyBeforeWrite final : public FilterDriver {
 public:
     // `initial`: the chunks to copy (of any granularity); null: all.
-    CopyBeforeWrite(uint64_t length, uint64_t chunk, const DirtyBits* initial, OnCbwError on_error);
+    // `timeout_ns`: cbw-timeout (0: a guest write waits for its copy however
+    // long it takes).
+    CopyBeforeWrite(uint64_t length, uint64_t chunk, const DirtyBits* initial, OnCbwError on_error,
+                    int64_t timeout_ns = 0);
     const char* format_name() const override { return "copy-before-write"; }
 
     // Any thread (constant).
@@ -66,7 +69,8 @@ public:
     // copies of those chunks in flight. `copied` is told the bytes of each
     // chunk run copied (a job's progress). On an error the chunks that
     // failed are pending again.
-    Task<std::optional<CopyError>> co_copy(uint64_t offset, uint64_t bytes);
+    // A set `*stop` ends the copy before its next run of chunks.
+    Task<std::optional<CopyError>> co_copy(uint64_t offset, uint64_t bytes, const bool* stop = nullptr);
     void set_progress(std::function<void(uint64_t)> copied) { progress_ = std::move(copied); }
 
     // The snapshot, for snapshot-access (QEMU's bdrv_co_*_snapshot): reads
@@ -94,6 +98,13 @@ private:
     static Busy* find_overlap(std::list<Busy>& list, uint64_t offset, uint64_t end);
 
     Task<Result<void>> co_before_write(uint64_t offset, uint64_t bytes);
+    // A guest write's copy with cbw-timeout: ETIMEDOUT if the copy takes
+    // longer; it then goes on in the background, counted in the node (so
+    // that drains wait for it), and stops before its next run of chunks.
+    struct TimedCopy;
+    Task<std::optional<CopyError>> co_copy_with_timeout(uint64_t offset, uint64_t bytes);
+    Task<void> co_copy_in_background(std::shared_ptr<TimedCopy> copy, std::shared_ptr<BlockNode> keep,
+                                     uint64_t offset, uint64_t bytes);
     Task<std::optional<CopyError>> co_copy_run(uint64_t offset, uint64_t bytes);
     BlockEdge& target() const { return child(ChildRole::target); }
     // Copies into a target whose backing chain holds the source are
@@ -102,6 +113,7 @@ private:
 
     const uint64_t chunk_;
     const OnCbwError on_error_;
+    const int64_t timeout_ns_;
     DirtyBits pending_, access_, done_;
     std::list<Busy> copies_, snapshot_reads_;
     std::optional<Error> snapshot_error_;  // break-snapshot: why reads fail

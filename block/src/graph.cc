@@ -282,6 +282,9 @@ Result<void> BlockGraph::check_removable(const std::string& node_name) const {
 Result<void> BlockGraph::remove(const std::string& node_name) {
     if (auto r = check_removable(node_name); !r) return r;
     auto node = find(node_name);
+    // What the node still does on its own (a copy-before-write node's copy
+    // that outlived its cbw-timeout) ends first: it holds the node.
+    { DrainedSection drained(*node); }
     nodes_.erase(node_name);
     // Children go with their parent; their entries expire (and are pruned here).
     node.reset();
