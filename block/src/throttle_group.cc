@@ -122,7 +122,7 @@ Result<void> ThrottleGroups::remove(const std::string& id) {
     assert_in_main_thread();
     auto it = groups_.find(id);
     if (it == groups_.end()) return fail(ENOENT, "object '" + id + "' not found");
-    if (it->second.use_count() > 1) return fail(EBUSY, "object '" + id + "' is in use by a throttle node");
+    if (it->second.use_count() > 1) return fail(EBUSY, "object '" + id + "' is in use, can not be deleted");  // QEMU's words
     groups_.erase(it);
     return {};
 }

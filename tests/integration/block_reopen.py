@@ -11,7 +11,10 @@ qemu-storage-daemon 7.2:
   a node that does not exist, a cycle (base1 over top), options that are not
   the child's own, a wrong type;
 - read-only and backing changed in one reopen;
-- query-named-block-nodes' backing depth of the top after each step.
+- query-named-block-nodes' backing depth of the top after each step;
+- a throttle node moved to another throttle group: 20 reads through its
+  export are slow before (10 IOPS) and fast after, and the old group can
+  be deleted then.
 
 Every reply, depth and read is recorded; ioplane's record must equal
 qemu-storage-daemon's. Then `qemu-img check` and the top image's header,
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_run import Daemon  # noqa: E402
@@ -74,6 +78,34 @@ class Session(Transcript):
         self.log.append((label + ": seen", seen))
 
 
+def slow_reads(nbd_sock):
+    """Whether 20 reads through the throttled export take over 1 s."""
+    t0 = time.monotonic()
+    run("qemu-io", "-r", "-f", "raw", *(["-c", "read 0 512"] * 20), f"nbd+unix:///thr?socket={nbd_sock}")
+    return time.monotonic() - t0 > 1
+
+
+def throttle_group(s, nbd_sock):
+    """A throttle node moved to another group by blockdev-reopen: the new
+    limit applies, and the old group is no longer in use."""
+    s.ok("slow group", "object-add", qom_type="throttle-group", id="g1", limits={"iops-total": 10})
+    s.ok("fast group", "object-add", qom_type="throttle-group", id="g2", limits={"iops-total": 100000})
+    thr = {"driver": "throttle", "node-name": "thr", "throttle-group": "g1",
+           "file": {"driver": "null-co", "node-name": "nul"}}
+    s.ok("add thr", "blockdev-add", **thr)
+    s.ok("export thr", "block-export-add", type="nbd", id="et", node_name="thr")
+    s.log.append(("g1: slow reads", slow_reads(nbd_sock)))
+    s.step("g1 in use", "object-del", id="g1")
+    s.step("reopen to g2", "blockdev-reopen", options=[dict(thr, **{"throttle-group": "g2", "file": "nul"})])
+    s.log.append(("g2: slow reads", slow_reads(nbd_sock)))
+    s.step("g1 free", "object-del", id="g1")
+    s.step("reopen to a missing group", "blockdev-reopen",
+           options=[dict(thr, **{"throttle-group": "g1", "file": "nul"})])
+    s.ok("export thr del", "block-export-del", id="et")
+    s.q.wait_event("BLOCK_EXPORT_DELETED")
+    s.ok("del thr", "blockdev-del", node_name="thr")
+
+
 def scenario(binary, d):
     qmp_sock, nbd_sock = f"{d}/qmp.sock", f"{d}/nbd.sock"
     with Daemon(binary, ["--chardev", f"socket,id=m,path={qmp_sock},server=on,wait=off", "--monitor", "m",
@@ -102,6 +134,7 @@ def scenario(binary, d):
         s.ok("export del", "block-export-del", id="e")
         q.wait_event("BLOCK_EXPORT_DELETED")
         s.ok("del top", "blockdev-del", node_name="top")
+        throttle_group(s, nbd_sock)
         dmn.stop()
     run("qemu-img", "check", "-q", f"{d}/top.qcow2")
     info = run("qemu-img", "info", "--output=json", f"{d}/top.qcow2")
