@@ -28,17 +28,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from block_jobs import run  # noqa: E402
 from daemon_run import Daemon  # noqa: E402
 from qmp import Qmp  # noqa: E402
 from qmp_transcript import Transcript, compare_transcripts  # noqa: E402
 
 MiB = 1 << 20
-
-
-def run(*cmd):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))}: {r.stdout}{r.stderr}"
-    return r.stdout
 
 
 def make_images(d):
@@ -137,7 +132,7 @@ def scenario(binary, d):
         throttle_group(s, nbd_sock)
         dmn.stop()
     run("qemu-img", "check", "-q", f"{d}/top.qcow2")
-    info = run("qemu-img", "info", "--output=json", f"{d}/top.qcow2")
+    info = run("qemu-img", "info", "--output=json", f"{d}/top.qcow2").stdout
     s.log.append(("header backing", "base1.qcow2" in info))
     return s.log
 

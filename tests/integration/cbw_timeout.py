@@ -22,16 +22,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from block_jobs import run  # noqa: E402
 from daemon_run import Daemon, assert_same_as_qsd  # noqa: E402
 from qmp import Qmp  # noqa: E402
 
 MiB = 1 << 20
-
-
-def run(*cmd):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))}: {r.stdout}{r.stderr}"
-    return r.stdout
 
 
 def qemu_io(uri, command):

@@ -136,11 +136,17 @@ def scenarios(binary, d):
         q = Qmp(qmp_sock)
         grouped = {"completion-mode": "grouped"}
 
+        def pair(tag, fast, slow, properties=grouped):
+            """Backups `fast` and `slow` (rate-limited) in one transaction."""
+            r = Run(q)
+            fresh_nodes(q, tag)
+            r.cmd("txn", "transaction", actions=[backup(fast, f"{tag}s1", f"{tag}t1"),
+                                                 backup(slow, f"{tag}s2", f"{tag}t2", speed=SLOW)],
+                  properties=properties)
+            return r
+
         # Both succeed: a waits for b.
-        r = Run(q)
-        fresh_nodes(q, "a")
-        r.cmd("txn", "transaction", actions=[backup("a", "as1", "at1"), backup("b", "as2", "at2", speed=SLOW)],
-              properties=grouped)
+        r = pair("a", "a", "b")
         r.until("a waiting", lambda e: e == ("a", "waiting"))
         time.sleep(0.3)  # a stays waiting while b runs
         r.cmd("jobs while b runs", "query-jobs")
@@ -159,36 +165,32 @@ def scenarios(binary, d):
         out.append(r.record())
 
         # The user cancels the running one; the waiting one is cancelled too.
-        r = Run(q)
-        fresh_nodes(q, "u")
-        r.cmd("txn", "transaction", actions=[backup("e", "us1", "ut1"), backup("f", "us2", "ut2", speed=SLOW)],
-              properties=grouped)
+        r = pair("u", "e", "f")
         r.until("e waiting", lambda e: e == ("e", "waiting"))
         r.cmd("cancel f", "job-cancel", id="f")
         r.gone("f", "e")
         out.append(r.record())
 
+        def both_pending(tag, first, second):
+            """A grouped pair with auto-finalize off, both pending."""
+            r = Run(q)
+            fresh_nodes(q, tag)
+            r.cmd("txn", "transaction", actions=[backup(first, f"{tag}s1", f"{tag}t1", auto_finalize=False),
+                                                 backup(second, f"{tag}s2", f"{tag}t2", auto_finalize=False)],
+                  properties=grouped)
+            for job in (first, second):
+                r.until(f"{job} pending", lambda e, job=job: e == ("BLOCK_JOB_PENDING", job))
+            return r
+
         # auto-finalize off: both pending; finalizing one finalizes both.
-        r = Run(q)
-        fresh_nodes(q, "p")
-        r.cmd("txn", "transaction", actions=[backup("g", "ps1", "pt1", auto_finalize=False),
-                                             backup("h", "ps2", "pt2", auto_finalize=False)],
-              properties=grouped)
-        r.until("g pending", lambda e: e == ("BLOCK_JOB_PENDING", "g"))
-        r.until("h pending", lambda e: e == ("BLOCK_JOB_PENDING", "h"))
+        r = both_pending("p", "g", "h")
         r.cmd("jobs pending", "query-jobs")
         r.cmd("finalize h", "job-finalize", id="h")
         r.gone("h", "g")
         out.append(r.record())
 
         # auto-finalize off, and a cancel of a pending job: both abort.
-        r = Run(q)
-        fresh_nodes(q, "k")
-        r.cmd("txn", "transaction", actions=[backup("i", "ks1", "kt1", auto_finalize=False),
-                                             backup("j", "ks2", "kt2", auto_finalize=False)],
-              properties=grouped)
-        r.until("i pending", lambda e: e == ("BLOCK_JOB_PENDING", "i"))
-        r.until("j pending", lambda e: e == ("BLOCK_JOB_PENDING", "j"))
+        r = both_pending("k", "i", "j")
         r.cmd("cancel i", "job-cancel", id="i")
         r.gone("i", "j")
         out.append(r.record())
@@ -203,10 +205,7 @@ def scenarios(binary, d):
         out.append(r.record())
 
         # Individual: m ends at once while n runs.
-        r = Run(q)
-        fresh_nodes(q, "n")
-        r.cmd("txn", "transaction", actions=[backup("m", "ns1", "nt1"), backup("n", "ns2", "nt2", speed=SLOW)],
-              properties={"completion-mode": "individual"})
+        r = pair("n", "m", "n", properties={"completion-mode": "individual"})
         r.gone("m")
         r.until("n", lambda e: e == ("n", "running"))
         r.cmd("jobs after m", "query-jobs")
@@ -216,10 +215,7 @@ def scenarios(binary, d):
 
         # SIGTERM while one job of a group waits for the other: both are
         # cancelled and the daemon exits 0.
-        r = Run(q)
-        fresh_nodes(q, "z")
-        r.cmd("txn", "transaction", actions=[backup("o", "zs1", "zt1"), backup("p", "zs2", "zt2", speed=SLOW)],
-              properties=grouped)
+        r = pair("z", "o", "p")
         r.until("o waiting", lambda e: e == ("o", "waiting"))
         dmn.stop()
     return out
