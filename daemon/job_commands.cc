@@ -453,8 +453,8 @@ void register_job_commands(StorageDaemon& daemon) {
         OptionTree tree = arguments(args);
         if (auto c = OptionReader(tree).check_all_used(); !c) return error_of(c);
         json list = json::array();
-        for (auto job = daemon.jobs().jobs().rbegin(); job != daemon.jobs().jobs().rend(); ++job)  // newest first
-            if (auto* b = dynamic_cast<const block::BlockJob*>(job->get())) list.push_back(b->block_info());
+        for (const auto& job : daemon.jobs().jobs())
+            if (auto* b = dynamic_cast<const block::BlockJob*>(job.get())) list.push_back(b->block_info());
         return list;
     });
     // block-job-* name the job "device" (its old name), except the two

@@ -153,7 +153,7 @@ Result<Job*> JobManager::create(std::unique_ptr<Job> job, std::shared_ptr<JobTxn
     if (find(job->id_)) return fail(EEXIST, "Job ID '" + job->id_ + "' already in use");
     Job& j = *job;
     j.manager_ = this;
-    jobs_.push_back(std::move(job));
+    jobs_.insert(jobs_.begin(), std::move(job));
     transition(j, JobStatus::created);
     if (auto r = j.setup(); !r) {
         remove(j);  // QEMU's job_early_fail: straight to null
@@ -378,7 +378,7 @@ Result<void> JobManager::dismiss(const std::string& id) {
 nlohmann::json JobManager::query() const {
     assert_in_main_thread();
     nlohmann::json list = nlohmann::json::array();
-    for (auto j = jobs_.rbegin(); j != jobs_.rend(); ++j) list.push_back((*j)->info());  // newest first, as QEMU
+    for (const auto& j : jobs_) list.push_back(j->info());
     return list;
 }
 

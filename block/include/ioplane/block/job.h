@@ -220,6 +220,7 @@ public:
     // The job `id` if it accepts `verb`, else QEMU's message.
     Result<Job*> find_for(const std::string& id, JobVerb verb) const;
     Job* find(const std::string& id) const;
+    // Newest first, as QEMU lists them.
     const std::vector<std::unique_ptr<Job>>& jobs() const { return jobs_; }
     nlohmann::json query() const;
     // Cancels every job (forced) and waits until each has ended (shutdown).
@@ -244,7 +245,7 @@ private:
     Task<void> co_run(Job& job);
 
     EventSink events_;
-    std::vector<std::unique_ptr<Job>> jobs_;  // in creation order
+    std::vector<std::unique_ptr<Job>> jobs_;  // newest first, as QEMU lists them
     unsigned running_ = 0;
 };
 
